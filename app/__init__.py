@@ -1,0 +1,1 @@
+"""The editing service: FastAPI API, Redis queue, editor worker, versioned weight deltas."""

@@ -1,0 +1,27 @@
+"""Locate-then-edit for causal LMs: FE (forward replay, the default) and MEMIT baselines.
+
+Pure torch + transformers: no web, no Redis, no global state. Typical use::
+
+    from models.load import load_model
+    from editing import Editor, EditRequest
+
+    lm = load_model()                       # the default SmolLM2-135M-Instruct
+    editor = Editor(lm.model, lm.tokenizer) # preset hyper-parameters for the model
+    result = editor.edit([EditRequest("Danielle Darrieux", "The mother tongue of {} is", "English")])
+    result.delta.apply(lm.model)            # or keep result.delta.save("edit.safetensors")
+"""
+
+from editing.delta import WeightDelta
+from editing.editor import Editor, EditResult, EditState
+from editing.hparams import EditHparams
+from editing.requests import EditRequest, InvalidEditRequest
+
+__all__ = [
+    "EditHparams",
+    "EditRequest",
+    "EditResult",
+    "EditState",
+    "Editor",
+    "InvalidEditRequest",
+    "WeightDelta",
+]

@@ -1,0 +1,278 @@
+"""A weight edit as a value: per-layer updates of MLP output matrices.
+
+A ``WeightDelta`` is what an edit batch produces and what a version stores. It is applied on
+top of known weights and reverted by restoring a snapshot of those weights (bit-identical),
+never by subtracting: add-then-subtract drifts in floating point. Updates have rank at most
+the number of facts, so they are kept factored (``left @ right``) when that is smaller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from models.specs import mlp_out_weight, spec_for, weight_out_in
+
+FORMAT_VERSION = "1"
+
+
+class DeltaError(ValueError):
+    """A delta that must not be applied: corrupted, or made for another model."""
+
+
+@dataclass
+class LayerUpdate:
+    """The change of one layer's MLP output matrix, in (out, in) orientation.
+
+    Dense when ``right`` is None (``left`` is the whole matrix), else ``left @ right``.
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor | None = None
+
+    @classmethod
+    def from_factors(cls, left: torch.Tensor, right: torch.Tensor) -> LayerUpdate:
+        """Keep the factors when they hold fewer numbers than the dense product."""
+        d_out, rank = left.shape
+        d_in = right.shape[1]
+        if rank * (d_out + d_in) < d_out * d_in:
+            return cls(left.float().contiguous(), right.float().contiguous())
+        return cls((left.double() @ right.double()).float())
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self.right is None:
+            return tuple(self.left.shape)  # type: ignore[return-value]
+        return (self.left.shape[0], self.right.shape[1])
+
+    @property
+    def factored(self) -> bool:
+        return self.right is not None
+
+    def dense(self) -> torch.Tensor:
+        """The full (out, in) update in float32 (computed the same way every time)."""
+        if self.right is None:
+            return self.left
+        return self.left @ self.right
+
+    def rank(self) -> int:
+        return int(torch.linalg.matrix_rank(self.dense().double()).item())
+
+    def norm(self) -> float:
+        return float(self.dense().double().norm())
+
+
+def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
+    """``W += update`` in the weight's own dtype and orientation (the one way weights change)."""
+    weight = mlp_out_weight(model, layer)
+    dense = update.dense().to(weight.device, weight.dtype)
+    with torch.no_grad():
+        weight.copy_(weight + (dense.T if spec_for(model).transposed else dense))
+
+
+@dataclass
+class BaseWeights:
+    """Exact copies of the matrices a delta is about to change, for a bit-identical revert."""
+
+    tensors: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def snapshot(cls, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
+        return cls({layer: mlp_out_weight(model, layer).detach().clone() for layer in layers})
+
+    def restore(self, model: nn.Module) -> None:
+        with torch.no_grad():
+            for layer, saved in self.tensors.items():
+                mlp_out_weight(model, layer).copy_(saved)
+
+
+@dataclass
+class WeightDelta:
+    """Per-layer updates plus what is needed to check they fit a model."""
+
+    updates: dict[int, LayerUpdate]
+    model_name: str = ""
+    model_type: str = ""
+    base_fingerprint: str = ""
+    hparams: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (method, number of facts, ...)."""
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer, the (d_k, N) keys of the batch: later batches must keep them (old-keys term)."""
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.updates)
+
+    # -- applying ----------------------------------------------------------------------
+    def check_compatible(self, model: nn.Module, fingerprint: str | None = None) -> None:
+        """Raise :class:`DeltaError` unless every update fits ``model`` (type, shapes, base)."""
+        model_type = model.config.model_type
+        if self.model_type and self.model_type != model_type:
+            raise DeltaError(f"delta is for model_type {self.model_type!r}, model is {model_type!r}")
+        if fingerprint and self.base_fingerprint and fingerprint != self.base_fingerprint:
+            raise DeltaError(
+                f"delta was made for base model {self.base_fingerprint[:12]}…, "
+                f"this model is {fingerprint[:12]}…"
+            )
+        for layer, update in self.updates.items():
+            try:
+                expected = tuple(weight_out_in(model, layer).shape)
+            except (IndexError, AttributeError) as exc:
+                raise DeltaError(f"layer {layer} does not exist in this model") from exc
+            if update.shape != expected:
+                raise DeltaError(f"layer {layer}: update shape {update.shape} != weight {expected}")
+
+    def apply(self, model: nn.Module) -> BaseWeights:
+        """Add the updates in place; return the overwritten weights for :meth:`revert`."""
+        self.check_compatible(model)
+        base = BaseWeights.snapshot(model, self.layers)
+        for layer in self.layers:
+            add_layer_update(model, layer, self.updates[layer])
+        return base
+
+    @staticmethod
+    def revert(model: nn.Module, base: BaseWeights) -> None:
+        """Restore exactly the weights :meth:`apply` overwrote."""
+        base.restore(model)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            update = self.updates[layer]
+            out[f"layer.{layer}.left"] = update.left.detach().cpu().float().contiguous()
+            if update.right is not None:
+                out[f"layer.{layer}.right"] = update.right.detach().cpu().float().contiguous()
+        for layer, keys in self.keys.items():
+            out[f"layer.{layer}.keys"] = keys.detach().cpu().float().contiguous()
+        return out
+
+    def _header(self) -> dict[str, str]:
+        return {
+            "format": FORMAT_VERSION,
+            "model_name": self.model_name,
+            "model_type": self.model_type,
+            "base_fingerprint": self.base_fingerprint,
+            "layers": json.dumps(self.layers),
+            "hparams": json.dumps(self.hparams, sort_keys=True),
+            "info": json.dumps(self.info, sort_keys=True, default=str),
+        }
+
+    @property
+    def sha256(self) -> str:
+        """Content hash over tensors and header, independent of file layout."""
+        return _content_hash(self._tensors(), self._header())
+
+    def to_bytes(self) -> bytes:
+        header = self._header()
+        tensors = self._tensors()
+        header["sha256"] = _content_hash(tensors, header)
+        return st_save(tensors, metadata=header)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> WeightDelta:
+        """Parse and verify a saved delta; :class:`DeltaError` if it is corrupted."""
+        try:
+            tensors = st_load(data)
+            header = _read_metadata(data)
+        except Exception as exc:  # safetensors raises several types for garbage input
+            raise DeltaError(f"not a valid delta file: {exc}") from exc
+        stored = header.pop("sha256", None)
+        if stored is None or header.get("format") != FORMAT_VERSION:
+            raise DeltaError("not a delta file of this tool (no sha256/format in its metadata)")
+        actual = _content_hash(tensors, header)
+        if actual != stored:
+            raise DeltaError(f"delta content hash {actual[:12]}… does not match its record {stored[:12]}…")
+        try:
+            updates, keys = {}, {}
+            for layer in json.loads(header["layers"]):
+                left = tensors[f"layer.{layer}.left"]
+                right = tensors.get(f"layer.{layer}.right")
+                updates[int(layer)] = LayerUpdate(left, right)
+                if f"layer.{layer}.keys" in tensors:
+                    keys[int(layer)] = tensors[f"layer.{layer}.keys"]
+            return cls(
+                updates=updates,
+                model_name=header["model_name"],
+                model_type=header["model_type"],
+                base_fingerprint=header["base_fingerprint"],
+                hparams=json.loads(header["hparams"]),
+                info=json.loads(header["info"]),
+                keys=keys,
+            )
+        except (KeyError, ValueError) as exc:
+            raise DeltaError(f"delta file is missing {exc}") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> str:
+        """Write atomically (temp file, fsync, rename); return the sha256."""
+        data = self.to_bytes()
+        atomic_write(Path(path), data)
+        return self.sha256
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> WeightDelta:
+        return cls.from_bytes(Path(path).read_bytes())
+
+
+def _content_hash(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _read_metadata(data: bytes) -> dict[str, str]:
+    size = int.from_bytes(data[:8], "little")
+    return dict(json.loads(data[8 : 8 + size]).get("__metadata__", {}))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either absent/old or complete, never partial."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Identify a base model by its config and input embeddings (never touched by edits)."""
+    digest = hashlib.sha256()
+    config = model.config.to_dict()
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
+        digest.update(f"{key}={config.get(key)}".encode())
+    embedding = model.get_input_embeddings().weight.detach()
+    digest.update(embedding.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def apply_all(model: nn.Module, deltas: Iterable[WeightDelta]) -> None:
+    """Apply deltas in order (a version is base + its ordered deltas)."""
+    for delta in deltas:
+        delta.apply(model)

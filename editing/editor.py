@@ -1,0 +1,264 @@
+"""The edit pipeline: plan → targets → per-layer closed-form solve → delta.
+
+Layers are solved shallow to deep, each on the model as edited so far, because an update at
+one layer changes the keys and hidden states of every later one. The model's weights are
+restored before ``edit`` returns: the result is a :class:`WeightDelta` the caller applies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from editing.delta import BaseWeights, LayerUpdate, WeightDelta, add_layer_update, model_fingerprint
+from editing.encoding import encode
+from editing.hparams import EditHparams
+from editing.keys import fact_activations, mean_by_request
+from editing.requests import EditRequest, validate_requests
+from editing.solve import regulariser, solve_update
+from editing.stats import Corpus, CovarianceCache
+from editing.targets import ZResult, optimize_z, replay_targets
+from editing.templates import context_prefixes
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class EditState:
+    """What sequential editing carries from batch to batch: the keys of earlier edits.
+
+    Their Gram matrix ``Σ K Kᵀ`` joins the regulariser, so a later batch leaves the earlier
+    facts' key→value pairs in place.
+    """
+
+    keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def n_facts(self) -> int:
+        first = next(iter(self.keys.values()), [])
+        return sum(k.shape[1] for k in first)
+
+    def old_kkT(self, layer: int) -> torch.Tensor | None:
+        """``Σ K Kᵀ`` (float64) of earlier batches at ``layer``, or None."""
+        blocks = self.keys.get(layer)
+        if not blocks:
+            return None
+        k = torch.cat([b.double() for b in blocks], dim=1)
+        return k @ k.T
+
+    def extended(self, new_keys: dict[int, torch.Tensor]) -> EditState:
+        """A new state with one more batch (this one is not modified)."""
+        keys = {layer: list(blocks) for layer, blocks in self.keys.items()}
+        for layer, k in new_keys.items():
+            keys.setdefault(layer, []).append(k.detach().cpu().float())
+        return EditState(keys)
+
+    @classmethod
+    def from_deltas(cls, deltas: Iterable[WeightDelta]) -> EditState:
+        """The state after a chain of deltas (each carries its batch's keys)."""
+        state = cls()
+        for delta in deltas:
+            state = state.extended(delta.keys)
+        return state
+
+
+@dataclass
+class EditResult:
+    delta: WeightDelta
+    state: EditState
+    diagnostics: dict[str, Any]
+
+
+class Editor:
+    """Computes weight deltas for batches of edit requests on one model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        hparams: EditHparams | None = None,
+        *,
+        model_name: str = "",
+        cache_dir: Path | str | None = None,
+        corpus: Corpus | None = None,
+        z_group_size: int = 64,
+        prefix_cache: bool = True,
+        batch_size: int = 64,
+    ) -> None:
+        if hparams is None:
+            from models.presets import preset_for  # models/ depends on editing/, not the reverse
+
+            hparams = preset_for(model_name, model)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hparams = hparams
+        self.model_name = model_name
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.z_group_size = z_group_size
+        self.prefix_cache = prefix_cache
+        self.batch_size = batch_size
+        self.fingerprint = model_fingerprint(model)
+        self.stats = CovarianceCache(self.cache_dir, corpus, hparams.stats_samples, hparams.stats_seq_len)
+        self._prefixes: list[str] | None = None
+
+    def prefixes(self) -> list[str]:
+        """Context prefixes (generated once per model; ``""`` first)."""
+        if self._prefixes is None:
+            hp = self.hparams
+            self._prefixes = context_prefixes(
+                self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
+                self.fingerprint, self.cache_dir,
+            )
+        return self._prefixes
+
+    def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
+        report = (lambda f: progress("stats", f)) if progress else None
+        return self.stats.get(self.model, self.tokenizer, self.hparams.edited_layers, self.fingerprint, report)
+
+    # -- targets ---------------------------------------------------------------------------
+    def _z(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
+        return optimize_z(
+            self.model, self.tokenizer, requests, self.prefixes(), layer, self.hparams,
+            group_size=self.z_group_size, prefix_cache=self.prefix_cache, progress=progress,
+        )
+
+    def targets(
+        self, requests: Sequence[EditRequest], progress: Progress | None = None
+    ) -> tuple[dict[int, torch.Tensor], list[ZResult]]:
+        """Absolute target hidden states per edited layer (N, d), by the chosen strategy."""
+        hp = self.hparams
+        layers = hp.edited_layers
+        if hp.strategy == "forward_replay":
+            zres = self._z(requests, layers[0], progress)
+            replay_prefixes = self.prefixes() if hp.replay_on_templates else [""]
+            targets = replay_targets(
+                self.model, self.tokenizer, requests, replay_prefixes, zres, layers[1:], self.batch_size
+            )
+            targets[layers[0]] = zres.z
+            return targets, [zres]
+        if hp.strategy == "per_layer":
+            results = [self._z(requests, layer, progress) for layer in layers]
+            return {r.layer: r.z for r in results}, results
+        zres = self._z(requests, layers[-1], progress)  # backward_spread and one_layer
+        return {layers[-1]: zres.z}, [zres]
+
+    # -- the edit ----------------------------------------------------------------------------
+    def edit(
+        self,
+        requests: Sequence[EditRequest],
+        state: EditState | None = None,
+        progress: Progress | None = None,
+    ) -> EditResult:
+        """Compute the delta for one batch on the model's current weights.
+
+        ``state`` holds earlier batches' keys (sequential editing); the returned state adds
+        this batch's. The model's weights are the same before and after the call.
+        """
+        requests = validate_requests(requests)
+        hp = self.hparams
+        state = state or EditState()
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        prefixes = self.prefixes()
+        timings["templates_s"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        covs = self.covariances(progress)
+        timings["stats_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        targets, zresults = self.targets(requests, progress)
+        timings["targets_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        updates, keys, diag = self._solve_layers(requests, prefixes, targets, covs, state, progress)
+        timings["solve_s"] = time.perf_counter() - mark
+        timings["total_s"] = time.perf_counter() - started
+        delta = WeightDelta(
+            updates=updates,
+            model_name=self.model_name,
+            model_type=self.model.config.model_type,
+            base_fingerprint=self.fingerprint,
+            hparams=hp.to_dict(),
+            info={"strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
+            keys=keys,
+        )
+        z_main = zresults[0]
+        diagnostics = {
+            **diag,
+            "strategy": hp.strategy,
+            "z_layer": [z.layer for z in zresults],
+            "z_loss": z_main.nll,
+            "z_steps": z_main.steps,
+            "already_predicted": [i for i, hit in enumerate(z_main.already_predicted) if hit],
+            "z_tokens_per_step": z_main.tokens_per_step,
+            "z_tokens_per_step_uncached": z_main.tokens_per_step_uncached,
+            "timings": timings,
+        }
+        return EditResult(delta=delta, state=state.extended(keys), diagnostics=diagnostics)
+
+    def _solve_layers(
+        self,
+        requests: Sequence[EditRequest],
+        prefixes: list[str],
+        targets: dict[int, torch.Tensor],
+        covs: dict[int, torch.Tensor],
+        state: EditState,
+        progress: Progress | None,
+    ) -> tuple[dict[int, LayerUpdate], dict[int, torch.Tensor], dict[str, Any]]:
+        hp = self.hparams
+        layers = hp.edited_layers
+        last = layers[-1]
+        n = len(requests)
+        rows = encode(self.tokenizer, requests, prefixes, with_target=False)
+        bare = rows[:: len(prefixes)]
+        pad = self.tokenizer.pad_token_id
+        # FE's variant replays over all prefixes; then "h now" is the same average.
+        h_rows = rows if hp.replay_on_templates and hp.strategy == "forward_replay" else bare
+
+        def h_now(layer_list: Sequence[int]) -> dict[int, torch.Tensor]:
+            _, blocks = fact_activations(self.model, h_rows, pad, (), layer_list, self.batch_size)
+            return {layer: mean_by_request(v, h_rows, n) for layer, v in blocks.items()}
+
+        updates: dict[int, LayerUpdate] = {}
+        batch_keys: dict[int, torch.Tensor] = {}
+        ratios: list[float] = []
+        residual_norms: list[float] = []
+        initial: torch.Tensor | None = None
+        snapshot = BaseWeights.snapshot(self.model, layers)
+        try:
+            for i, layer in enumerate(layers):
+                key_rows, _ = fact_activations(self.model, rows, pad, (layer,), (), self.batch_size)
+                k = mean_by_request(key_rows[layer], rows, n)
+                now = h_now(sorted({layer, last}))
+                gap = (targets[last] - now[last]).norm(dim=-1)
+                initial = gap if initial is None else initial
+                ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
+                if hp.strategy == "backward_spread":
+                    residual = (targets[last] - now[last]) / (len(layers) - i)
+                else:
+                    residual = targets[layer] - now[layer]
+                residual_norms.append(float(residual.norm(dim=-1).mean()))
+                old = state.old_kkT(layer) if hp.use_old_keys else None
+                reg = regulariser(covs[layer].to(k.device), hp.mom2_update_weight, old, hp.l2)
+                left, right = solve_update(k.T, residual.T, reg)
+                updates[layer] = LayerUpdate.from_factors(left, right)
+                batch_keys[layer] = k.T.detach().cpu()
+                add_layer_update(self.model, layer, updates[layer])
+                if progress:
+                    progress("solve", (i + 1) / len(layers))
+            gap = (targets[last] - h_now((last,))[last]).norm(dim=-1)
+            ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
+        finally:
+            snapshot.restore(self.model)
+        diag = {
+            "layers": list(layers),
+            "residual_ratio": ratios,
+            "residual_norm": residual_norms,
+            "update_norm": [updates[layer].norm() for layer in layers],
+        }
+        return updates, batch_keys, diag

@@ -1,0 +1,297 @@
+"""Target hidden states: z by gradient descent on a vector, and forward replay of z.
+
+``optimize_z`` finds, for every request at once, a ``delta`` added to the block output of
+``layer`` at the fact token such that the model continues the prompt with the new target
+(DESIGN §1.3). Requests are independent rows of one batch and the loss is their *sum*, so
+Adam (elementwise) moves each request's delta exactly as a one-request run would; a request
+whose NLL falls below ``nll_stop`` is frozen, as its own early stop would have done.
+
+Causality: tokens before the fact token cannot see ``delta``, so their keys/values are the
+same at every step. With ``prefix_cache`` they are computed once and reused from the
+model's KV cache; each step then runs only the fact token and what follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from editing.batch import chunks, pad_right
+from editing.encoding import Row, encode, encode_essence
+from editing.hooks import edit_block_output
+from editing.hparams import EditHparams
+from editing.keys import fact_activations, mean_by_request
+from editing.requests import EditRequest
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class ZResult:
+    """The optimised delta per request at one layer, and how the optimisation went."""
+
+    layer: int
+    h: torch.Tensor
+    """(N, d) block output at ``layer`` at the bare prompt's fact token, before any change."""
+    delta: torch.Tensor
+    """(N, d) the optimised change; ``z = h + delta``."""
+    nll: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    already_predicted: list[bool] = field(default_factory=list)
+    tokens_per_step: int = 0
+    tokens_per_step_uncached: int = 0
+
+    @property
+    def z(self) -> torch.Tensor:
+        return self.h + self.delta
+
+
+@dataclass
+class _Batch:
+    """Tensors for the per-step forward pass of one group of requests."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    hook_rows: torch.Tensor
+    hook_pos: torch.Tensor
+    hook_req: torch.Tensor
+    pred_rows: torch.Tensor
+    pred_pos: torch.Tensor
+    pred_tokens: torch.Tensor
+    pred_row_of_token: torch.Tensor
+    n_rewrite_rows: int
+    prefix_len: int
+    cache: object | None
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def _reset_to_prefix(cache: object, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Put the cached prefix keys/values back (a forward pass appends the suffix's in place)."""
+    for layer, (keys, values) in zip(cache.layers, prefix_kv, strict=True):  # type: ignore[attr-defined]
+        layer.keys, layer.values = keys, values
+
+
+def _prepare(
+    model: nn.Module, rows: list[Row], essence: list[Row], pad_id: int, prefix_cache: bool
+) -> tuple[_Batch, int]:
+    """Split each row at its fact token; cache the prefixes' keys/values once."""
+    device = next(model.parameters()).device
+    inputs = [r.ids + r.target[:-1] for r in rows] + [r.ids for r in essence]
+    all_rows = rows + essence
+    split = [r.fact if prefix_cache else 0 for r in all_rows]
+    prefixes = [seq[:s] for seq, s in zip(inputs, split, strict=True)]
+    suffixes = [seq[s:] for seq, s in zip(inputs, split, strict=True)]
+    prefix_len = max(len(p) for p in prefixes)
+    ids, suffix_mask = pad_right(suffixes, pad_id, device)
+    positions = torch.tensor(split, device=device)[:, None] + torch.arange(ids.shape[1], device=device)
+    cache = None
+    mask = suffix_mask
+    if prefix_len:
+        pre_ids, pre_mask = pad_right(prefixes, pad_id, device)
+        with torch.no_grad():
+            # All-ones mask: pad positions sit after real ones (causal), and a row with an
+            # empty prefix would otherwise be fully masked (NaN). The suffix pass masks them.
+            cache = model.base_model(input_ids=pre_ids, use_cache=True).past_key_values
+        mask = torch.cat([pre_mask, suffix_mask], dim=1)
+    pred_rows, pred_pos, pred_tokens, owner = [], [], [], []
+    for i, r in enumerate(rows):
+        for j, token in enumerate(r.target):
+            pred_rows.append(i)
+            pred_pos.append(len(r.ids) - 1 + j - split[i])
+            pred_tokens.append(token)
+            owner.append(i)
+    for k, r in enumerate(essence):
+        i = len(rows) + k
+        pred_rows.append(i)
+        pred_pos.append(len(r.ids) - 1 - split[i])
+    uncached = sum(len(s) for s in inputs)
+
+    def t(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    batch = _Batch(
+        ids=ids, mask=mask, positions=positions,
+        hook_rows=t(list(range(len(all_rows)))),
+        hook_pos=t([r.fact - s for r, s in zip(all_rows, split, strict=True)]),
+        hook_req=t([r.request for r in all_rows]),
+        pred_rows=t(pred_rows), pred_pos=t(pred_pos), pred_tokens=t(pred_tokens),
+        pred_row_of_token=t(owner), n_rewrite_rows=len(rows), prefix_len=prefix_len, cache=cache,
+        prefix_kv=[(layer.keys, layer.values) for layer in cache.layers] if cache is not None else [],
+    )
+    return batch, uncached
+
+
+def _log_probs(model: nn.Module, layer: int, batch: _Batch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs at the prediction positions with ``delta`` added at the fact tokens.
+
+    Returns ``(log_probs, h)``: h is the block output at the hook positions (before delta).
+    """
+    seen: dict[str, torch.Tensor] = {}
+
+    def add_delta(hidden: torch.Tensor) -> torch.Tensor:
+        seen["h"] = hidden[batch.hook_rows, batch.hook_pos].detach()
+        return hidden.index_put((batch.hook_rows, batch.hook_pos), delta[batch.hook_req], accumulate=True)
+
+    with edit_block_output(model, layer, add_delta):
+        out = model.base_model(
+            input_ids=batch.ids,
+            attention_mask=batch.mask,
+            position_ids=batch.positions,
+            past_key_values=batch.cache,
+            use_cache=batch.cache is not None,
+        )
+    if batch.cache is not None:
+        _reset_to_prefix(batch.cache, batch.prefix_kv)
+    hidden = out.last_hidden_state[batch.pred_rows, batch.pred_pos]
+    logits = model.get_output_embeddings()(hidden).float()
+    return torch.log_softmax(logits, dim=-1), seen["h"]
+
+
+def optimize_z(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    prefixes: Sequence[str],
+    layer: int,
+    hp: EditHparams,
+    group_size: int = 64,
+    prefix_cache: bool = True,
+    progress: Progress | None = None,
+) -> ZResult:
+    """Optimise one delta per request at ``layer`` (batched, in groups of ``group_size``)."""
+    parts = [
+        _optimize_group(model, tokenizer, list(requests[s]), prefixes, layer, hp, prefix_cache,
+                        progress, (s.start, len(requests)))
+        for s in chunks(len(requests), group_size)
+    ]
+    return ZResult(
+        layer=layer,
+        h=torch.cat([p.h for p in parts]),
+        delta=torch.cat([p.delta for p in parts]),
+        nll=[x for p in parts for x in p.nll],
+        steps=[x for p in parts for x in p.steps],
+        already_predicted=[x for p in parts for x in p.already_predicted],
+        tokens_per_step=sum(p.tokens_per_step for p in parts),
+        tokens_per_step_uncached=sum(p.tokens_per_step_uncached for p in parts),
+    )
+
+
+def _optimize_group(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: list[EditRequest],
+    prefixes: Sequence[str],
+    layer: int,
+    hp: EditHparams,
+    prefix_cache: bool,
+    progress: Progress | None,
+    where: tuple[int, int],
+) -> ZResult:
+    n, n_prefixes = len(requests), len(prefixes)
+    rows = encode(tokenizer, requests, prefixes)
+    essence = encode_essence(tokenizer, requests)
+    batch, uncached = _prepare(model, rows, essence, tokenizer.pad_token_id, prefix_cache)
+    device = batch.ids.device
+    hidden_size = model.config.hidden_size
+    delta = torch.zeros(n, hidden_size, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
+    n_targets = [len(r.target) for r in rows]
+    token_row = batch.pred_row_of_token
+    n_tokens = len(token_row)
+    row_req = torch.tensor([r.request for r in rows], device=device)
+
+    frozen = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = [0] * n
+    final_nll = torch.zeros(n, device=device)
+    h = kl_init = None
+    already: list[bool] = []
+    for step in range(hp.v_steps):
+        log_probs, h_rows = _log_probs(model, layer, batch, delta)
+        token_lp = log_probs[:n_tokens].gather(1, batch.pred_tokens[:, None]).squeeze(1)
+        row_nll = torch.zeros(len(rows), device=device).index_add(0, token_row, -token_lp)
+        row_nll = row_nll / torch.tensor(n_targets, device=device, dtype=row_nll.dtype)
+        nll = torch.zeros(n, device=device).index_add(0, row_req, row_nll) / n_prefixes
+        essence_lp = log_probs[n_tokens:]
+        if step == 0:
+            h = h_rows[: batch.n_rewrite_rows : n_prefixes].clone()  # bare prompt = prefix 0
+            kl_init = essence_lp.detach().clone()
+            hits = log_probs[:n_tokens].argmax(-1) == batch.pred_tokens
+            misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
+            already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
+        kl = F.kl_div(essence_lp, kl_init, log_target=True, reduction="none").sum(-1)
+        decay = hp.weight_decay * delta.pow(2).sum(-1) / h.pow(2).sum(-1)
+        loss_each = nll + hp.kl_factor * kl + decay
+
+        active = ~frozen
+        final_nll = torch.where(active, nll.detach(), final_nll)
+        for i in torch.nonzero(active).flatten().tolist():
+            steps[i] = step
+        frozen = frozen | (nll.detach() < hp.nll_stop)
+        if progress:
+            progress("z", (where[0] + n * (step + 1) / hp.v_steps) / where[1])
+        if bool(frozen.all()) or step == hp.v_steps - 1:
+            break
+        optimizer.zero_grad()
+        loss_each[~frozen].sum().backward()
+        keep = delta.detach().clone()
+        optimizer.step()
+        with torch.no_grad():
+            delta[frozen] = keep[frozen]
+            limit = hp.clamp_norm_factor * h.norm(dim=-1)
+            norms = delta.norm(dim=-1)
+            scale = torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))
+            delta.mul_(scale[:, None])
+    assert h is not None
+    return ZResult(
+        layer=layer, h=h.float(), delta=delta.detach().float(), nll=final_nll.tolist(),
+        steps=[s + 1 for s in steps], already_predicted=already,
+        tokens_per_step=int(batch.mask[:, batch.prefix_len:].sum()), tokens_per_step_uncached=uncached,
+    )
+
+
+@torch.no_grad()
+def replay_targets(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    prefixes: Sequence[str],
+    zres: ZResult,
+    later_layers: Sequence[int],
+    batch_size: int = 64,
+) -> dict[int, torch.Tensor]:
+    """FE: inject z at ``zres.layer`` and read the block outputs of ``later_layers``.
+
+    With one prefix (the bare prompt) this is the paper's replay; with several, the block
+    outputs are averaged per request (``replay_on_templates``).
+    """
+    if not later_layers:
+        return {}
+    rows = encode(tokenizer, requests, prefixes, with_target=False)
+    device = zres.delta.device
+    delta = zres.delta
+    offset = {"start": 0}
+    order = torch.tensor([r.request for r in rows], device=device)
+
+    def add_delta(hidden: torch.Tensor) -> torch.Tensor:
+        part = order[offset["start"] : offset["start"] + hidden.shape[0]]
+        fact = fact_pos[offset["start"] : offset["start"] + hidden.shape[0]]
+        at = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden.index_put((at, fact), delta[part], accumulate=True)
+
+    fact_pos = torch.tensor([r.fact for r in rows], device=device)
+    outs: list[dict[int, torch.Tensor]] = []
+    with edit_block_output(model, zres.layer, add_delta):
+        for part in chunks(len(rows), batch_size):
+            offset["start"] = part.start
+            _, blocks = fact_activations(model, rows[part], tokenizer.pad_token_id, (), later_layers, batch_size)
+            outs.append(blocks)
+    return {
+        layer: mean_by_request(torch.cat([o[layer] for o in outs]), rows, len(requests))
+        for layer in later_layers
+    }

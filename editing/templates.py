@@ -1,0 +1,62 @@
+"""Context templates: short prefixes sampled from the model itself.
+
+Keys and targets are averaged over the fact placed after several prefixes, so an edit holds in
+context and not only for the bare prompt. z and the keys must use the same prefixes, so they
+are generated once per model (greedy, hence deterministic) and cached by the model's
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from editing.delta import atomic_write
+
+
+def generate_prefixes(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    starts: tuple[str, ...],
+    n_tokens: int,
+) -> list[str]:
+    """``[""] + [greedy continuation of each start + ". "]``; the bare prompt comes first."""
+    device = next(model.parameters()).device
+    prefixes = [""]
+    for start in starts:
+        enc = tokenizer(start, return_tensors="pt").to(device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        text = tokenizer.decode(out[0], skip_special_tokens=True)
+        text = " ".join(text.replace("{", " ").replace("}", " ").split())
+        prefixes.append(text + ". ")
+    return prefixes
+
+
+def context_prefixes(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    starts: tuple[str, ...],
+    n_tokens: int,
+    fingerprint: str,
+    cache_dir: Path | None = None,
+) -> list[str]:
+    """The model's context prefixes, read from / written to ``cache_dir`` when given."""
+    if not starts:
+        return [""]
+    path = None
+    if cache_dir is not None:
+        key = f"{fingerprint[:16]}-{n_tokens}-{'_'.join(starts)}"
+        path = Path(cache_dir) / "templates" / f"{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+    prefixes = generate_prefixes(model, tokenizer, starts, n_tokens)
+    if path is not None:
+        atomic_write(path, json.dumps(prefixes, ensure_ascii=False).encode())
+    return prefixes

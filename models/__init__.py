@@ -1,0 +1,1 @@
+"""Loading causal LMs and describing where their editable parts live."""
