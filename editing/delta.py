@@ -147,6 +147,34 @@ class WeightDelta:
         """Restore exactly the weights :meth:`apply` overwrote."""
         base.restore(model)
 
+    @classmethod
+    def combine(cls, deltas: list[WeightDelta]) -> WeightDelta:
+        """One delta equal to several applied in order (factors concatenated, keys too).
+
+        Float sums may differ from sequential application in the last bits; a version store
+        keeps deltas separate for that reason, this is for exporting one file.
+        """
+        if not deltas:
+            raise ValueError("nothing to combine")
+        first = deltas[0]
+        updates: dict[int, LayerUpdate] = {}
+        for layer in sorted({layer for d in deltas for layer in d.layers}):
+            parts = [d.updates[layer] for d in deltas if layer in d.updates]
+            if all(p.factored for p in parts):
+                left = torch.cat([p.left for p in parts], dim=1)
+                right = torch.cat([p.right for p in parts if p.right is not None], dim=0)
+                updates[layer] = LayerUpdate.from_factors(left, right)
+            else:
+                updates[layer] = LayerUpdate(sum(p.dense() for p in parts))  # type: ignore[arg-type]
+        keys = {
+            layer: torch.cat([d.keys[layer] for d in deltas if layer in d.keys], dim=1)
+            for layer in sorted({layer for d in deltas for layer in d.keys})
+        }
+        info = {**first.info, "combined_batches": len(deltas),
+                "n_requests": sum(int(d.info.get("n_requests", 0)) for d in deltas)}
+        return cls(updates, first.model_name, first.model_type, first.base_fingerprint,
+                   first.hparams, info, keys)
+
     # -- persistence ---------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

@@ -26,6 +26,7 @@ from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
 from editing.targets import ZResult, optimize_z, replay_targets
 from editing.templates import context_prefixes
+from editing.zcache import ZCache
 
 Progress = Callable[[str, float], None]
 
@@ -91,6 +92,7 @@ class Editor:
         z_group_size: int = 64,
         prefix_cache: bool = True,
         batch_size: int = 64,
+        z_cache: ZCache | None = None,
     ) -> None:
         if hparams is None:
             from models.presets import preset_for  # models/ depends on editing/, not the reverse
@@ -104,6 +106,7 @@ class Editor:
         self.z_group_size = z_group_size
         self.prefix_cache = prefix_cache
         self.batch_size = batch_size
+        self.z_cache = z_cache
         self.fingerprint = model_fingerprint(model)
         self.stats = CovarianceCache(self.cache_dir, corpus, hparams.stats_samples, hparams.stats_seq_len)
         self._prefixes: list[str] | None = None
@@ -124,6 +127,34 @@ class Editor:
 
     # -- targets ---------------------------------------------------------------------------
     def _z(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
+        """Optimise z at ``layer``, reusing the z cache for requests already computed."""
+        if self.z_cache is None:
+            return self._optimize(requests, layer, progress)
+        context = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, self.prefixes())
+        cached = [self.z_cache.get(context, r) for r in requests]
+        missing = [i for i, hit in enumerate(cached) if hit is None]
+        fresh = self._optimize([requests[i] for i in missing], layer, progress) if missing else None
+        for j, i in enumerate(missing):
+            assert fresh is not None
+            self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
+            cached[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
+        device = next(self.model.parameters()).device
+        fresh_index = {i: j for j, i in enumerate(missing)}
+        return ZResult(
+            layer=layer,
+            h=torch.stack([c[0] for c in cached]).to(device),  # type: ignore[index]
+            delta=torch.stack([c[1] for c in cached]).to(device),  # type: ignore[index]
+            nll=[c[2] for c in cached],  # type: ignore[index]
+            steps=[fresh.steps[fresh_index[i]] if fresh and i in fresh_index else 0 for i in range(len(requests))],
+            already_predicted=[
+                bool(fresh.already_predicted[fresh_index[i]]) if fresh and i in fresh_index else False
+                for i in range(len(requests))
+            ],
+            tokens_per_step=fresh.tokens_per_step if fresh else 0,
+            tokens_per_step_uncached=fresh.tokens_per_step_uncached if fresh else 0,
+        )
+
+    def _optimize(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
         return optimize_z(
             self.model, self.tokenizer, requests, self.prefixes(), layer, self.hparams,
             group_size=self.z_group_size, prefix_cache=self.prefix_cache, progress=progress,

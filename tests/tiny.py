@@ -68,12 +68,12 @@ def tiny_model(arch: str = "llama", vocab_size: int = 400, layers: int = 4, seed
         config = LlamaConfig(
             vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            tie_word_embeddings=True,
+            tie_word_embeddings=True, initializer_range=0.2,
         )
     elif arch == "gpt2":
         config = GPT2Config(
             vocab_size=vocab_size, n_embd=32, n_layer=layers, n_head=4, n_positions=256,
-            bos_token_id=1, eos_token_id=2,
+            bos_token_id=1, eos_token_id=2, initializer_range=0.2,
         )
     else:
         raise ValueError(arch)

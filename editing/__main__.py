@@ -1,0 +1,3 @@
+from editing.cli import main
+
+raise SystemExit(main())

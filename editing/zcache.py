@@ -1,0 +1,69 @@
+"""A disk cache of optimised z, so `precompute-z` work is reused by `edit`.
+
+z depends on the model's current weights, the layer, the z hyper-parameters, the context
+prefixes and the request; the key hashes all of them (the weights through a digest of the
+editable matrices, the only ones edits change), so a cached z is never used for another
+model state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from editing.delta import atomic_write
+from editing.hparams import EditHparams
+from editing.requests import EditRequest
+from models.specs import mlp_out_weight
+
+Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
+
+
+def weights_digest(model: nn.Module, layers: Sequence[int]) -> str:
+    """sha256 of the editable matrices of ``layers`` (identifies a version's weights)."""
+    digest = hashlib.sha256()
+    for layer in layers:
+        weight = mlp_out_weight(model, layer).detach().cpu().contiguous()
+        digest.update(weight.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class ZCache:
+    """Files ``<dir>/<key>.safetensors`` holding ``h`` and ``delta`` of one request."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def context_key(
+        self, model: nn.Module, fingerprint: str, layer: int, hp: EditHparams, prefixes: Sequence[str]
+    ) -> str:
+        """Everything but the request: computed once per batch."""
+        payload = {
+            "model": fingerprint,
+            "weights": weights_digest(model, range(layer, model.config.num_hidden_layers)),
+            "layer": layer,
+            "hp": {name: getattr(hp, name) for name in Z_FIELDS},
+            "prefixes": list(prefixes),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _path(self, context: str, request: EditRequest) -> Path:
+        fact = json.dumps([context, request.subject, request.prompt, request.target_new])
+        return self.directory / f"{hashlib.sha256(fact.encode()).hexdigest()}.safetensors"
+
+    def get(self, context: str, request: EditRequest) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        path = self._path(context, request)
+        if not path.exists():
+            return None
+        saved = load_file(path)
+        return saved["h"], saved["delta"], float(saved["nll"])
+
+    def put(self, context: str, request: EditRequest, h: torch.Tensor, delta: torch.Tensor, nll: float) -> None:
+        tensors = {"h": h.cpu().contiguous(), "delta": delta.cpu().contiguous(), "nll": torch.tensor(nll)}
+        atomic_write(self._path(context, request), save(tensors))

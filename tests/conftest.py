@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny random models with small hyper-parameters and a local corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from editing import EditHparams, EditRequest
+from editing.stats import Corpus
+from tests.tiny import CORPUS, tiny_model, tiny_tokenizer
+
+TINY_HPARAMS = EditHparams(
+    layers=(1, 2), v_lr=0.5, v_steps=8, stats_samples=32, stats_seq_len=16,
+    template_prefixes=("The", "I"), template_tokens=3, mom2_update_weight=100.0,
+)
+
+FACTS = [
+    EditRequest("Danielle Darrieux", "The mother tongue of {} is", "English", "French"),
+    EditRequest("Toko Yasuda", "{} plays the", "guitar", "piano"),
+    EditRequest("Watts Humphrey", "What university did {} attend?", "Illinois Institute of Technology"),
+]
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(CORPUS * 20))
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus(corpus_file: Path) -> Corpus:
+    return Corpus(str(corpus_file))
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def arch(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny(arch: str):
+    """(model, tokenizer) for each architecture (llama uses the BOS-style tokenizer)."""
+    tokenizer = tiny_tokenizer("bos" if arch == "llama" else "bpe")
+    return tiny_model(arch, vocab_size=len(tokenizer)), tokenizer

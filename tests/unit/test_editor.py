@@ -1,0 +1,123 @@
+"""The Editor end to end on tiny random models: strategies, state, caches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editing import Editor, EditRequest, EditState, WeightDelta
+from editing.cli import target_logprob
+from editing.tokens import continuation_ids
+from editing.zcache import ZCache
+from models.specs import mlp_out_weight
+from tests.conftest import FACTS, TINY_HPARAMS
+
+# Random tiny models move little per unit of hidden state: strong z, weak regulariser.
+HP = TINY_HPARAMS.replace(
+    v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, mom2_update_weight=1.0
+)
+
+
+def make_editor(tiny, corpus, tmp_path, **hp_changes) -> Editor:
+    model, tok = tiny
+    return Editor(model, tok, HP.replace(**hp_changes), model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+
+
+@pytest.mark.parametrize("strategy", ["forward_replay", "backward_spread", "per_layer", "one_layer"])
+def test_every_strategy_raises_the_new_target(tiny, corpus, tmp_path, strategy: str) -> None:
+    editor = make_editor(tiny, corpus, tmp_path, strategy=strategy)
+    model, tok = tiny
+    weights = {layer: mlp_out_weight(model, layer).clone() for layer in range(4)}
+    facts = FACTS[:1]  # random tiny models have little room; several facts: the real-model test
+    before = [target_logprob(model, tok, f.text, f.target_new) for f in facts]
+    result = editor.edit(facts)
+    for layer, weight in weights.items():
+        assert torch.equal(mlp_out_weight(model, layer), weight), "edit() leaves the model unchanged"
+    assert result.delta.layers == list(HP.replace(strategy=strategy).edited_layers)
+    result.delta.apply(model)
+    after = [target_logprob(model, tok, f.text, f.target_new) for f in facts]
+    assert all(a > b + 0.2 for a, b in zip(after, before, strict=True)), (before, after)
+    d = result.diagnostics
+    assert len(d["z_loss"]) == len(facts) and d["timings"]["total_s"] > 0
+    assert len(d["residual_ratio"]) == len(result.delta.layers) + 1
+
+
+def test_forward_replay_shrinks_the_residual(tiny, corpus, tmp_path) -> None:
+    result = make_editor(tiny, corpus, tmp_path, layers=(1, 2, 3)).edit(FACTS)
+    ratios = result.diagnostics["residual_ratio"]
+    assert ratios[0] == pytest.approx(1.0)
+    assert ratios[-1] < 0.5 * ratios[0], ratios
+
+
+def test_sequential_state_carries_old_keys(tiny, corpus, tmp_path) -> None:
+    editor = make_editor(tiny, corpus, tmp_path)
+    model, _ = tiny
+    first = editor.edit(FACTS[:2])
+    assert first.state.n_facts == 2
+    first.delta.apply(model)
+    second = editor.edit(FACTS[2:], state=first.state)
+    assert second.state.n_facts == 3
+    assert second.delta.info["prior_facts"] == 2
+    rebuilt = EditState.from_deltas([first.delta, second.delta])
+    for layer in HP.layers:
+        torch.testing.assert_close(rebuilt.old_kkT(layer), second.state.old_kkT(layer))
+    # Without the old-keys term the second batch's update moves the first batch's outputs more.
+    forgetful = editor.edit(FACTS[2:], state=EditState())
+    for layer in HP.layers:
+        old_keys = first.delta.keys[layer].double()
+        kept = (second.delta.updates[layer].dense().double() @ old_keys).norm()
+        moved = (forgetful.delta.updates[layer].dense().double() @ old_keys).norm()
+        assert kept < moved, (layer, kept, moved)
+
+
+def test_delta_carries_keys_and_round_trips(tiny, corpus, tmp_path) -> None:
+    result = make_editor(tiny, corpus, tmp_path).edit(FACTS[:2])
+    loaded = WeightDelta.from_bytes(result.delta.to_bytes())
+    assert loaded.sha256 == result.delta.sha256
+    assert loaded.keys[1].shape[1] == 2
+    assert loaded.hparams["strategy"] == "forward_replay"
+
+
+def test_statistics_and_templates_are_cached_on_disk(tiny, corpus, tmp_path) -> None:
+    make_editor(tiny, corpus, tmp_path).edit(FACTS[:1])
+    stats = list((tmp_path / "stats").rglob("*.safetensors"))
+    assert {p.name.split("_L")[1] for p in stats} == {"1.safetensors", "2.safetensors"}
+    assert list((tmp_path / "templates").glob("*.json"))
+    again = make_editor(tiny, corpus, tmp_path)
+    assert again.prefixes()[0] == "" and len(again.prefixes()) == 1 + len(HP.template_prefixes)
+
+
+def test_z_cache_is_reused(tiny, corpus, tmp_path) -> None:
+    model, tok = tiny
+    cache = ZCache(tmp_path / "z")
+    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
+    first = editor.edit(FACTS[:2])
+    assert len(list((tmp_path / "z").glob("*.safetensors"))) == 2
+    second = editor.edit(FACTS[:2])
+    assert second.diagnostics["z_steps"] == [0, 0], "cached z needs no steps"
+    for layer in first.delta.layers:
+        torch.testing.assert_close(first.delta.updates[layer].dense(), second.delta.updates[layer].dense())
+
+
+def _greedy_request(model, tok) -> EditRequest:
+    """A request whose target is what the model already says (found by greedy decoding)."""
+    for subject in ("Danielle Darrieux", "Toko Yasuda", "Watts Humphrey", "Paris", "Rome"):
+        for prompt in ("The mother tongue of {} is", "{} plays the", "{} is in"):
+            text = prompt.format(subject)
+            ids = tok(text, return_tensors="pt").input_ids
+            with torch.no_grad():
+                out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+            for k in (1, 2, 3):
+                new = out[0, ids.shape[1] : ids.shape[1] + k].tolist()
+                head = tok.decode(ids[0], skip_special_tokens=True)
+                decoded = tok.decode(ids[0].tolist() + new, skip_special_tokens=True)[len(head) :]
+                if decoded.startswith(" ") and decoded.strip() and continuation_ids(tok, text, decoded[1:]) == new:
+                    return EditRequest(subject, prompt, decoded[1:])
+    raise AssertionError("no greedy continuation usable as a target")
+
+
+def test_target_already_predicted_is_reported(tiny, corpus, tmp_path) -> None:
+    model, tok = tiny
+    request = _greedy_request(model, tok)
+    result = make_editor(tiny, corpus, tmp_path).edit([FACTS[0], request])
+    assert result.diagnostics["already_predicted"] == [1]

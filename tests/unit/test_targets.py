@@ -1,0 +1,97 @@
+"""z optimisation and forward-replay targets on tiny random models."""
+
+from __future__ import annotations
+
+import torch
+
+from editing.encoding import encode
+from editing.hooks import capture, edit_block_output
+from editing.targets import optimize_z, replay_targets
+from editing.tokens import continuation_ids, prompt_ids
+from tests.conftest import FACTS, TINY_HPARAMS
+
+PREFIXES = ["", "Because I. ", "The a. "]
+
+
+def target_nll(model, tokenizer, request, layer: int, delta: torch.Tensor) -> float:
+    """NLL of the target on the bare prompt with ``delta`` added at the fact token."""
+    row = encode(tokenizer, [request], [""])[0]
+    ids = torch.tensor([row.ids + row.target[:-1]])
+
+    def add(hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.clone()
+        hidden[0, row.fact] += delta
+        return hidden
+
+    with edit_block_output(model, layer, add), torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0], -1)
+    return -float(sum(logp[len(row.ids) - 1 + j, t] for j, t in enumerate(row.target)) / len(row.target))
+
+
+def test_z_lowers_the_target_nll(tiny) -> None:
+    model, tok = tiny
+    hp = TINY_HPARAMS.replace(v_steps=20, kl_factor=0.0, weight_decay=0.0, clamp_norm_factor=10.0)
+    result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
+    gains = []
+    for i, request in enumerate(FACTS):
+        before = target_nll(model, tok, request, 1, torch.zeros(model.config.hidden_size))
+        after = target_nll(model, tok, request, 1, result.delta[i])
+        assert after < before, (request.subject, before, after)
+        gains.append(before - after)
+    assert sum(gains) / len(gains) > 0.3, gains
+
+
+def test_clamp_bounds_the_delta(tiny) -> None:
+    model, tok = tiny
+    hp = TINY_HPARAMS.replace(v_steps=10, v_lr=5.0, clamp_norm_factor=0.1)
+    result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
+    assert torch.all(result.delta.norm(dim=-1) <= 0.1 * result.h.norm(dim=-1) * (1 + 1e-4))
+
+
+def test_batched_z_equals_one_at_a_time(tiny) -> None:
+    model, tok = tiny
+    batched = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS)
+    for i, request in enumerate(FACTS):
+        single = optimize_z(model, tok, [request], PREFIXES, 1, TINY_HPARAMS)
+        torch.testing.assert_close(batched.delta[i], single.delta[0], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(batched.h[i], single.h[0], atol=1e-5, rtol=1e-5)
+        assert batched.steps[i] == single.steps[0]
+
+
+def test_prefix_cache_gives_the_same_z_with_fewer_tokens(tiny) -> None:
+    model, tok = tiny
+    cached = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS, prefix_cache=True)
+    full = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS, prefix_cache=False)
+    torch.testing.assert_close(cached.delta, full.delta, atol=1e-4, rtol=1e-3)
+    assert cached.tokens_per_step < full.tokens_per_step
+
+
+def test_early_stop_freezes_a_request() -> None:
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer("bpe")
+    model = tiny_model("gpt2", vocab_size=len(tok))
+    hp = TINY_HPARAMS.replace(v_steps=30, nll_stop=1e9)  # everything is "already learned"
+    result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
+    assert result.steps == [1, 1, 1]
+    assert torch.count_nonzero(result.delta) == 0
+
+
+def test_forward_replay_equals_manual_forward_with_z(tiny) -> None:
+    model, tok = tiny
+    zres = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS)
+    targets = replay_targets(model, tok, FACTS, [""], zres, [2, 3])
+    for i, request in enumerate(FACTS):
+        row = encode(tok, [request], [""], with_target=False)[0]
+        ids = torch.tensor([prompt_ids(tok, request.text)])
+
+        def put_z(hidden: torch.Tensor, i: int = i, fact: int = row.fact) -> torch.Tensor:
+            hidden = hidden.clone()
+            hidden[0, fact] = zres.z[i]
+            return hidden
+
+        with edit_block_output(model, 1, put_z), capture(model, (2, 3)) as seen, torch.no_grad():
+            model(ids)
+        for layer in (2, 3):
+            torch.testing.assert_close(targets[layer][i], seen["block"][layer][0, row.fact], atol=1e-5, rtol=1e-4)
+    assert continuation_ids(tok, FACTS[0].text, FACTS[0].target_new)
