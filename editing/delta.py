@@ -67,7 +67,16 @@ class LayerUpdate:
         return self.left @ self.right
 
     def rank(self) -> int:
-        return int(torch.linalg.matrix_rank(self.dense().double()).item())
+        """Numerical rank at float32 precision (the factors' small core when factored)."""
+        if self.right is None:
+            core = self.left.double()
+        else:  # rank(L R) = rank(R_L R_Rᵀ) for L = Q_L R_L and Rᵀ = Q_R R_R: an r×r problem
+            core = torch.linalg.qr(self.left.double())[1] @ torch.linalg.qr(self.right.double().T)[1].T
+        singular = torch.linalg.svdvals(core)
+        if singular.numel() == 0 or singular[0] == 0:
+            return 0
+        tol = singular[0] * max(self.shape) * torch.finfo(torch.float32).eps
+        return int((singular > tol).sum())
 
     def norm(self) -> float:
         return float(self.dense().double().norm())
@@ -258,9 +267,10 @@ def _content_hash(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> s
     digest = hashlib.sha256()
     digest.update(json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True).encode())
     for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
+        tensor = tensors[name].detach().cpu()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape(-1) first: a (d, 1) transpose counts as contiguous but cannot be viewed as bytes
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

@@ -2,7 +2,7 @@
 
 Keys and targets are averaged over the fact placed after several prefixes, so an edit holds in
 context and not only for the bare prompt. z and the keys must use the same prefixes, so they
-are generated once per model (greedy, hence deterministic) and cached by the model's
+are generated once per model (seeded sampling, hence reproducible) and cached by the model's
 fingerprint.
 """
 
@@ -23,19 +23,30 @@ def generate_prefixes(
     tokenizer: PreTrainedTokenizerBase,
     starts: tuple[str, ...],
     n_tokens: int,
+    seed: int = 0,
 ) -> list[str]:
-    """``[""] + [greedy continuation of each start + ". "]``; the bare prompt comes first."""
+    """``[""] + [a sampled continuation of each start + ". "]``; the bare prompt comes first.
+
+    Sampling is top-k 5 under a fixed seed (the RNG state is restored afterwards): greedy
+    decoding of small models degenerates into repetitions, which make poor contexts.
+    """
     device = next(model.parameters()).device
     prefixes = [""]
-    for start in starts:
-        enc = tokenizer(start, return_tensors="pt").to(device)
-        with torch.no_grad():
-            out = model.generate(
-                **enc, max_new_tokens=n_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-        text = tokenizer.decode(out[0], skip_special_tokens=True)
-        text = " ".join(text.replace("{", " ").replace("}", " ").split())
-        prefixes.append(text + ". ")
+    rng_state = torch.random.get_rng_state()
+    try:
+        for i, start in enumerate(starts):
+            torch.manual_seed(seed + i)
+            enc = tokenizer(start, return_tensors="pt").to(device)
+            with torch.no_grad():
+                out = model.generate(
+                    **enc, max_new_tokens=n_tokens, do_sample=True, top_k=5,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            text = tokenizer.decode(out[0], skip_special_tokens=True)
+            text = " ".join(text.replace("{", " ").replace("}", " ").split())
+            prefixes.append(text + ". ")
+    finally:
+        torch.random.set_rng_state(rng_state)
     return prefixes
 
 

@@ -114,3 +114,20 @@ def test_combine_equals_sequential_application() -> None:
     WeightDelta.combine([first, second]).apply(model_b)
     for layer in (1, 2):
         torch.testing.assert_close(mlp_out_weight(model_a, layer), mlp_out_weight(model_b, layer))
+
+
+def test_rank_is_measured_at_float32_precision() -> None:
+    gen = torch.Generator().manual_seed(3)
+    one = LayerUpdate(torch.randn(40, 1, generator=gen), torch.randn(1, 50, generator=gen))
+    assert one.factored and one.rank() == 1
+    assert LayerUpdate(one.dense().clone()).rank() == 1, "float32 rounding is not rank"
+    two = LayerUpdate.from_factors(torch.randn(40, 2, generator=gen), torch.randn(2, 50, generator=gen))
+    assert two.rank() == 2
+    assert LayerUpdate(torch.zeros(4, 4)).rank() == 0
+
+
+def test_single_fact_delta_hashes_and_round_trips() -> None:
+    """A (d, 1) key tensor made by a transpose has odd strides; hashing must not care."""
+    keys = torch.randn(1, 64).T
+    delta = WeightDelta({1: LayerUpdate(torch.randn(32, 1), torch.randn(1, 64))}, keys={1: keys})
+    assert WeightDelta.from_bytes(delta.to_bytes()).sha256 == delta.sha256
