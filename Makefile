@@ -26,6 +26,7 @@ serve: install
 
 test: install
 	$(PY) -m ruff check app editing models bench tests
+	PYTHON=$(PY) scripts/ensure-test-redis.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install

@@ -1,0 +1,56 @@
+"""``/health`` (the process answers), ``/ready`` (it can do its job), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.deps import get_services
+from app.schemas import HealthOut, ReadyOut
+from app.services import Services
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
+def health() -> HealthOut:
+    return HealthOut()
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    summary="Readiness: model loaded, Redis reachable, worker alive; the version served",
+    responses={503: {"model": ReadyOut, "description": "not ready; `detail` says why"}},
+)
+def ready(services: Services = Depends(get_services)) -> JSONResponse:
+    """`version` and `weights_sha256` identify what this process serves: equal digests across
+    API processes (and the version's recorded `weights_sha256`) mean bit-identical weights."""
+    redis_ok = services.redis_ok()
+    worker = services.worker_alive() if redis_ok else False
+    runtime = services.runtime
+    problems = []
+    if not redis_ok:
+        problems.append("Redis does not answer")
+    if not worker:
+        problems.append("no editor worker is alive (start `python -m app worker`)")
+    if services.follower.error:
+        problems.append(services.follower.error)
+    body = ReadyOut(
+        ready=not problems,
+        model=services.parts.lm.name,
+        version=runtime.active,
+        weights_sha256=runtime.weights_digest(runtime.active),
+        redis=redis_ok,
+        worker=worker,
+        queue=services.queue_length() if redis_ok else None,
+        detail="; ".join(problems) or None,
+    )
+    return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump())
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def metrics(services: Services = Depends(get_services)) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

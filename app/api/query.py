@@ -1,0 +1,126 @@
+"""``/score``, ``/generate``, ``/next-tokens``: ask the model, on the active or a named version.
+
+Endpoints are plain ``def``: FastAPI runs them in its thread pool, so a forward pass never
+blocks the event loop, and the runtime's read/write lock keeps each request on one version.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+
+from fastapi import APIRouter, Depends
+
+from app import inference
+from app.deltas import UnusableDelta
+from app.deps import get_services
+from app.errors import ApiError
+from app.runtime import Served
+from app.schemas import (
+    CandidateScore,
+    ErrorOut,
+    GenerateIn,
+    GenerateOut,
+    NextTokensIn,
+    NextTokensOut,
+    ScoreIn,
+    ScoreOut,
+    TokenProb,
+)
+from app.security import require_read
+from app.services import Services
+from app.store import NotFound
+from editing.tokens import prompt_ids
+
+router = APIRouter(tags=["query"])
+
+RESPONSES = {
+    404: {"model": ErrorOut, "description": "unknown version"},
+    409: {"model": ErrorOut, "description": "the version's weights cannot be built"},
+    422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
+}
+
+
+def _check_version(services: Services, version: str | None) -> None:
+    if version is None:
+        return
+    try:
+        record = services.store.get_version(version)
+    except NotFound as exc:
+        raise ApiError(404, str(exc), field="version") from exc
+    if record.state != "committed":
+        raise ApiError(409, f"version {version} is {record.state}; ask another version",
+                       field="version")
+
+
+def _check_length(services: Services, prompt: str, extra: int = 0) -> None:
+    """A prompt longer than the model's context would fail inside the model: say so here."""
+    limit = getattr(services.parts.lm.model.config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    n = len(prompt_ids(services.parts.lm.tokenizer, prompt))
+    if n + extra > limit:
+        raise ApiError(422, f"prompt is {n} tokens (+{extra} to generate); the model takes at "
+                       f"most {limit}", field="prompt")
+
+
+def _serving(services: Services, version: str | None) -> AbstractContextManager[Served]:
+    _check_version(services, version)
+    return services.runtime.serving(version)
+
+
+@router.post("/score", response_model=ScoreOut, responses=RESPONSES,
+             summary="Log-probability of each candidate continuation after the prompt")
+def score(
+    body: ScoreIn, services: Services = Depends(get_services), _who: str = Depends(require_read)
+) -> ScoreOut:
+    """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
+    rule). Compare candidates to see which answer the model prefers."""
+    _check_length(services, prompt=body.prompt + " " + max(body.candidates, key=len))
+    try:
+        with _serving(services, body.version) as served:
+            results = inference.score(served.model, served.tokenizer, body.prompt,
+                                      body.candidates)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    return ScoreOut(
+        version=served.version,
+        scores=[CandidateScore(candidate=c, logprob=lp, tokens=n)
+                for c, (lp, n) in zip(body.candidates, results, strict=True)],
+    )
+
+
+@router.post("/generate", response_model=GenerateOut, responses=RESPONSES,
+             summary="Greedy continuation of the prompt")
+def generate(
+    body: GenerateIn,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_read),
+) -> GenerateOut:
+    _check_length(services, body.prompt, body.max_new_tokens)
+    try:
+        with _serving(services, body.version) as served:
+            text = inference.generate(served.model, served.tokenizer, body.prompt,
+                                      body.max_new_tokens)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    return GenerateOut(version=served.version, text=text)
+
+
+@router.post("/next-tokens", response_model=NextTokensOut, responses=RESPONSES,
+             summary="The k likeliest next tokens")
+def next_tokens(
+    body: NextTokensIn,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_read),
+) -> NextTokensOut:
+    _check_length(services, body.prompt)
+    try:
+        with _serving(services, body.version) as served:
+            top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    return NextTokensOut(
+        version=served.version,
+        tokens=[TokenProb(token=t, id=i, logprob=lp, prob=math.exp(lp)) for t, i, lp in top],
+    )

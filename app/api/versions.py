@@ -1,0 +1,217 @@
+"""``/versions``: lineage, one version's record, rollback, revert, evaluate, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path as FsPath
+
+from fastapi import APIRouter, Body, Depends, Path
+from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
+
+from app.api.edits import enqueue_job
+from app.deltas import UnusableDelta
+from app.deps import get_services
+from app.errors import ApiError
+from app.export import export_version, tar_stream
+from app.queue import publish_active_changed
+from app.schemas import (
+    ErrorOut,
+    EvaluateIn,
+    JobAccepted,
+    RollbackOut,
+    VersionDetail,
+    VersionList,
+)
+from app.security import require_read, require_write
+from app.services import Services
+from app.store import Conflict, NotFound, StoreError, Version
+from app.views import version_detail, version_summary
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/versions", tags=["versions"])
+
+VersionPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["v1"])
+NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown version id"}}
+CONFLICT = {409: {"model": ErrorOut, "description": "not possible in the current state"}}
+
+
+def _version(services: Services, vid: str) -> Version:
+    try:
+        return services.store.get_version(vid)
+    except NotFound as exc:
+        raise ApiError(404, str(exc), field="version") from exc
+
+
+@router.get("", response_model=VersionList, summary="Every version and which one is active")
+def list_versions(
+    services: Services = Depends(get_services), _who: str = Depends(require_read)
+) -> VersionList:
+    active = services.store.active_version()
+    return VersionList(
+        active=active,
+        versions=[version_summary(v, active) for v in services.store.list_versions()],
+    )
+
+
+@router.get(
+    "/{version}",
+    response_model=VersionDetail,
+    summary="One version: parent, facts, method, hparams, per-layer norms, timings, evaluation",
+    responses=NOT_FOUND,
+)
+def get_version(
+    version: str = VersionPath,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_read),
+) -> VersionDetail:
+    record = _version(services, version)
+    detail = version_detail(record, services.store.active_version())
+    if record.is_base:
+        detail.weights_sha256 = services.runtime.base_digest
+    return detail
+
+
+@router.post(
+    "/{version}/rollback",
+    response_model=RollbackOut,
+    summary="Make a version active again (its exact weights)",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def rollback(
+    version: str = VersionPath,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_write),
+) -> RollbackOut:
+    """A pointer move in the store; this process switches at once (restoring the exact base
+    matrices and re-applying the chain), the worker and other API processes follow."""
+    _version(services, version)
+    previous = services.store.active_version()
+    try:
+        services.deltas.chain(version)  # refuse a version whose weights cannot be built
+        services.store.set_active(version)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    except Conflict as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    services.follower.sync()
+    try:
+        publish_active_changed(services.client, services.settings.redis_prefix, version,
+                               previous=previous)
+    except (RedisError, OSError):
+        log.warning("rollback to %s not published; other processes follow within %.0fs",
+                    version, services.settings.follow_poll_s)
+    digest = None
+    if services.runtime.active == version:
+        digest = services.runtime.weights_digest(version)
+    return RollbackOut(active=version, previous=previous, weights_sha256=digest)
+
+
+@router.post(
+    "/{version}/revert",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Drop one batch, keep the later ones (recomputed on its parent as new versions)",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def revert(
+    version: str = VersionPath,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_write),
+) -> JobAccepted:
+    """Queued like an edit (so it runs in order with edits). The job's `version` is the new
+    active version once it commits."""
+    record = _version(services, version)
+    if record.is_base:
+        raise ApiError(409, "the base model cannot be reverted; roll back to it instead",
+                       field="version")
+    lineage = [v.id for v in services.store.chain(services.store.active_version())]
+    if version not in lineage:
+        raise ApiError(
+            409,
+            f"version {version} is not in the lineage of the active version "
+            f"({' -> '.join(lineage)}); roll back to a version that contains it first",
+            field="version",
+        )
+    return enqueue_job(services, {"kind": "revert", "version": version}, None)
+
+
+@router.post(
+    "/{version}/evaluate",
+    status_code=202,
+    response_model=JobAccepted,
+    summary="Evaluate a version on its own facts (and optional records); stored with it",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def evaluate(
+    version: str = VersionPath,
+    body: EvaluateIn | None = Body(None),
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_write),
+) -> JobAccepted:
+    """CounterFact metrics (efficacy, generalization, specificity, KL, top-k overlap) of the
+    version against its parent; zsRE metrics for records without `target_true`. Runs in the
+    worker; the result appears under `evaluation` in `GET /versions/{version}`."""
+    body = body or EvaluateIn()
+    record = _version(services, version)
+    if record.state != "committed":
+        raise ApiError(409, f"version {version} is {record.state}; it cannot be evaluated",
+                       field="version")
+    if body.data_file is not None:
+        shared = _shared_data(services)
+        if not (shared / body.data_file).is_file():
+            raise ApiError(422, f"no file {body.data_file!r} in the shared data directory",
+                           field="data_file")
+    own = bool(record.facts) and body.include_own_facts
+    if not own and not body.records and body.data_file is None:
+        raise ApiError(422, "nothing to evaluate: this version has no facts of its own; give "
+                       "'records' or 'data_file'", field="records")
+    payload = {
+        "kind": "evaluate",
+        "version": version,
+        "include_own_facts": body.include_own_facts,
+        "records": [r.model_dump(exclude_none=True) for r in body.records],
+        "data_file": body.data_file,
+        "limit": body.limit,
+    }
+    return enqueue_job(services, payload, None)
+
+
+def _shared_data(services: Services) -> FsPath:
+    from editing.paths import shared_data_dir
+
+    return services.settings.shared_data or shared_data_dir()
+
+
+@router.get(
+    "/{version}/export",
+    summary="The version as a merged Hugging Face checkpoint (tar of save_pretrained)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}},
+                     "description": "a tar with config, safetensors weights and tokenizer"},
+               **NOT_FOUND, **CONFLICT},
+)
+def export(
+    version: str = VersionPath,
+    services: Services = Depends(get_services),
+    _who: str = Depends(require_write),
+) -> StreamingResponse:
+    """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
+    `AutoModelForCausalLM.from_pretrained("v1")`. Cached under `<data_dir>/exports/`."""
+    record = _version(services, version)
+    if record.state != "committed":
+        raise ApiError(409, f"version {version} is {record.state}; it cannot be exported",
+                       field="version")
+    out = services.settings.data_path / "exports" / version
+    try:
+        export_version(services.runtime, services.store, version, out)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    except (OSError, StoreError) as exc:
+        raise ApiError(503, f"the export could not be written: {exc}") from exc
+    return StreamingResponse(
+        tar_stream(out, version),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{version}.tar"'},
+    )

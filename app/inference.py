@@ -1,0 +1,74 @@
+"""Queries against whatever weights the caller holds: score, generate, top-k next tokens.
+
+Pure functions of (model, tokenizer, input): the runtime decides which version's weights they
+see. Scoring uses :func:`editing.tokens.continuation_ids`, the same leading-space rule the
+editor uses for targets, so "the edit made the target likelier" is measured on the very tokens
+the edit optimised.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from editing.tokens import continuation_ids, prompt_ids
+
+
+@torch.no_grad()
+def score(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, candidates: list[str]
+) -> list[tuple[float, int]]:
+    """(sum of token log-probs, token count) of ``" " + candidate`` after ``prompt``, each."""
+    head = prompt_ids(tokenizer, prompt)
+    tails = [continuation_ids(tokenizer, prompt, c) for c in candidates]
+    seqs = [head + tail for tail in tails]
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    out: list[tuple[float, int]] = []
+    for row, tail in enumerate(tails):
+        start = len(head)
+        positions = torch.arange(start - 1, start - 1 + len(tail), device=device)
+        targets = torch.tensor(tail, device=device)
+        out.append((float(logprobs[row, positions, targets].double().sum()), len(tail)))
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int
+) -> str:
+    """Greedy continuation (deterministic, so two processes on one version agree)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)
+    output = model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@torch.no_grad()
+def next_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, k: int
+) -> list[tuple[str, int, float]]:
+    """The ``k`` likeliest next tokens: (decoded text, id, log-prob)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)
+    logits = model(input_ids=ids).logits[0, -1].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    top = torch.topk(logprobs, min(k, logprobs.shape[0]))
+    return [
+        (tokenizer.decode([int(i)]), int(i), float(v))
+        for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]

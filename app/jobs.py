@@ -1,0 +1,263 @@
+"""What the worker does with one job: edit, revert or evaluate.
+
+Each handler computes on the model held by the worker's runtime and ends the job through the
+store, whose commits are exactly-once per job (a job delivered twice has one effect). A
+handler raises :class:`JobFailed` for a reason the user must see; any other exception also
+fails the job, with its type and message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.deltas import DeltaSource, UnusableDelta
+from app.runtime import ModelRuntime
+from app.store import Job, Version, VersionStore
+from editing import Editor, EditRequest, EditState, WeightDelta
+from editing.hparams import EditHparams
+from editing.requests import InvalidEditRequest
+from models.load import LoadedModel, cache_dir
+from models.presets import preset_for
+
+log = logging.getLogger(__name__)
+
+MAX_RECOMPUTE = 3
+"""Times an edit is recomputed when the active version moves under it (a rollback)."""
+PROGRESS_EVERY_S = 0.5
+
+
+class JobFailed(RuntimeError):
+    """A job that cannot succeed; the message is stored as the job's error."""
+
+
+class ActiveMoved(RuntimeError):
+    """The active version changed while a batch was computed on the old one."""
+
+
+def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
+    """The model's preset with the operator's overrides (``MODELEDIT_HPARAMS``)."""
+    preset = preset_for(lm.name, lm.model)
+    if not overrides:
+        return preset
+    return EditHparams.from_dict({**preset.to_dict(), **overrides})
+
+
+@dataclass
+class Editors:
+    """One :class:`Editor` per method, made on first use (each keeps its caches)."""
+
+    lm: LoadedModel
+    hparams: EditHparams
+    cache: Path = field(default_factory=cache_dir)
+    _editors: dict[str, Editor] = field(default_factory=dict)
+
+    def get(self, method: str) -> Editor:
+        if method not in self._editors:
+            try:
+                hparams = self.hparams.with_method(method)
+            except ValueError as exc:
+                raise JobFailed(str(exc)) from exc
+            self._editors[method] = Editor(
+                self.lm.model, self.lm.tokenizer, hparams, model_name=self.lm.name,
+                cache_dir=self.cache,
+            )
+        return self._editors[method]
+
+
+class _Progress:
+    """Throttled progress reports into the store (a write per stage change or 0.5 s)."""
+
+    def __init__(self, store: VersionStore, job_id: str, prefix: str = ""):
+        self.store, self.job_id, self.prefix = store, job_id, prefix
+        self._last = (None, 0.0)
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        name = f"{self.prefix}{stage}"
+        if name == self._last[0] and now - self._last[1] < PROGRESS_EVERY_S and fraction < 1:
+            return
+        self._last = (name, now)
+        try:
+            self.store.set_progress(self.job_id, {"stage": name, "fraction": round(fraction, 4)})
+        except Exception:  # progress is best effort; never fail an edit over it
+            log.debug("progress not recorded", exc_info=True)
+
+
+def requests_of(facts: list[dict[str, Any]]) -> list[EditRequest]:
+    try:
+        return [EditRequest.from_record(f).validate(i) for i, f in enumerate(facts)]
+    except (InvalidEditRequest, KeyError) as exc:
+        raise JobFailed(f"invalid facts: {exc}") from exc
+
+
+def layer_stats(delta: WeightDelta) -> list[dict[str, Any]]:
+    return [
+        {"layer": layer, "norm": delta.updates[layer].norm(),
+         "rank": delta.updates[layer].rank(),
+         "factored": delta.updates[layer].factored}
+        for layer in delta.layers
+    ]
+
+
+@dataclass
+class Computed:
+    """A batch's delta as it will be stored, and what to record with it."""
+
+    delta: WeightDelta
+    data: bytes
+    diagnostics: dict[str, Any]
+    timings: dict[str, Any]
+
+
+class JobRunner:
+    """Runs jobs on one model; used by the worker loop."""
+
+    def __init__(
+        self,
+        store: VersionStore,
+        runtime: ModelRuntime,
+        deltas: DeltaSource,
+        editors: Editors,
+        default_method: str = "fe",
+        shared_data: Path | None = None,
+        before_commit: Callable[[], None] = lambda: None,
+    ):
+        self.store = store
+        self.runtime = runtime
+        self.deltas = deltas
+        self.editors = editors
+        self.default_method = default_method
+        self.shared_data = shared_data
+        self.before_commit = before_commit
+        """Called right before each commit (the worker checks it still holds the lock)."""
+
+    def run(self, job: Job) -> Version:
+        """Run one job to its commit; returns the version its ``version`` field names."""
+        kind = (job.payload or {}).get("kind", "edit")
+        handler = {"edit": self.edit, "revert": self.revert, "evaluate": self.evaluate}.get(kind)
+        if handler is None:
+            raise JobFailed(f"unknown job kind {kind!r}")
+        return handler(job)
+
+    # -- edit -------------------------------------------------------------------------------
+    def compute(
+        self, parent: str, requests: list[EditRequest], method: str, progress: _Progress
+    ) -> Computed:
+        """The delta of one batch on top of ``parent`` (the model is left at ``parent``)."""
+        editor = self.editors.get(method)
+        try:
+            chain = self.deltas.deltas(parent)
+        except UnusableDelta as exc:
+            raise JobFailed(f"cannot build the weights of {parent}: {exc}") from exc
+        started = time.perf_counter()
+        with self.runtime.exclusive(parent):
+            result = editor.edit(requests, state=EditState.from_deltas(chain), progress=progress)
+        compute_s = time.perf_counter() - started
+        data = result.delta.to_bytes()
+        delta = WeightDelta.from_bytes(data)  # record the digest of exactly what is stored
+        digest = self.runtime.digest_with(parent, delta)
+        diagnostics = {**result.diagnostics, "weights_sha256": digest,
+                       "delta_content_sha256": delta.sha256}
+        timings = {**result.diagnostics.get("timings", {}), "compute_s": compute_s}
+        return Computed(delta, data, diagnostics, timings)
+
+    def edit(self, job: Job) -> Version:
+        payload = job.payload
+        facts = list(payload.get("facts") or [])
+        requests = requests_of(facts)
+        method = payload.get("method") or self.default_method
+        progress = _Progress(self.store, job.id)
+        for _attempt in range(MAX_RECOMPUTE):
+            parent = self.store.active_version()
+            done = self.compute(parent, requests, method, progress)
+            if self.store.active_version() != parent:
+                log.info("active version moved during job %s; recomputing", job.id)
+                continue
+            self.before_commit()
+            progress("commit", 1.0)
+            version = self.store.commit_version(
+                job.id, parent, done.data, done.delta.sha256,
+                method=method, hparams=done.delta.hparams, facts=facts,
+                layer_stats=layer_stats(done.delta), diagnostics=done.diagnostics,
+                timings=done.timings, only_if_parent_active=True,
+            )
+            return version
+        raise JobFailed(f"the active version kept changing; submit the job again "
+                        f"(tried {MAX_RECOMPUTE} times)")
+
+    # -- revert -----------------------------------------------------------------------------
+    def revert(self, job: Job) -> Version:
+        """Drop ``version`` from the active lineage: recompute each later batch on top of its
+        parent, as new versions, and make the last one active."""
+        target = str(job.payload.get("version"))
+        active = self.store.active_version()
+        lineage = self.store.chain(active)
+        ids = [v.id for v in lineage]
+        if target not in ids:
+            raise JobFailed(f"version {target} is not in the lineage of the active version "
+                            f"{active}; roll back to a version containing it first")
+        index = ids.index(target)
+        if index == 0:
+            raise JobFailed("the base model cannot be reverted; roll back to it instead")
+        parent = lineage[index - 1].id
+        progress_total = max(1, len(lineage) - index - 1)
+        for step, old in enumerate(lineage[index + 1:]):
+            progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
+                                 f"{progress_total} ")
+            method = old.method or self.default_method
+            done = self.compute(parent, requests_of(list(old.facts or [])), method, progress)
+            self.before_commit()
+            version = self.store.commit_derived_version(
+                parent, done.data, done.delta.sha256, origin_job=job.id, step=step,
+                kind="revert", method=method, hparams=done.delta.hparams,
+                facts=list(old.facts or []), layer_stats=layer_stats(done.delta),
+                diagnostics=done.diagnostics, timings=done.timings,
+                source={"reverted": target, "replays": old.id, "from": active},
+            )
+            parent = version.id
+        if self.store.active_version() != active:
+            raise JobFailed(f"the active version moved from {active} during the revert; "
+                            "submit the revert again")
+        self.before_commit()
+        self.store.finish_job(job.id, parent, make_active=True)
+        return self.store.get_version(parent)
+
+    # -- evaluate ---------------------------------------------------------------------------
+    def evaluate(self, job: Job) -> Version:
+        """Metrics of ``version`` against its parent, stored with the version."""
+        from editing.evaluate.data import DataError, load_records
+        from editing.evaluate.suite import evaluate as run_suite
+
+        payload = job.payload
+        version = self.store.get_version(str(payload.get("version")))
+        records: list[Any] = []
+        if payload.get("include_own_facts", True):
+            records += requests_of(list(version.facts or []))
+        records += requests_of(list(payload.get("records") or []))
+        if payload.get("data_file"):
+            from editing.paths import shared_data_dir
+
+            path = (self.shared_data or shared_data_dir()) / str(payload["data_file"])
+            try:
+                records += load_records(path, payload.get("limit"))
+            except (DataError, OSError) as exc:
+                raise JobFailed(f"cannot read {payload['data_file']}: {exc}") from exc
+        if not records:
+            raise JobFailed("nothing to evaluate (no facts, records or data_file)")
+        _Progress(self.store, job.id)("evaluate", 0.0)
+        started = time.perf_counter()
+        reference = version.parent or version.id
+        delta = None if version.is_base else self.deltas.delta(version)
+        with self.runtime.exclusive(reference) as served:
+            report = run_suite(served.model, served.tokenizer, records, delta)
+        report = {**report, "reference": reference, "records": len(records),
+                  "job_id": job.id, "seconds": round(time.perf_counter() - started, 3)}
+        self.before_commit()
+        self.store.set_evaluation(version.id, report)
+        self.store.finish_job(job.id, version.id, make_active=False)
+        return version

@@ -1,0 +1,237 @@
+"""The model one process serves, and which version's weights it currently holds.
+
+A version's weights are the base weights followed by each delta of its chain applied in order.
+Switching versions restores exact copies of the base matrices (taken the first time a delta
+touches a layer) and re-applies the chain, or, when the new chain extends the loaded one,
+applies only the new tail: the same float operations in the same order, so the result is
+bit-identical to a replay from scratch and no error accumulates however often we switch.
+
+Requests run under a read/write lock: many requests may read the same loaded version at once,
+and weights change only under the write lock, so no request ever sees a half-switched model.
+A request naming another version takes the write lock, switches, and is served exclusively;
+the next request for the active version switches back. We chose this over keeping a second
+model copy per version: memory stays one model, and named-version queries are rare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from editing.delta import BaseWeights, WeightDelta, model_fingerprint
+from models.load import LoadedModel
+from models.specs import mlp_out_weight, num_layers
+
+log = logging.getLogger(__name__)
+
+Chain = list[tuple[str, WeightDelta]]
+"""(version id, delta) pairs, base-first, without the base version itself."""
+ChainLoader = Callable[[str], Chain]
+
+
+class RWLock:
+    """A writer-preferring read/write lock (a waiting writer blocks new readers)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            self._waiting_writers += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting_writers -= 1
+            self._writer = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a request gets while it holds the lock: the weights of ``version``."""
+
+    version: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+
+class ModelRuntime:
+    """One loaded model, switched between versions atomically with respect to requests."""
+
+    def __init__(self, lm: LoadedModel, base_id: str, chain_loader: ChainLoader):
+        self.lm = lm
+        self.base_id = base_id
+        self.fingerprint = model_fingerprint(lm.model)
+        self._chain_loader = chain_loader
+        self._lock = RWLock()
+        self._base: dict[int, torch.Tensor] = {}
+        self._applied: list[str] = []
+        self._loaded = base_id
+        self._generation = 0
+        self._digest: tuple[int, str] | None = None
+        self.active = base_id
+        """The version served when a request names none (the one this process follows)."""
+        self.switches = 0
+        self.base_digest = digest_mlp_out(lm.model)
+        """Digest of the base weights (taken now: the model is loaded unedited)."""
+
+    @property
+    def loaded(self) -> str:
+        """The version whose weights the model holds right now."""
+        return self._loaded
+
+    # -- serving --------------------------------------------------------------------------
+    @contextmanager
+    def serving(self, version: str | None = None) -> Iterator[Served]:
+        """Hold the weights of ``version`` (default: the active one) for one request."""
+        want = version or self.active
+        self._lock.acquire_read()
+        if self._loaded == want:
+            try:
+                yield Served(want, self.lm.model, self.lm.tokenizer)
+            finally:
+                self._lock.release_read()
+            return
+        self._lock.release_read()
+        self._lock.acquire_write()
+        try:
+            if self._loaded != want:
+                self._load(want)
+            yield Served(want, self.lm.model, self.lm.tokenizer)
+        finally:
+            self._lock.release_write()
+
+    @contextmanager
+    def exclusive(self, version: str) -> Iterator[Served]:
+        """Hold the weights of ``version`` alone (the editor modifies them temporarily)."""
+        self._lock.acquire_write()
+        try:
+            if self._loaded != version:
+                self._load(version)
+            yield Served(version, self.lm.model, self.lm.tokenizer)
+        finally:
+            self._lock.release_write()
+
+    def set_active(self, version: str) -> None:
+        """Follow ``version``: load it now (so the next request need not) and serve it by default.
+
+        On any error (unknown version, corrupted or foreign delta) the active version is
+        unchanged and the error propagates.
+        """
+        self._lock.acquire_write()
+        try:
+            if self._loaded != version:
+                self._load(version)
+            self.active = version
+        finally:
+            self._lock.release_write()
+
+    def weights_digest(self, version: str | None = None) -> str:
+        """sha256 over every layer's MLP output matrix as served for ``version``.
+
+        Equal digests across processes mean bit-identical edited weights (only these matrices
+        are ever edited). Cached until the weights change.
+        """
+        with self.serving(version):
+            cached = self._digest
+            if cached and cached[0] == self._generation:
+                return cached[1]
+            digest = digest_mlp_out(self.lm.model)
+            self._digest = (self._generation, digest)
+            return digest
+
+    def digest_with(self, parent: str, delta: WeightDelta) -> str:
+        """The weights digest ``parent`` + ``delta`` would have, leaving the model at ``parent``.
+
+        The worker records it with a new version so any process can check it serves the same
+        bits.
+        """
+        self._lock.acquire_write()
+        try:
+            if self._loaded != parent:
+                self._load(parent)
+            delta.check_compatible(self.lm.model, self.fingerprint)
+            self._snapshot(delta)
+            saved: BaseWeights = delta.apply(self.lm.model)
+            try:
+                return digest_mlp_out(self.lm.model)
+            finally:
+                WeightDelta.revert(self.lm.model, saved)
+        finally:
+            self._lock.release_write()
+
+    # -- switching (caller holds the write lock) -------------------------------------------
+    def _load(self, version: str) -> None:
+        chain = self._chain_loader(version)
+        for _, delta in chain:  # refuse a bad chain before touching any weight
+            delta.check_compatible(self.lm.model, self.fingerprint)
+        ids = [vid for vid, _ in chain]
+        if ids[: len(self._applied)] == self._applied:
+            tail = chain[len(self._applied):]
+        else:
+            self._restore_base()
+            tail = chain
+        try:
+            for vid, delta in tail:
+                self._snapshot(delta)
+                delta.apply(self.lm.model)
+                self._applied.append(vid)
+        except BaseException:
+            self._restore_base()
+            raise
+        finally:
+            self._generation += 1
+        self._loaded = version
+        self.switches += 1
+        log.info("serving version %s (%d deltas, %d applied now)", version, len(ids), len(tail))
+
+    def _snapshot(self, delta: WeightDelta) -> None:
+        """Keep an exact copy of each base matrix before the first delta ever changes it."""
+        for layer in delta.layers:
+            if layer not in self._base:  # never changed so far, so these are the base bits
+                self._base[layer] = mlp_out_weight(self.lm.model, layer).detach().clone()
+
+    def _restore_base(self) -> None:
+        with torch.no_grad():
+            for layer, saved in self._base.items():
+                mlp_out_weight(self.lm.model, layer).copy_(saved)
+        self._applied = []
+        self._loaded = self.base_id
+        self._generation += 1
+
+
+def digest_mlp_out(model: torch.nn.Module) -> str:
+    """sha256 of the raw bytes of every MLP output matrix, in layer order."""
+    digest = hashlib.sha256()
+    for layer in range(num_layers(model)):
+        weight = mlp_out_weight(model, layer).detach()
+        digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
+        digest.update(weight.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

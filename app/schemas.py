@@ -1,0 +1,456 @@
+"""Request and response bodies of the HTTP API (pydantic v2), with OpenAPI examples.
+
+Static bounds (string lengths, list sizes) live here so the OpenAPI schema documents them and
+bad input is refused before any work; limits an operator tunes (batch size, body bytes, queue
+length) are checked against :class:`app.settings.Settings` in the routers.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from editing.requests import EditRequest, InvalidEditRequest
+
+MAX_TEXT = 2000
+"""Characters in any one subject, prompt, target or query prompt."""
+MAX_PROMPTS = 50
+"""Paraphrase or neighborhood prompts per fact."""
+MAX_FACTS_HARD = 1000
+"""Facts per job the schema accepts at all (``Settings.max_batch`` is usually lower)."""
+MAX_CANDIDATES = 32
+MAX_NEW_TOKENS = 256
+MAX_TOP_K = 100
+MAX_EVAL_RECORDS = 2000
+
+JobState = Literal["queued", "running", "committed", "failed"]
+
+
+# -- text checks ----------------------------------------------------------------------------
+def _no_control(value: str, allow: str = "") -> str:
+    """Refuse control characters and lone surrogates: they are never part of a fact and some
+    tokenizers or log lines mishandle them."""
+    for position, char in enumerate(value):
+        if char in allow:
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs"):
+            raise ValueError(
+                f"contains a control or invalid character {char!r} at position {position}; "
+                "remove it"
+            )
+    return value
+
+
+def _fact_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    return _no_control(value)
+
+
+def _query_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    return _no_control(value, allow="\n\t")
+
+
+FactText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_fact_text)]
+QueryText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(_query_text)]
+VersionId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class ApiModel(BaseModel):
+    """Unknown fields are an error: a typo such as ``target`` for ``target_new`` must not pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- edits --------------------------------------------------------------------------------
+class Fact(ApiModel):
+    """One fact to write: ``prompt.format(subject)`` should continue with ``" " + target_new``."""
+
+    subject: FactText = Field(description="the entity, as it appears in the prompt")
+    prompt: FactText = Field(description="text with exactly one '{}' where the subject goes")
+    target_new: FactText = Field(description="the new continuation (a leading space is implied)")
+    target_true: FactText | None = Field(None, description="the old answer (evaluation only)")
+    paraphrase_prompts: list[FactText] = Field(
+        default_factory=list, max_length=MAX_PROMPTS, description="kept for evaluation"
+    )
+    neighborhood_prompts: list[FactText] = Field(
+        default_factory=list, max_length=MAX_PROMPTS, description="kept for evaluation"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "subject": "Danielle Darrieux",
+                "prompt": "The mother tongue of {} is",
+                "target_new": "English",
+                "target_true": "French",
+            }
+        },
+    )
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_slot(cls, value: str) -> str:
+        """The subject goes where '{}' is; any other brace would break ``str.format``."""
+        count = value.count("{}")
+        if count != 1:
+            raise ValueError(
+                f"must contain exactly one '{{}}' where the subject goes (found {count}), "
+                "e.g. 'The mother tongue of {} is'"
+            )
+        if "{" in value.replace("{}", "") or "}" in value.replace("{}", ""):
+            raise ValueError("must not contain braces other than the one '{}' slot")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _plain_subject(cls, value: str) -> str:
+        if "{}" in value:
+            raise ValueError("must be the entity itself, not a template (remove '{}')")
+        return value
+
+    @model_validator(mode="after")
+    def _check_request(self) -> Fact:
+        """The editing core's own rules, in case they grow stricter than the ones above."""
+        try:
+            self.to_request().validate()
+        except InvalidEditRequest as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def to_request(self) -> EditRequest:
+        return EditRequest(
+            subject=self.subject,
+            prompt=self.prompt,
+            target_new=self.target_new,
+            target_true=self.target_true,
+            paraphrase_prompts=tuple(self.paraphrase_prompts),
+            neighborhood_prompts=tuple(self.neighborhood_prompts),
+        )
+
+
+class EditSubmit(ApiModel):
+    """A batch of facts edited together into one new version."""
+
+    facts: list[Fact] = Field(min_length=1, max_length=MAX_FACTS_HARD)
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the same key returns the same job instead of creating another",
+    )
+    method: Literal["fe", "memit"] | None = Field(
+        None, description="edit method (default: the service's, usually fe)"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "facts": [
+                    {
+                        "subject": "Danielle Darrieux",
+                        "prompt": "The mother tongue of {} is",
+                        "target_new": "English",
+                    }
+                ],
+                "idempotency_key": "darrieux-english-1",
+            }
+        },
+    )
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: JobState
+    created: bool = Field(description="false when an earlier job with this idempotency key exists")
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"job_id": "j_01J9Z5", "state": "queued", "created": True}}
+    )
+
+
+class Progress(BaseModel):
+    stage: str
+    fraction: float
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str = Field(description="edit, revert or evaluate")
+    state: JobState
+    version: str | None = Field(description="the version this job committed (when committed)")
+    error: str | None = Field(description="why it failed (when failed)")
+    progress: Progress | None = None
+    target: str | None = Field(None, description="the version a revert/evaluate job acts on")
+    n_facts: int = Field(0, description="number of facts in an edit job")
+    attempts: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "job_id": "j_01J9Z5",
+                "kind": "edit",
+                "state": "committed",
+                "version": "v3",
+                "error": None,
+                "progress": {"stage": "done", "fraction": 1.0},
+                "n_facts": 1,
+            }
+        }
+    )
+
+
+# -- versions -----------------------------------------------------------------------------
+class VersionSummary(BaseModel):
+    id: str
+    parent: str | None
+    state: str
+    kind: str = Field(description="base, edit or revert")
+    active: bool = False
+    created_at: str | None = None
+    method: str | None = None
+    n_facts: int = 0
+    sha256: str | None = Field(None, description="sha256 of the delta file")
+    job_id: str | None = None
+
+
+class VersionList(BaseModel):
+    active: str
+    versions: list[VersionSummary]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "active": "v2",
+                "versions": [
+                    {"id": "base", "parent": None, "state": "committed", "kind": "base"},
+                    {"id": "v2", "parent": "base", "state": "committed", "kind": "edit",
+                     "active": True, "n_facts": 1},
+                ],
+            }
+        }
+    )
+
+
+class VersionDetail(VersionSummary):
+    facts: list[dict[str, Any]] = Field(default_factory=list, description="the facts it edited")
+    hparams: dict[str, Any] | None = None
+    layer_stats: list[dict[str, Any]] | None = None
+    source: dict[str, Any] | None = Field(
+        None, description="for versions made by a revert: which version was dropped/replayed"
+    )
+    error: str | None = None
+    diagnostics: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    weights_sha256: str | None = Field(
+        None, description="sha256 of every MLP output matrix of this version's weights"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "id": "v1", "parent": "v0", "state": "committed", "kind": "edit",
+                "active": True, "method": "fe", "n_facts": 1, "sha256": "5e0f…",
+                "facts": [{"subject": "Danielle Darrieux",
+                           "prompt": "The mother tongue of {} is", "target_new": "English"}],
+                "hparams": {"layers": [4, 5, 6, 7, 8], "strategy": "forward_replay"},
+                "layer_stats": [{"layer": 4, "norm": 0.41, "rank": 1, "factored": True}],
+                "timings": {"compute_s": 3.2}, "evaluation": None,
+                "weights_sha256": "77aa…",
+            }
+        }
+    )
+
+
+class RollbackOut(BaseModel):
+    active: str
+    previous: str
+    weights_sha256: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"active": "base", "previous": "v2"}}
+    )
+
+
+class EvaluateIn(ApiModel):
+    """What to evaluate besides the version's own facts."""
+
+    records: list[Fact] = Field(default_factory=list, max_length=MAX_EVAL_RECORDS)
+    data_file: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.-]+\.json$",
+        description="a CounterFact-style file in the shared data directory, e.g. mcf_dev.json",
+    )
+    limit: int | None = Field(None, ge=1, le=MAX_EVAL_RECORDS, description="records from data_file")
+    include_own_facts: bool = True
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"include_own_facts": True}}
+    )
+
+
+# -- queries ------------------------------------------------------------------------------
+class ScoreIn(ApiModel):
+    prompt: QueryText
+    candidates: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT),
+                               AfterValidator(_fact_text)]] = Field(
+        min_length=1, max_length=MAX_CANDIDATES
+    )
+    version: VersionId | None = Field(None, description="default: the active version")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "prompt": "The mother tongue of Danielle Darrieux is",
+                "candidates": ["English", "French"],
+            }
+        },
+    )
+
+
+class CandidateScore(BaseModel):
+    candidate: str
+    logprob: float = Field(description="sum of the candidate's token log-probs after the prompt")
+    tokens: int = Field(description="number of tokens of ' ' + candidate")
+
+
+class ScoreOut(BaseModel):
+    version: str
+    scores: list[CandidateScore]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "version": "v2",
+                "scores": [
+                    {"candidate": "English", "logprob": -0.4, "tokens": 1},
+                    {"candidate": "French", "logprob": -3.1, "tokens": 1},
+                ],
+            }
+        }
+    )
+
+
+class GenerateIn(ApiModel):
+    prompt: QueryText
+    max_new_tokens: int = Field(20, ge=1, le=MAX_NEW_TOKENS)
+    version: VersionId | None = Field(None, description="default: the active version")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"prompt": "The mother tongue of Danielle Darrieux is", "max_new_tokens": 8}
+        },
+    )
+
+
+class GenerateOut(BaseModel):
+    version: str
+    text: str = Field(description="the continuation only (greedy decoding)")
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"version": "v2", "text": " English."}}
+    )
+
+
+class NextTokensIn(ApiModel):
+    prompt: QueryText
+    k: int = Field(10, ge=1, le=MAX_TOP_K)
+    version: VersionId | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"prompt": "The mother tongue of Danielle Darrieux is",
+                                       "k": 5}},
+    )
+
+
+class TokenProb(BaseModel):
+    token: str
+    id: int
+    logprob: float
+    prob: float
+
+
+class NextTokensOut(BaseModel):
+    version: str
+    tokens: list[TokenProb]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "version": "v2",
+                "tokens": [{"token": " English", "id": 3929, "logprob": -0.4, "prob": 0.67}],
+            }
+        }
+    )
+
+
+# -- health -------------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+    model_config = ConfigDict(json_schema_extra={"example": {"status": "ok"}})
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    model: str
+    version: str | None = Field(description="the version this API process serves")
+    weights_sha256: str | None = Field(
+        description="sha256 of every MLP output matrix it serves (equal across processes)"
+    )
+    redis: bool
+    worker: bool
+    queue: int | None = None
+    detail: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"ready": True, "model": "smollm2-135m", "version": "v2",
+                        "weights_sha256": "9b1c…", "redis": True, "worker": True, "queue": 0,
+                        "detail": None}
+        }
+    )
+
+
+class ErrorItem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: ``detail`` says what is wrong and what to do."""
+
+    detail: str
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "detail": "facts[0].prompt: prompt must contain exactly one '{}' where the "
+                "subject goes (found 0)",
+                "errors": [{"field": "facts[0].prompt", "message": "..."}],
+            }
+        }
+    )

