@@ -1,0 +1,107 @@
+"""The metric arithmetic of DESIGN §2, on plain tensors (no model, no tokenizer).
+
+Kept apart from the model plumbing so every definition can be checked on hand-built logits:
+a metric that is wrong by a sign or an off-by-one position still produces plausible numbers
+on a real model, and only a known-answer test catches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+
+def target_logprobs(
+    logits: torch.Tensor, target_ids: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    """Log-probabilities of a teacher-forced target, one per target token.
+
+    ``logits`` is ``[seq, vocab]`` for the sequence ``prompt + target``; the token at position
+    ``prompt_len + j`` is predicted by the logits at ``prompt_len + j - 1``.
+    """
+    if prompt_len < 1:
+        raise ValueError("a prompt needs at least one token to predict the target from")
+    n = target_ids.shape[0]
+    rows = logits[prompt_len - 1 : prompt_len - 1 + n].float()
+    if rows.shape[0] != n:
+        raise ValueError(f"logits hold {logits.shape[0]} positions, need {prompt_len + n - 1}")
+    return rows.log_softmax(-1).gather(-1, target_ids.view(-1, 1).to(rows.device)).view(-1)
+
+
+def target_argmax(logits: torch.Tensor, n_target: int, prompt_len: int) -> torch.Tensor:
+    """The model's argmax token at each teacher-forced target position."""
+    return logits[prompt_len - 1 : prompt_len - 1 + n_target].argmax(-1)
+
+
+def mean_nll(logprobs: torch.Tensor) -> float:
+    """Mean per-token negative log-likelihood (length-normalised, as ROME/MEMIT compare)."""
+    if logprobs.numel() == 0:
+        raise ValueError("mean NLL of an empty target")
+    return float(-logprobs.double().mean())
+
+
+def prefers(nll_preferred: float, nll_other: float) -> bool:
+    """Success: the preferred target is strictly more likely per token than the other."""
+    return nll_preferred < nll_other
+
+
+def all_tokens_hit(argmax_ids: torch.Tensor, target_ids: torch.Tensor) -> bool:
+    """Accuracy: every target token is the argmax under teacher forcing."""
+    return bool((argmax_ids.cpu() == target_ids.cpu()).all())
+
+
+def token_accuracy(argmax_ids: torch.Tensor, target_ids: torch.Tensor) -> float:
+    """Fraction of target tokens that are the argmax (zsRE's per-token accuracy)."""
+    if target_ids.numel() == 0:
+        raise ValueError("token accuracy of an empty target")
+    return float((argmax_ids.cpu() == target_ids.cpu()).double().mean())
+
+
+def kl_divergence(base_logprobs: torch.Tensor, edited_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(base ‖ edited) in nats for each row of ``[..., vocab]`` log-probabilities.
+
+    Computed in float64: the typical locality KL of a good edit is ~1e-3 nats, too close to
+    float32 rounding of a 50k-term sum to trust.
+    """
+    p = base_logprobs.double()
+    q = edited_logprobs.double().to(p.device)
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def topk_overlap(base_logits: torch.Tensor, edited_logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row, the fraction of the base model's top-k tokens also in the edited model's top-k."""
+    if k < 1 or k > base_logits.shape[-1]:
+        raise ValueError(f"k must be in [1, vocab], got {k}")
+    top_base = base_logits.topk(k, dim=-1).indices
+    top_edit = edited_logits.to(base_logits.device).topk(k, dim=-1).indices
+    shared = (top_base.unsqueeze(-1) == top_edit.unsqueeze(-2)).any(-1).sum(-1)
+    return shared.double() / k
+
+
+def mean(values: Iterable[float]) -> float | None:
+    """Mean of a possibly empty collection (``None`` when empty, never a fake 0)."""
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def percent(per_record: Iterable[float | None]) -> float | None:
+    """Mean over records of per-record fractions, as a percentage 0–100 (``None`` if none)."""
+    m = mean(v for v in per_record if v is not None)
+    return None if m is None else 100.0 * m
+
+
+NON_PERCENT_KEYS: frozenset[str] = frozenset({"kl"})
+"""Metrics averaged as they are (KL in nats) rather than as a percentage."""
+
+
+def aggregate(per_record: Sequence[Mapping[str, float | None]], keys: Iterable[str]) -> dict:
+    """Mean over the records that define each key (``None`` where none does)."""
+    out: dict[str, float | None] = {}
+    for key in keys:
+        values = [m.get(key) for m in per_record]
+        if key in NON_PERCENT_KEYS:
+            out[key] = mean(v for v in values if v is not None)
+        else:
+            out[key] = percent(values)
+    return out

@@ -1,0 +1,35 @@
+"""One entry point for both datasets: pick the metric set the records call for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from editing.delta import WeightDelta
+from editing.evaluate.counterfact import evaluate_counterfact
+from editing.evaluate.data import Record, detect_dataset
+from editing.evaluate.zsre import evaluate_zsre
+from editing.requests import EditRequest
+
+DATASETS: tuple[str, ...] = ("counterfact", "zsre")
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record | EditRequest],
+    delta: WeightDelta | None = None,
+    dataset: str | None = None,
+    batch_size: int = 32,
+    per_record: bool = False,
+) -> dict[str, Any]:
+    """CounterFact or zsRE metrics (``dataset`` None: detected from the records)."""
+    dataset = dataset or detect_dataset(records)
+    if dataset == "counterfact":
+        return evaluate_counterfact(model, tokenizer, records, delta, batch_size, per_record)
+    if dataset == "zsre":
+        return evaluate_zsre(model, tokenizer, records, delta, batch_size, per_record)
+    raise ValueError(f"dataset {dataset!r} unknown; use one of {DATASETS}")

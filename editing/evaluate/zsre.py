@@ -1,0 +1,133 @@
+"""zsRE metrics (DESIGN §2): per-token accuracy, as the MEMIT paper reports them.
+
+zsRE has no ``target_true``, so there is no Success metric: efficacy and generalization are
+the fraction of ``target_new`` tokens that are the argmax under teacher forcing on the
+question and its paraphrase. Specificity compares, on the unrelated neighborhood question
+teacher-forced on its dataset answer, the edited model's argmax tokens with the *unedited*
+model's (an edit should leave the model's own behaviour alone, right or wrong);
+``zsre_specificity_gold`` is the edited model's accuracy against the answer itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from editing.delta import WeightDelta
+from editing.evaluate.counterfact import CHUNK_RECORDS, METRIC_KEYS
+from editing.evaluate.data import Record
+from editing.evaluate.locality import TOP_KS, record_locality
+from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, token_accuracy
+from editing.evaluate.scoring import Row, RowScore, score_two_sided
+from editing.requests import EditRequest
+
+ZSRE_KEYS: tuple[str, ...] = (
+    "zsre_efficacy",
+    "zsre_generalization",
+    "zsre_specificity",
+    "zsre_specificity_gold",
+)
+
+
+def evaluate_zsre(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record | EditRequest],
+    delta: WeightDelta | None = None,
+    batch_size: int = 32,
+    per_record: bool = False,
+) -> dict[str, Any]:
+    """zsRE metrics in percent, plus the CounterFact keys that zsRE defines (accuracy, KL,
+    top-k; the Success keys are ``None``), with ``counts``.
+
+    Same model contract as :func:`~editing.evaluate.counterfact.evaluate_counterfact`:
+    ``model`` holds the unedited weights and is left as found.
+    """
+    cases = [r if isinstance(r, Record) else Record(i, r) for i, r in enumerate(records)]
+    if not cases:
+        raise ValueError("no records to evaluate")
+    metrics: list[dict[str, Any]] = []
+    for start in range(0, len(cases), CHUNK_RECORDS):
+        chunk = cases[start : start + CHUNK_RECORDS]
+        edited_rows, base_rows = [], []
+        for case in chunk:
+            req = case.request
+            edited_rows += [Row(p, req.target_new) for p in (req.text, *req.paraphrase_prompts)]
+            edited_rows += _locality_rows(case)
+            base_rows += _locality_rows(case)
+        edited, base = score_two_sided(
+            model, tokenizer, edited_rows, base_rows, delta, batch_size, next_for=base_rows
+        )
+        metrics += [record_metrics(case, edited, base) for case in chunk]
+    return _summarise(cases, metrics, per_record)
+
+
+def _neighborhood_rows(case: Record) -> list[Row]:
+    """Neighborhood questions teacher-forced on their dataset answers."""
+    return [
+        Row(p, a)
+        for p, a in zip(case.request.neighborhood_prompts, case.neighborhood_answers, strict=False)
+    ]
+
+
+def _locality_rows(case: Record) -> list[Row]:
+    """One row per neighborhood question (its answer row, or the bare question without one):
+    both sides score it, for specificity and for the next-token locality metrics."""
+    answered = _neighborhood_rows(case)
+    return answered + [Row(p) for p in case.request.neighborhood_prompts[len(answered) :]]
+
+
+def record_metrics(
+    case: Record, edited: dict[Row, RowScore], base: dict[Row, RowScore]
+) -> dict[str, float | None]:
+    """One record's fractions (0–1; ``kl`` in nats) from scored rows; ``None`` if undefined."""
+    req = case.request
+
+    def acc(prompt: str) -> float:
+        score = edited[Row(prompt, req.target_new)]
+        return token_accuracy(score.argmax, score.target_ids)
+
+    def hit(prompt: str) -> bool:
+        score = edited[Row(prompt, req.target_new)]
+        return all_tokens_hit(score.argmax, score.target_ids)
+
+    neighborhood = _neighborhood_rows(case)
+    out: dict[str, float | None] = {
+        "zsre_efficacy": acc(req.text),
+        "zsre_generalization": mean(acc(p) for p in req.paraphrase_prompts),
+        "zsre_specificity": mean(
+            token_accuracy(edited[row].argmax, base[row].argmax) for row in neighborhood
+        ),
+        "zsre_specificity_gold": mean(
+            token_accuracy(edited[row].argmax, edited[row].target_ids) for row in neighborhood
+        ),
+        "efficacy_success": None,
+        "efficacy_accuracy": float(hit(req.text)),
+        "generalization_success": None,
+        "generalization_accuracy": mean(hit(p) for p in req.paraphrase_prompts),
+        "specificity_success": None,
+    }
+    locality = record_locality(_locality_rows(case), edited, base) or {}
+    out["kl"] = locality.get("kl")
+    for k in TOP_KS:
+        out[f"top{k}"] = locality.get(f"top{k}")
+    return out
+
+
+def _summarise(
+    cases: Sequence[Record], metrics: list[dict[str, Any]], per_record: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = aggregate(metrics, (*METRIC_KEYS, *ZSRE_KEYS))
+    out["counts"] = {
+        "records": len(cases),
+        "rewrite_prompts": len(cases),
+        "paraphrase_prompts": sum(len(c.request.paraphrase_prompts) for c in cases),
+        "neighborhood_prompts": sum(len(c.request.neighborhood_prompts) for c in cases),
+        "neighborhood_answers": sum(len(c.neighborhood_answers) for c in cases),
+    }
+    if per_record:
+        out["records"] = metrics
+    return out
