@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: each prints a short table and writes JSON (bench/results/)."""
