@@ -274,23 +274,19 @@ def replay_targets(
         return {}
     rows = encode(tokenizer, requests, prefixes, with_target=False)
     device = zres.delta.device
-    delta = zres.delta
-    offset = {"start": 0}
-    order = torch.tensor([r.request for r in rows], device=device)
-
-    def add_delta(hidden: torch.Tensor) -> torch.Tensor:
-        part = order[offset["start"] : offset["start"] + hidden.shape[0]]
-        fact = fact_pos[offset["start"] : offset["start"] + hidden.shape[0]]
-        at = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden.index_put((at, fact), delta[part], accumulate=True)
-
-    fact_pos = torch.tensor([r.fact for r in rows], device=device)
     outs: list[dict[int, torch.Tensor]] = []
-    with edit_block_output(model, zres.layer, add_delta):
-        for part in chunks(len(rows), batch_size):
-            offset["start"] = part.start
-            _, blocks = fact_activations(model, rows[part], tokenizer.pad_token_id, (), later_layers, batch_size)
-            outs.append(blocks)
+    for part in chunks(len(rows), batch_size):
+        chunk = rows[part]
+        at = torch.arange(len(chunk), device=device)
+        fact = torch.tensor([r.fact for r in chunk], device=device)
+        owner = torch.tensor([r.request for r in chunk], device=device)
+
+        def add_delta(hidden: torch.Tensor, at=at, fact=fact, owner=owner) -> torch.Tensor:
+            return hidden.index_put((at, fact), zres.delta[owner], accumulate=True)
+
+        with edit_block_output(model, zres.layer, add_delta):
+            _, blocks = fact_activations(model, chunk, tokenizer.pad_token_id, (), later_layers, len(chunk))
+        outs.append(blocks)
     return {
         layer: mean_by_request(torch.cat([o[layer] for o in outs]), rows, len(requests))
         for layer in later_layers
