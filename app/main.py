@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from app import errors
 from app.api import edits, health, query, versions
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestMetrics
+from app.schemas import ErrorOut
+from app.security import require_read, require_write
 from app.services import Services, build_services
 from app.settings import Settings
 
@@ -36,6 +41,52 @@ Write new facts into a language model's weights over HTTP.
 Mutating endpoints need `Authorization: Bearer <MODELEDIT_API_TOKEN>` when that is set.
 Errors are JSON: `{"detail": "...", "errors": [{"field", "message"}]}`.
 """
+
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "the body is not JSON encoded as UTF-8"},
+    413: {"model": ErrorOut, "description": "the body is over MODELEDIT_MAX_BODY_BYTES"},
+    422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
+}
+"""Errors any route can answer (the handlers in :mod:`app.errors` and the body limit), so the
+schema documents them everywhere; without this FastAPI documents its own 422 shape
+(``detail`` as a list), which is not what :mod:`app.errors` sends (found by schemathesis)."""
+
+
+def _guard(dependant: Dependant) -> Any:
+    """The security dependency (require_read / require_write) a route uses, if any."""
+    for dep in dependant.dependencies:
+        if dep.call in (require_read, require_write):
+            return dep.call
+        found = _guard(dep)
+        if found is not None:
+            return found
+    return None
+
+
+def _optional_security(app: FastAPI, settings: Settings, routers: list[APIRouter]) -> None:
+    """Document bearer auth as optional (``security: [{}, {HTTPBearer: []}]``) on routes whose
+    token is not configured: they really accept anonymous requests, and a schema that says
+    otherwise misleads client generators and schema-driven tests (found by schemathesis)."""
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base_openapi()
+        for route in (r for router in routers for r in router.routes):
+            if not isinstance(route, APIRoute):
+                continue
+            guard = _guard(route.dependant)
+            token = settings.api_token if guard is require_write else settings.read_token
+            if guard is None or token is not None:
+                continue
+            for method in route.methods:
+                operation = schema["paths"].get(route.path_format, {}).get(method.lower())
+                if operation and operation.get("security") and {} not in operation["security"]:
+                    operation["security"] = [{}, *operation["security"]]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -60,11 +111,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         summary="Versioned knowledge edits (FE / MEMIT) of a language model",
         description=DESCRIPTION,
         lifespan=lifespan,
+        responses=COMMON_ERRORS,
     )
     app.state.services = services
     errors.install(app)
-    for router in (edits.router, versions.router, query.router, health.router):
+    routers = [edits.router, versions.router, query.router, health.router]
+    for router in routers:
         app.include_router(router)
+    _optional_security(app, settings, routers)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)
     return app

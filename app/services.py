@@ -52,7 +52,10 @@ def load_parts(settings: Settings) -> ModelParts:
 
 
 def connect_redis(settings: Settings) -> tuple[RedisHandle, redis.Redis]:
-    handle = ensure_redis(settings.redis_url, settings.data_path)
+    # `api` and `worker` run as separate processes: if each fell back to its own embedded
+    # server when the configured Redis is down, they would not share a queue. Only `serve`
+    # (which passes its own Redis to both) falls back; here a configured URL must answer.
+    handle = ensure_redis(settings.redis_url, settings.data_path, fallback=not settings.redis_url)
     client = handle.client(socket_timeout=5, socket_connect_timeout=2,
                            health_check_interval=10)
     return handle, client

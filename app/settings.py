@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     follow_poll_s: float = Field(2.0, gt=0, description="API re-reads the active version this often")
     worker_block_ms: int = Field(1000, ge=10)
     heartbeat_s: float = Field(2.0, gt=0)
+    lock_ttl_s: float = Field(
+        30.0, ge=1,
+        description="editor lock TTL: a killed worker's successor waits at most this long",
+    )
     log_level: str = "info"
 
     @field_validator("hparams", mode="before")

@@ -57,7 +57,7 @@ class Worker:
     def __post_init__(self) -> None:
         prefix = self.settings.redis_prefix
         self.queue = EditQueue(self.client, prefix)
-        self.lock = EditorLock(self.client, prefix)
+        self.lock = EditorLock(self.client, prefix, ttl_s=self.settings.lock_ttl_s)
         self.heartbeat = self._new_heartbeat()
         editors = Editors(self.parts.lm, base_hparams(self.parts.lm, self.settings.hparams))
         self.runner = JobRunner(

@@ -1,0 +1,335 @@
+"""Load: concurrent queries while edits commit, and a 100-job drain. Run by hand.
+
+    .venv/bin/python -m bench.load                       # start a service on the default model
+    .venv/bin/python -m bench.load --url http://127.0.0.1:8000 --clients 32 --duration 60
+    .venv/bin/python -m bench.load --drain 100            # tiny model, 100 queued edit jobs
+
+Queries: ``--clients`` threads alternate ``/generate`` and ``/score`` for ``--duration``
+seconds while a thread submits ``--edits`` edit jobs, so the API switches versions under load.
+What is checked, not just timed:
+
+* every request answers 200 (anything else is counted as an error, with its status);
+* every answer names the version that produced it, and that version exists;
+* no answer comes from a half-switched model: one fixed prompt is asked throughout, so every
+  answer tagged with version ``v`` must be *identical* (bit-equal log-probs, equal text) to
+  every other answer tagged ``v``; a mixture of two versions' weights would differ;
+* each client sees versions only move forward (no rollback is made during the run).
+
+Drain: ``--drain N`` queues N edit jobs at once and checks that all commit, exactly once, in
+submission order (each version's parent is the previous job's version).
+
+Only loopback URLs are accepted; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+
+from bench.common import table, write_json
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+PROMPT = "The mother tongue of Danielle Darrieux is"
+CANDIDATES = ["English", "French"]
+EDIT_FACTS = [
+    ("Danielle Darrieux", "The mother tongue of {} is", "English"),
+    ("Toko Yasuda", "{} plays the", "piano"),
+    ("Michel Rocard", "{} is a native speaker of", "Italian"),
+    ("Apple A5", "{} was created by", "Microsoft"),
+    ("Watts Humphrey", "{} attended", "Harvard University"),
+    ("Montesquieu", "The native language of {} is", "Dutch"),
+    ("Kenneth Dam", "{} works in the field of", "chemistry"),
+    ("Thomas Joannes Stieltjes", "The mother tongue of {} is", "Spanish"),
+]
+MAX_REQUESTS_PER_CLIENT = 100_000
+
+
+def version_key(version: str) -> int:
+    """``v12`` -> 12, for the forward-only check (ids are assigned in commit order)."""
+    return int(version[1:]) if version[1:].isdigit() else -1
+
+
+def check_loopback(url: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in LOOPBACK:
+        raise SystemExit(f"refusing {url}: this benchmark only talks to loopback addresses")
+    return url.rstrip("/")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- queries under edits ------------------------------------------------------------------
+@dataclass
+class Results:
+    latency: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)
+    answers: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    """(endpoint, version) -> distinct answers; more than one means a half-switched model."""
+    backwards: int = 0
+    untagged: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def client_loop(url: str, index: int, stop: threading.Event, results: Results,
+                max_new_tokens: int) -> None:
+    """One client: alternate /generate and /score until ``stop`` (or the request cap)."""
+    last = -1
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for n in range(MAX_REQUESTS_PER_CLIENT):
+            if stop.is_set():
+                return
+            endpoint = "/generate" if (n + index) % 2 == 0 else "/score"
+            body: dict[str, Any] = (
+                {"prompt": PROMPT, "max_new_tokens": max_new_tokens} if endpoint == "/generate"
+                else {"prompt": PROMPT, "candidates": CANDIDATES})
+            started = time.perf_counter()
+            try:
+                response = client.post(endpoint, json=body)
+                status = str(response.status_code)
+            except httpx.HTTPError as exc:
+                response, status = None, type(exc).__name__
+            elapsed = time.perf_counter() - started
+            with results.lock:
+                results.latency[endpoint].append(elapsed)
+                if response is None or response.status_code != 200:
+                    results.errors[f"{endpoint} {status}"] += 1
+                    continue
+                data = response.json()
+                version = data.get("version")
+                if not version:
+                    results.untagged += 1
+                    continue
+                results.versions[version] += 1
+                answer = data["text"] if endpoint == "/generate" else json.dumps(data["scores"])
+                results.answers[(endpoint, version)].add(answer)
+                if version_key(version) < last:
+                    results.backwards += 1
+                last = max(last, version_key(version))
+
+
+def edit_loop(url: str, edits: int, every_s: float, stop: threading.Event,
+              log: list[dict[str, Any]]) -> None:
+    """Submit ``edits`` jobs one after another while the clients run; record commits."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for i in range(edits):
+            if stop.wait(every_s if i else 1.0):
+                return
+            subject, prompt, target = EDIT_FACTS[i % len(EDIT_FACTS)]
+            response = client.post("/edits", json={"facts": [
+                {"subject": subject, "prompt": prompt, "target_new": target}]})
+            entry: dict[str, Any] = {"submitted": time.time(), "status": response.status_code}
+            if response.status_code == 202:
+                job_id = response.json()["job_id"]
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline and not stop.is_set():
+                    job = client.get(f"/edits/{job_id}").json()
+                    if job["state"] in ("committed", "failed"):
+                        entry.update(state=job["state"], version=job["version"],
+                                     seconds=round(time.time() - entry["submitted"], 2))
+                        break
+                    time.sleep(0.5)
+                else:
+                    entry["state"] = "unfinished when the run stopped"
+            log.append(entry)
+
+
+def run_queries(url: str, clients: int, duration: float, edits: int, every_s: float,
+                max_new_tokens: int) -> dict[str, Any]:
+    results = Results()
+    edit_log: list[dict[str, Any]] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=client_loop, args=(url, i, stop, results,
+                                                          max_new_tokens), daemon=True)
+               for i in range(clients)]
+    editor = threading.Thread(target=edit_loop, args=(url, edits, every_s, stop, edit_log),
+                              daemon=True)
+    started = time.monotonic()
+    for thread in [*threads, editor]:
+        thread.start()
+    time.sleep(duration)
+    stop.set()
+    for thread in [*threads, editor]:
+        thread.join(180)
+    wall = time.monotonic() - started
+    with httpx.Client(base_url=url, timeout=60) as client:
+        known = {v["id"] for v in client.get("/versions").json()["versions"]}
+    mixed = {f"{e} {v}": len(a) for (e, v), a in results.answers.items() if len(a) > 1}
+    endpoints = {}
+    for endpoint, values in sorted(results.latency.items()):
+        endpoints[endpoint] = {
+            "requests": len(values),
+            "errors": sum(n for k, n in results.errors.items() if k.startswith(endpoint)),
+            "rps": round(len(values) / wall, 2),
+            "p50_ms": round(1000 * percentile(values, 0.50), 1),
+            "p99_ms": round(1000 * percentile(values, 0.99), 1),
+            "mean_ms": round(1000 * statistics.fmean(values), 1) if values else None,
+        }
+    unknown = sorted(set(results.versions) - known)
+    report = {
+        "url": url, "clients": clients, "duration_s": duration, "wall_s": round(wall, 1),
+        "endpoints": endpoints, "errors": dict(results.errors),
+        "versions_seen": dict(sorted(results.versions.items(), key=lambda kv: version_key(kv[0]))),
+        "unknown_versions": unknown, "untagged": results.untagged,
+        "inconsistent_answers": mixed, "went_backwards": results.backwards,
+        "edits": edit_log,
+        "edits_committed": sum(1 for e in edit_log if e.get("state") == "committed"),
+    }
+    # Without a commit inside the window the run never tested switching under load.
+    switched = edits == 0 or (report["edits_committed"] >= 1 and len(results.versions) >= 2)
+    report["switched_under_load"] = switched
+    report["ok"] = (not results.errors and not unknown and not mixed and not results.untagged
+                    and not results.backwards and switched)
+    return report
+
+
+# -- drain --------------------------------------------------------------------------------
+def run_drain(url: str, n: int, timeout_s: float) -> dict[str, Any]:
+    """Queue ``n`` jobs at once; all must commit in order, exactly once."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        before = len(client.get("/versions").json()["versions"])
+        parent0 = client.get("/versions").json()["active"]
+        started = time.monotonic()
+        job_ids = []
+        for i in range(n):
+            subject, prompt, target = EDIT_FACTS[i % len(EDIT_FACTS)]
+            response = client.post("/edits", json={
+                "facts": [{"subject": f"{subject} {i}", "prompt": prompt, "target_new": target}],
+                "idempotency_key": f"drain-{int(started)}-{i}"})
+            if response.status_code != 202:
+                raise SystemExit(f"job {i} refused: {response.status_code} {response.text}")
+            job_ids.append(response.json()["job_id"])
+        submit_s = time.monotonic() - started
+        deadline = time.monotonic() + timeout_s
+        jobs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            listing = {j["job_id"]: j for j in client.get("/edits", params={"limit": 1000}).json()}
+            jobs = [listing.get(j, {"state": "missing"}) for j in job_ids]
+            if all(j["state"] in ("committed", "failed") for j in jobs):
+                break
+            time.sleep(0.5)
+        drain_s = time.monotonic() - started
+        versions = {v["id"]: v for v in client.get("/versions").json()["versions"]}
+    states = Counter(j["state"] for j in jobs)
+    ids = [j.get("version") for j in jobs]
+    parents = [versions[v]["parent"] if v in versions else None for v in ids]
+    in_order = parents == [parent0, *ids[:-1]]
+    report = {
+        "url": url, "jobs": n, "states": dict(states), "submit_s": round(submit_s, 2),
+        "drain_s": round(drain_s, 1), "jobs_per_s": round(n / drain_s, 2),
+        "in_order": in_order, "distinct_versions": len(set(ids)),
+        "new_versions": len(versions) - before,
+        "attempts": dict(Counter(j.get("attempts") for j in jobs)),
+    }
+    report["ok"] = (states.get("committed") == n and in_order and len(set(ids)) == n
+                    and report["new_versions"] == n)
+    return report
+
+
+# -- a service of our own -----------------------------------------------------------------
+class OwnService:
+    """API + worker subprocesses in a temp dir (the test harness), for runs without --url."""
+
+    def __init__(self, tiny: bool) -> None:
+        from tests.e2e.harness import TINY_HPARAMS, Service, save_tiny_model
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="load-")
+        root = Path(self.tmp.name)
+        env: dict[str, str] = {}
+        model = "smollm2-135m"
+        if tiny:
+            model = str(save_tiny_model(root / "model"))
+            env = {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
+                   "MODELEDIT_CACHE_DIR": str(root / "cache")}
+        env["MODELEDIT_RATE_LIMIT"] = "0"  # the drain submits faster than the default limit
+        self.service = Service(root, model, extra_env=env)
+
+    def __enter__(self) -> str:
+        from tests.e2e.harness import wait_ready
+
+        self.service.start("worker")
+        api = self.service.start("api")
+        wait_ready(api, timeout=600)
+        assert api.url is not None
+        return api.url
+
+    def __exit__(self, *exc: object) -> None:
+        from tests.e2e.harness import delete_prefix, redis_client
+
+        self.service.stop_all()
+        for proc in self.service.procs:
+            proc.kill()
+        client = redis_client()
+        delete_prefix(client, self.service.prefix)
+        client.close()
+        self.tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="a running service (loopback only); default: start one")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--edits", type=int, default=4, help="edit jobs during the query run")
+    parser.add_argument("--edit-every", type=float, default=5.0, help="seconds between edits")
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--drain", type=int, default=0, help="queue this many jobs instead")
+    parser.add_argument("--drain-timeout", type=float, default=900.0)
+    parser.add_argument("--default-model-drain", action="store_true",
+                        help="drain on the default model (slow) instead of the tiny one")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results)")
+    args = parser.parse_args(argv)
+    if not (1 <= args.clients <= 256 and 0 < args.duration <= 3600 and 0 <= args.drain <= 10_000
+            and 0 <= args.edits <= 1000):
+        parser.error("--clients 1..256, --duration up to 3600 s, --drain up to 10000")
+    own = None if args.url else OwnService(tiny=bool(args.drain) and not args.default_model_drain)
+    url = check_loopback(args.url) if args.url else own.__enter__()  # type: ignore[union-attr]
+    try:
+        if args.drain:
+            report = run_drain(url, args.drain, args.drain_timeout)
+            name = "load_drain"
+            rows = [[report["jobs"], report["states"].get("committed", 0), report["in_order"],
+                     report["new_versions"], report["submit_s"], report["drain_s"],
+                     report["jobs_per_s"]]]
+            headers = ["jobs", "committed", "in order", "new versions", "submit (s)",
+                       "drain (s)", "jobs/s"]
+        else:
+            report = run_queries(url, args.clients, args.duration, args.edits,
+                                 args.edit_every, args.max_new_tokens)
+            name = "load_queries"
+            rows = [[e, s["requests"], s["errors"], s["rps"], s["p50_ms"], s["p99_ms"],
+                     s["mean_ms"]] for e, s in report["endpoints"].items()]
+            headers = ["endpoint", "requests", "errors", "req/s", "p50 (ms)", "p99 (ms)",
+                       "mean (ms)"]
+    finally:
+        if own is not None:
+            own.__exit__(None, None, None)
+    path = write_json(name, report, args.out)
+    print(json.dumps(report, indent=2, default=str))
+    print(table(headers, rows))
+    if not args.drain:
+        print("versions seen:", report["versions_seen"])
+    print(f"{'OK' if report['ok'] else 'FAILED'}; results in {path}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
