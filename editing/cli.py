@@ -161,7 +161,7 @@ def cmd_precompute_z(args: argparse.Namespace) -> int:
     z_layers = layers if args.strategy == "per_layer" else layers[:1]
     for layer in z_layers:
         for start in range(0, len(requests), args.batch_size):
-            result = editor._z(requests[start : start + args.batch_size], layer, bars)
+            result = editor.z_at(requests[start : start + args.batch_size], layer, bars)
             bars.close()
             print(f"layer {layer}: requests {start}-{start + len(result.nll) - 1}, "
                   f"mean final NLL {sum(result.nll) / len(result.nll):.3f}")

@@ -126,32 +126,33 @@ class Editor:
         return self.stats.get(self.model, self.tokenizer, self.hparams.edited_layers, self.fingerprint, report)
 
     # -- targets ---------------------------------------------------------------------------
-    def _z(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
-        """Optimise z at ``layer``, reusing the z cache for requests already computed."""
+    def z_at(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None = None) -> ZResult:
+        """Optimise z at ``layer``; with a z cache, only for requests not computed before."""
         if self.z_cache is None:
             return self._optimize(requests, layer, progress)
         context = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, self.prefixes())
-        cached = [self.z_cache.get(context, r) for r in requests]
-        missing = [i for i, hit in enumerate(cached) if hit is None]
-        fresh = self._optimize([requests[i] for i in missing], layer, progress) if missing else None
-        for j, i in enumerate(missing):
-            assert fresh is not None
-            self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
-            cached[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
+        hits = [self.z_cache.get(context, r) for r in requests]
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        steps, already = [0] * len(requests), [False] * len(requests)
+        tokens = uncached = 0
+        if missing:
+            fresh = self._optimize([requests[i] for i in missing], layer, progress)
+            tokens, uncached = fresh.tokens_per_step, fresh.tokens_per_step_uncached
+            for j, i in enumerate(missing):
+                self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
+                hits[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
+                steps[i], already[i] = fresh.steps[j], fresh.already_predicted[j]
+        rows = [hit for hit in hits if hit is not None]
         device = next(self.model.parameters()).device
-        fresh_index = {i: j for j, i in enumerate(missing)}
         return ZResult(
             layer=layer,
-            h=torch.stack([c[0] for c in cached]).to(device),  # type: ignore[index]
-            delta=torch.stack([c[1] for c in cached]).to(device),  # type: ignore[index]
-            nll=[c[2] for c in cached],  # type: ignore[index]
-            steps=[fresh.steps[fresh_index[i]] if fresh and i in fresh_index else 0 for i in range(len(requests))],
-            already_predicted=[
-                bool(fresh.already_predicted[fresh_index[i]]) if fresh and i in fresh_index else False
-                for i in range(len(requests))
-            ],
-            tokens_per_step=fresh.tokens_per_step if fresh else 0,
-            tokens_per_step_uncached=fresh.tokens_per_step_uncached if fresh else 0,
+            h=torch.stack([h for h, _, _ in rows]).to(device),
+            delta=torch.stack([d for _, d, _ in rows]).to(device),
+            nll=[nll for _, _, nll in rows],
+            steps=steps,
+            already_predicted=already,
+            tokens_per_step=tokens,
+            tokens_per_step_uncached=uncached,
         )
 
     def _optimize(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
@@ -167,7 +168,7 @@ class Editor:
         hp = self.hparams
         layers = hp.edited_layers
         if hp.strategy == "forward_replay":
-            zres = self._z(requests, layers[0], progress)
+            zres = self.z_at(requests, layers[0], progress)
             replay_prefixes = self.prefixes() if hp.replay_on_templates else [""]
             targets = replay_targets(
                 self.model, self.tokenizer, requests, replay_prefixes, zres, layers[1:], self.batch_size
@@ -175,9 +176,9 @@ class Editor:
             targets[layers[0]] = zres.z
             return targets, [zres]
         if hp.strategy == "per_layer":
-            results = [self._z(requests, layer, progress) for layer in layers]
+            results = [self.z_at(requests, layer, progress) for layer in layers]
             return {r.layer: r.z for r in results}, results
-        zres = self._z(requests, layers[-1], progress)  # backward_spread and one_layer
+        zres = self.z_at(requests, layers[-1], progress)  # backward_spread and one_layer
         return {layers[-1]: zres.z}, [zres]
 
     # -- the edit ----------------------------------------------------------------------------
