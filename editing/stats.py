@@ -8,7 +8,7 @@ sample count and sequence length.
 
 Default corpus: WikiText-2 validation text (``$MODELEDIT_SHARED_DATA/wikitext-2/valid.txt``),
 1000 chunks of 128 tokens (128k tokens). Without that file (a fresh machine with no data),
-text sampled from the model itself (seeded) is used, which needs no download.
+256 chunks of text sampled from the model itself (seeded) are used, which needs no download.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ from editing.paths import shared_data_dir
 log = logging.getLogger(__name__)
 
 MODEL_SAMPLES = "model-samples"
+MODEL_SAMPLES_MAX = 256
+"""Sampling text is far slower than reading it (minutes on a CPU): the fallback corpus is
+capped at 256 sequences (32k tokens with the default length, ~20x the key width of SmolLM2)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,7 @@ class CovarianceCache:
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.corpus = corpus or default_corpus()
-        self.n_samples = n_samples
+        self.n_samples = min(n_samples, MODEL_SAMPLES_MAX) if self.corpus.source == MODEL_SAMPLES else n_samples
         self.seq_len = seq_len
         self.batch_size = batch_size
         self._memory: dict[tuple[str, int], torch.Tensor] = {}
