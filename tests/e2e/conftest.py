@@ -9,8 +9,7 @@ import pytest
 from tests.e2e.harness import (
     TINY_HPARAMS,
     Service,
-    delete_prefix,
-    redis_client,
+    running,
     save_tiny_model,
 )
 
@@ -31,7 +30,6 @@ def tiny_service(
     tmp_path: Path, tiny_model_dir: Path, tiny_cache_dir: Path
 ) -> Iterator[Service]:
     """A service on the tiny model; its processes and Redis keys are removed afterwards."""
-    client = redis_client()
     service = Service(
         tmp_path,
         str(tiny_model_dir),
@@ -40,10 +38,5 @@ def tiny_service(
             "MODELEDIT_CACHE_DIR": str(tiny_cache_dir),
         },
     )
-    try:
+    with running(service):
         yield service
-    finally:
-        for proc in service.procs:
-            proc.kill()
-        delete_prefix(client, service.prefix)
-        client.close()

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,3 +195,16 @@ def wait_for(predicate: Any, timeout: float = 15, what: str = "condition") -> An
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running(service: Service) -> Iterator[Service]:
+    """Yield ``service``; afterwards kill its processes and delete its Redis keys."""
+    client = redis_client()
+    try:
+        yield service
+    finally:
+        for proc in service.procs:
+            proc.kill()
+        delete_prefix(client, service.prefix)
+        client.close()

