@@ -7,7 +7,8 @@ blocks the event loop, and the runtime's read/write lock keeps each request on o
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import APIRouter, Depends
 
@@ -64,9 +65,15 @@ def _check_length(services: Services, prompt: str, extra: int = 0) -> None:
                        f"most {limit}", field="prompt")
 
 
-def _serving(services: Services, version: str | None) -> AbstractContextManager[Served]:
+@contextmanager
+def _serving(services: Services, version: str | None) -> Iterator[Served]:
+    """The model at ``version``; a delta in its chain that cannot be applied is a 409."""
     _check_version(services, version)
-    return services.runtime.serving(version)
+    try:
+        with services.runtime.serving(version) as served:
+            yield served
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
 
 
 @router.post("/score", response_model=ScoreOut, responses=RESPONSES,
@@ -77,12 +84,9 @@ def score(
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
     _check_length(services, prompt=body.prompt + " " + max(body.candidates, key=len))
-    try:
-        with _serving(services, body.version) as served:
-            results = inference.score(served.model, served.tokenizer, body.prompt,
-                                      body.candidates)
-    except UnusableDelta as exc:
-        raise ApiError(409, str(exc), field="version") from exc
+    with _serving(services, body.version) as served:
+        results = inference.score(served.model, served.tokenizer, body.prompt,
+                                  body.candidates)
     return ScoreOut(
         version=served.version,
         scores=[CandidateScore(candidate=c, logprob=lp, tokens=n)
@@ -98,12 +102,9 @@ def generate(
     _who: str = Depends(require_read),
 ) -> GenerateOut:
     _check_length(services, body.prompt, body.max_new_tokens)
-    try:
-        with _serving(services, body.version) as served:
-            text = inference.generate(served.model, served.tokenizer, body.prompt,
-                                      body.max_new_tokens)
-    except UnusableDelta as exc:
-        raise ApiError(409, str(exc), field="version") from exc
+    with _serving(services, body.version) as served:
+        text = inference.generate(served.model, served.tokenizer, body.prompt,
+                                  body.max_new_tokens)
     return GenerateOut(version=served.version, text=text)
 
 
@@ -115,11 +116,8 @@ def next_tokens(
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
     _check_length(services, body.prompt)
-    try:
-        with _serving(services, body.version) as served:
-            top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
-    except UnusableDelta as exc:
-        raise ApiError(409, str(exc), field="version") from exc
+    with _serving(services, body.version) as served:
+        top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
     return NextTokensOut(
         version=served.version,
         tokens=[TokenProb(token=t, id=i, logprob=lp, prob=math.exp(lp)) for t, i, lp in top],
