@@ -74,6 +74,11 @@ def plot_ratios(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _summary(metrics: dict[str, Any], dataset_key: str) -> str:
+    columns = MCF_COLUMNS if dataset_key == "mcf" else ZSRE_COLUMNS
+    return ", ".join(f"{c}={metrics[c]:.1f}" for c in columns if metrics.get(c) is not None)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=None, help="comma-separated subset")
     parser.add_argument("--variants", action="store_true", help="also FE replaying on every prefix")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--no-baseline", action="store_true", help="skip the unedited model's row")
     parser.add_argument("--fresh-z", action="store_true", help="do not reuse z from earlier runs")
     args = parser.parse_args(argv)
 
@@ -96,6 +102,12 @@ def main(argv: list[str] | None = None) -> None:
         filename, dataset = FILES[key]
         records = load_records(shared_data_dir() / filename, limit=args.n)
         results: dict[str, Any] = {}
+        if not args.no_baseline:
+            started = time.perf_counter()
+            metrics = evaluate(lm.model, lm.tokenizer, records, None, dataset=dataset)
+            results["unedited"] = {"metrics": metrics, "edit_seconds": 0.0, "residual_ratio": [],
+                                   "eval_seconds": time.perf_counter() - started}
+            print(f"{key} unedited: " + _summary(metrics, key), flush=True)
         for name, hp in methods.items():
             editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
                             z_cache=z_cache)
@@ -109,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                 "residual_ratio": result.diagnostics["residual_ratio"],
                 "mean_z_loss": sum(result.diagnostics["z_loss"]) / len(records),
             }
-            print(f"{key} {name}: " + ", ".join(
-                f"{c}={metrics.get(c):.1f}" for c in (MCF_COLUMNS if key == "mcf" else ZSRE_COLUMNS)
-                if metrics.get(c) is not None) + f" ({edit_s:.0f}s edit)", flush=True)
+            print(f"{key} {name}: " + _summary(metrics, key) + f" ({edit_s:.0f}s edit)", flush=True)
             report["datasets"][key] = results
             write_json("reproduce", report)  # partial results survive an interrupted run
         if key == "mcf":
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         columns = MCF_COLUMNS if key == "mcf" else ZSRE_COLUMNS
         print(f"\n### {key.upper()} ({args.n} records, {lm.name}, layers {list(base.layers)})\n")
         print(table(["method", *columns, "final residual ratio", "edit s"],
-                    [[name, *[r["metrics"].get(c) for c in columns], r["residual_ratio"][-1], r["edit_seconds"]]
+                    [[name, *[r["metrics"].get(c) for c in columns], (r["residual_ratio"] or ["–"])[-1], r["edit_seconds"]]
                      for name, r in results.items()]))
     print(f"\nwrote {path} and {RESULTS / 'reproduce_residual_ratio.png'}")
 

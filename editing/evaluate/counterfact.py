@@ -17,9 +17,9 @@ from transformers import PreTrainedTokenizerBase
 
 from editing.delta import WeightDelta
 from editing.evaluate.data import Record, requests_of
-from editing.evaluate.locality import TOP_KS, record_locality
+from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, mean_nll, prefers
-from editing.evaluate.scoring import Row, RowScore, score_two_sided
+from editing.evaluate.scoring import Row, RowScore, score_records
 from editing.requests import EditRequest
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -34,10 +34,6 @@ METRIC_KEYS: tuple[str, ...] = (
     "top10",
 )
 """The public report keys (a stable contract: other tools read them)."""
-
-CHUNK_RECORDS = 32
-"""Records scored per apply/revert cycle: bounds the next-token distributions held at once."""
-
 
 def evaluate_counterfact(
     model: nn.Module,
@@ -57,18 +53,13 @@ def evaluate_counterfact(
     requests = requests_of(records)
     if not requests:
         raise ValueError("no records to evaluate")
-    rows_per_record: list[dict[str, Any]] = []
-    for start in range(0, len(requests), CHUNK_RECORDS):
-        chunk = requests[start : start + CHUNK_RECORDS]
-        edited_rows, base_rows = [], []
-        for req in chunk:
-            edited_rows += _target_rows(req)
-            base_rows += _locality_rows(req)
-        edited, base = score_two_sided(
-            model, tokenizer, edited_rows, base_rows, delta, batch_size, next_for=base_rows
-        )
-        rows_per_record += [record_metrics(req, edited, base) for req in chunk]
-    return summarise(requests, rows_per_record, per_record)
+    metrics = score_records(model, tokenizer, requests, _rows, record_metrics, delta, batch_size)
+    return summarise(requests, metrics, per_record)
+
+
+def _rows(req: EditRequest) -> tuple[list[Row], list[Row]]:
+    """Edited side: every prompt with both targets; unedited side: the locality rows."""
+    return _target_rows(req), _locality_rows(req)
 
 
 def _target_rows(req: EditRequest) -> list[Row]:
@@ -114,11 +105,7 @@ def record_metrics(
         "generalization_accuracy": mean(hit(p) for p in paraphrases),
         "specificity_success": mean(true_wins(p) for p in neighbors) if has_true else None,
     }
-    locality = record_locality(_locality_rows(req), edited, base) or {}
-    out["kl"] = locality.get("kl")
-    for k in TOP_KS:
-        out[f"top{k}"] = locality.get(f"top{k}")
-    return out
+    return out | record_locality(_locality_rows(req), edited, base)
 
 
 def summarise(

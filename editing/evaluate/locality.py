@@ -21,17 +21,18 @@ def record_locality(
     rows: Sequence[Row],
     edited: Mapping[Row, RowScore],
     base: Mapping[Row, RowScore],
-) -> dict[str, float] | None:
-    """Mean KL(unedited ‖ edited) and top-k overlaps (fractions) over one record's rows.
+) -> dict[str, float | None]:
+    """Mean KL(unedited ‖ edited) and top-k overlaps (fractions) over one record's rows;
+    every key ``None`` for a record without such rows.
 
     Each row's next-token distribution is the one after its prompt (scored with
     ``next_for``), so any row of a neighborhood prompt serves, whatever its target.
     """
     if not rows:
-        return None
+        return dict.fromkeys(["kl", *(f"top{k}" for k in TOP_KS)])
     p = torch.stack([_next(base[r]) for r in rows])
     q = torch.stack([_next(edited[r]) for r in rows])
-    out = {"kl": float(kl_divergence(p, q).mean())}
+    out: dict[str, float | None] = {"kl": float(kl_divergence(p, q).mean())}
     for k in TOP_KS:
         out[f"top{k}"] = float(topk_overlap(p, q, min(k, p.shape[-1])).mean())
     return out

@@ -12,9 +12,10 @@ The unedited side of a comparison is the *same* model with the delta reverted
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -213,3 +214,40 @@ def score_two_sided(
     with with_delta(model, delta):
         edited = score_rows(model, tokenizer, edited_rows, batch_size, next_for)
     return edited, base
+
+
+CHUNK_RECORDS = 32
+"""Records scored per apply/revert cycle: bounds the next-token distributions held at once."""
+
+RecordT = TypeVar("RecordT")
+
+
+def score_records(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[RecordT],
+    rows_of: Callable[[RecordT], tuple[list[Row], list[Row]]],
+    metrics_of: Callable[[RecordT, dict[Row, RowScore], dict[Row, RowScore]], dict[str, float | None]],
+    delta: WeightDelta | None,
+    batch_size: int = 32,
+) -> list[dict[str, float | None]]:
+    """Per-record metrics, scoring ``CHUNK_RECORDS`` records per apply/revert of ``delta``.
+
+    ``rows_of(record)`` gives the rows the edited side scores and the rows the unedited side
+    scores (the latter also keep their next-token distribution, for locality);
+    ``metrics_of(record, edited, base)`` turns the scores into that record's fractions.
+    """
+    metrics: list[dict[str, float | None]] = []
+    for start in range(0, len(records), CHUNK_RECORDS):
+        chunk = records[start : start + CHUNK_RECORDS]
+        edited_rows: list[Row] = []
+        base_rows: list[Row] = []
+        for record in chunk:
+            edited_part, base_part = rows_of(record)
+            edited_rows += edited_part
+            base_rows += base_part
+        edited, base = score_two_sided(
+            model, tokenizer, edited_rows, base_rows, delta, batch_size, next_for=base_rows
+        )
+        metrics += [metrics_of(record, edited, base) for record in chunk]
+    return metrics

@@ -17,11 +17,11 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.delta import WeightDelta
-from editing.evaluate.counterfact import CHUNK_RECORDS, METRIC_KEYS
+from editing.evaluate.counterfact import METRIC_KEYS
 from editing.evaluate.data import Record
-from editing.evaluate.locality import TOP_KS, record_locality
+from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, token_accuracy
-from editing.evaluate.scoring import Row, RowScore, score_two_sided
+from editing.evaluate.scoring import Row, RowScore, score_records
 from editing.requests import EditRequest
 
 ZSRE_KEYS: tuple[str, ...] = (
@@ -49,20 +49,16 @@ def evaluate_zsre(
     cases = [r if isinstance(r, Record) else Record(i, r) for i, r in enumerate(records)]
     if not cases:
         raise ValueError("no records to evaluate")
-    metrics: list[dict[str, Any]] = []
-    for start in range(0, len(cases), CHUNK_RECORDS):
-        chunk = cases[start : start + CHUNK_RECORDS]
-        edited_rows, base_rows = [], []
-        for case in chunk:
-            req = case.request
-            edited_rows += [Row(p, req.target_new) for p in (req.text, *req.paraphrase_prompts)]
-            edited_rows += _locality_rows(case)
-            base_rows += _locality_rows(case)
-        edited, base = score_two_sided(
-            model, tokenizer, edited_rows, base_rows, delta, batch_size, next_for=base_rows
-        )
-        metrics += [record_metrics(case, edited, base) for case in chunk]
+    metrics = score_records(model, tokenizer, cases, _rows, record_metrics, delta, batch_size)
     return _summarise(cases, metrics, per_record)
+
+
+def _rows(case: Record) -> tuple[list[Row], list[Row]]:
+    """Edited side: question and paraphrases on target_new, plus the neighborhood rows, which
+    the unedited side scores too (for specificity and locality)."""
+    req = case.request
+    edited = [Row(p, req.target_new) for p in (req.text, *req.paraphrase_prompts)]
+    return edited + _locality_rows(case), _locality_rows(case)
 
 
 def _neighborhood_rows(case: Record) -> list[Row]:
@@ -110,11 +106,7 @@ def record_metrics(
         "generalization_accuracy": mean(hit(p) for p in req.paraphrase_prompts),
         "specificity_success": None,
     }
-    locality = record_locality(_locality_rows(case), edited, base) or {}
-    out["kl"] = locality.get("kl")
-    for k in TOP_KS:
-        out[f"top{k}"] = locality.get(f"top{k}")
-    return out
+    return out | record_locality(_locality_rows(case), edited, base)
 
 
 def _summarise(
