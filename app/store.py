@@ -717,50 +717,39 @@ class VersionStore:
             return self.get_version(job.version)
         if job.state == "failed":
             raise Conflict(f"job {job_id} has failed ({job.error}); it cannot be committed")
-        with self._file_lock(exclusive=False):
-            file_sha, rel = self._write_delta(delta_bytes)
-            try:
-                with self._write() as conn:
-                    job = self._get_job(conn, job_id)
-                    if job.state == "committed" and job.version is not None:
-                        return self._get_version(conn, job.version)  # a racing commit won
-                    if job.state == "failed":
-                        raise Conflict(f"job {job_id} has failed; it cannot be committed")
-                    vid = self._insert_version(
-                        conn,
-                        parent=parent,
-                        job_id=job_id,
-                        origin_job=job_id,
-                        step=None,
-                        kind=kind,
-                        file_sha=file_sha,
-                        rel=rel,
-                        size=len(delta_bytes),
-                        delta_sha256=delta_sha256,
-                        method=method,
-                        hparams=hparams,
-                        facts=facts,
-                        layer_stats=layer_stats,
-                        diagnostics=diagnostics,
-                        timings=timings,
-                        source=None,
-                    )
-                    conn.execute(
-                        "UPDATE jobs SET state = 'committed', version = ?, error = NULL, "
-                        "updated_at = ? WHERE id = ?",
-                        (vid, _now(), job_id),
-                    )
-                    self._move_active(conn, vid, parent, make_active, only_if_parent_active)
-                    return self._get_version(conn, vid)
-            except StoreError:
-                self._discard_file(rel)
-                raise
-            except sqlite3.Error as exc:
-                self._discard_file(rel)
-                raise StoreWriteError(
-                    f"cannot record version for job {job_id}: {exc}; free disk space or "
-                    "make the data directory writable, then retry"
-                ) from exc
+        what = f"version for job {job_id}"
+        with self._delta_transaction(delta_bytes, what) as (conn, file_sha, rel):
+            job = self._get_job(conn, job_id)
+            if job.state == "committed" and job.version is not None:
+                return self._get_version(conn, job.version)  # a racing commit won
+            if job.state == "failed":
+                raise Conflict(f"job {job_id} has failed; it cannot be committed")
+            vid = self._insert_version(
+                conn,
+                parent=parent,
+                job_id=job_id,
+                origin_job=job_id,
+                step=None,
+                kind=kind,
+                file_sha=file_sha,
+                rel=rel,
+                size=len(delta_bytes),
+                delta_sha256=delta_sha256,
+                method=method,
+                hparams=hparams,
+                facts=facts,
+                layer_stats=layer_stats,
+                diagnostics=diagnostics,
+                timings=timings,
+                source=None,
+            )
+            conn.execute(
+                "UPDATE jobs SET state = 'committed', version = ?, error = NULL, "
+                "updated_at = ? WHERE id = ?",
+                (vid, _now(), job_id),
+            )
+            self._move_active(conn, vid, parent, make_active, only_if_parent_active)
+            return self._get_version(conn, vid)
 
     def commit_derived_version(
         self,
@@ -792,47 +781,62 @@ class VersionStore:
             ).fetchone()
             if row is not None:
                 return self._version(row)
+        what = f"a derived version of {parent}"
+        with self._delta_transaction(delta_bytes, what) as (conn, file_sha, rel):
+            if origin_job is not None:
+                self._get_job(conn, origin_job)  # NotFound for an unknown job
+                row = conn.execute(
+                    "SELECT * FROM versions WHERE origin_job = ? AND step = ?",
+                    (origin_job, step),
+                ).fetchone()
+                if row is not None:
+                    return self._version(row)
+            vid = self._insert_version(
+                conn,
+                parent=parent,
+                job_id=None,
+                origin_job=origin_job,
+                step=step,
+                kind=kind,
+                file_sha=file_sha,
+                rel=rel,
+                size=len(delta_bytes),
+                delta_sha256=delta_sha256,
+                method=method,
+                hparams=hparams,
+                facts=facts,
+                layer_stats=layer_stats,
+                diagnostics=diagnostics,
+                timings=timings,
+                source=source,
+            )
+            self._move_active(conn, vid, parent, make_active, False)
+            return self._get_version(conn, vid)
+
+    @contextlib.contextmanager
+    def _delta_transaction(
+        self, delta_bytes: bytes, what: str
+    ) -> Iterator[tuple[sqlite3.Connection, str, str]]:
+        """Write the delta file first, then open ONE write transaction for the rows that name it.
+
+        Yields ``(conn, file_sha, rel)``. If anything inside fails, the transaction rolls back
+        and the file is discarded, so no version row points at a missing file and no file is
+        left that no row names; a SQLite failure becomes a :class:`StoreWriteError` that says
+        what to fix.
+        """
         with self._file_lock(exclusive=False):
             file_sha, rel = self._write_delta(delta_bytes)
             try:
                 with self._write() as conn:
-                    if origin_job is not None:
-                        self._get_job(conn, origin_job)  # NotFound for an unknown job
-                        row = conn.execute(
-                            "SELECT * FROM versions WHERE origin_job = ? AND step = ?",
-                            (origin_job, step),
-                        ).fetchone()
-                        if row is not None:
-                            return self._version(row)
-                    vid = self._insert_version(
-                        conn,
-                        parent=parent,
-                        job_id=None,
-                        origin_job=origin_job,
-                        step=step,
-                        kind=kind,
-                        file_sha=file_sha,
-                        rel=rel,
-                        size=len(delta_bytes),
-                        delta_sha256=delta_sha256,
-                        method=method,
-                        hparams=hparams,
-                        facts=facts,
-                        layer_stats=layer_stats,
-                        diagnostics=diagnostics,
-                        timings=timings,
-                        source=source,
-                    )
-                    self._move_active(conn, vid, parent, make_active, False)
-                    return self._get_version(conn, vid)
+                    yield conn, file_sha, rel
             except StoreError:
                 self._discard_file(rel)
                 raise
             except sqlite3.Error as exc:
                 self._discard_file(rel)
                 raise StoreWriteError(
-                    f"cannot record a derived version of {parent}: {exc}; free disk space "
-                    "or make the data directory writable, then retry"
+                    f"cannot record {what}: {exc}; free disk space or make the data directory "
+                    "writable, then retry"
                 ) from exc
 
     def _move_active(
