@@ -7,13 +7,14 @@ same first N records in one batch on the unedited model, then is evaluated again
 - ``memit``: backward spreading from the last edited layer (standard MEMIT);
 - ``per_layer``: independent z at the first and the last edited layer (the BLUE baseline);
 - ``fe``: forward replay from the first edited layer (the default);
-- ``fe_templates`` (``--variants``): FE replaying z on every context prefix and averaging.
+- ``fe_templates`` (``--variants``): FE replaying z on every context prefix and averaging;
+- ``unedited`` (unless ``--no-baseline``): the model itself, the floor every method starts from.
 
 z for a given layer is the same for every method that needs it (same model, same settings),
 so it is optimised once and shared through a z cache. Prints a markdown table, writes JSON and
 a PNG of the per-layer residual ratio (the paper's Tables 2 and 5) for MEMIT vs FE.
 
-    python -m bench.reproduce [--n 100] [--datasets mcf,zsre] [--methods ...] [--variants]
+    python -m bench.reproduce [--n 100] [--datasets mcf,zsre] [--methods ...] [--variants] [--no-baseline]
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--method", default="fe")
-    parser.add_argument("--eval-every", type=int, default=5, help="evaluate after every k batches (and the last)")
+    parser.add_argument("--eval-every", type=int, default=1, help="evaluate after every k batches (and the last)")
     parser.add_argument("--neighbors", type=int, default=2, help="neighborhood prompts per fact for KL")
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
@@ -99,10 +99,17 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], flush=True)
         write_json(f"sequential_{args.method}", {"model": lm.name, "method": args.method,
                                                   "hparams": hp.to_dict(), "rows": rows})
+    # Once at the end, the full CounterFact metrics (paraphrases, every neighbor) of all facts.
+    final = evaluate(lm.model, lm.tokenizer, records, WeightDelta.combine(deltas), dataset="counterfact")
+    write_json(f"sequential_{args.method}", {"model": lm.name, "method": args.method,
+                                              "hparams": hp.to_dict(), "rows": rows, "final": final})
     plot(rows, args.method)
     print(table(["batch", "facts", "efficacy", "efficacy acc", "specificity", "KL", "elapsed s"],
                 [[r["batch"], r["facts"], r["efficacy_success"], r["efficacy_accuracy"],
                   r["specificity_success"], r["kl"], r["elapsed_s"]] for r in rows]))
+    print(f"\nall {len(records)} facts at the end: " + ", ".join(
+        f"{k}={final[k]:.3g}" for k in ("efficacy_success", "efficacy_accuracy", "generalization_success",
+                                        "specificity_success", "kl")))
     print(f"wrote {RESULTS / f'sequential_{args.method}.json'} and the PNG beside it")
 
 

@@ -34,9 +34,12 @@ COLUMNS = ["efficacy_success", "generalization_success", "specificity_success", 
 def interpolate_at(kl: float, curve: list[tuple[float, float]]) -> float | None:
     """The curve's value at ``kl`` by linear interpolation on (kl, value) points; None outside it."""
     points = sorted(curve)
+    exact = [v for k, v in points if k == kl]
+    if exact:
+        return exact[0]
     for (k0, v0), (k1, v1) in zip(points, points[1:], strict=False):
         if k0 <= kl <= k1:
-            return v0 if k1 == k0 else v0 + (v1 - v0) * (kl - k0) / (k1 - k0)
+            return v0 + (v1 - v0) * (kl - k0) / (k1 - k0)
     return None
 
 
