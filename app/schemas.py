@@ -238,10 +238,10 @@ class VersionList(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
-                "active": "v2",
+                "active": "v1",
                 "versions": [
-                    {"id": "base", "parent": None, "state": "committed", "kind": "base"},
-                    {"id": "v2", "parent": "base", "state": "committed", "kind": "edit",
+                    {"id": "v0", "parent": None, "state": "committed", "kind": "base"},
+                    {"id": "v1", "parent": "v0", "state": "committed", "kind": "edit",
                      "active": True, "n_facts": 1},
                 ],
             }
@@ -271,8 +271,8 @@ class VersionDetail(VersionSummary):
                 "active": True, "method": "fe", "n_facts": 1, "sha256": "5e0f…",
                 "facts": [{"subject": "Danielle Darrieux",
                            "prompt": "The mother tongue of {} is", "target_new": "English"}],
-                "hparams": {"layers": [4, 5, 6, 7, 8], "strategy": "forward_replay"},
-                "layer_stats": [{"layer": 4, "norm": 0.41, "rank": 1, "factored": True}],
+                "hparams": {"layers": [2, 3, 4, 5, 6], "strategy": "forward_replay"},
+                "layer_stats": [{"layer": 2, "norm": 0.41, "rank": 1, "factored": True}],
                 "timings": {"compute_s": 3.2}, "evaluation": None,
                 "weights_sha256": "77aa…",
             }
@@ -286,7 +286,7 @@ class RollbackOut(BaseModel):
     weights_sha256: str | None = None
 
     model_config = ConfigDict(
-        json_schema_extra={"example": {"active": "base", "previous": "v2"}}
+        json_schema_extra={"example": {"active": "v0", "previous": "v1"}}
     )
 
 

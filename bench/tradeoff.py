@@ -9,7 +9,7 @@ curve lies above the other's (more efficacy at the same KL) is the better editor
 z does not depend on λ, so with the z cache of ``bench.reproduce`` (same model, same first N
 MCF records) each point costs a solve and an evaluation.
 
-    python -m bench.tradeoff [--n 100] [--methods fe,memit] [--lambdas 5000,15000,50000,150000]
+    python -m bench.tradeoff [--n 100] [--methods fe,memit] [--lambdas 5000,15000,50000,150000] [--layers 2-6]
 """
 
 from __future__ import annotations
@@ -72,11 +72,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--methods", default="fe,memit")
     parser.add_argument("--lambdas", default="5000,15000,50000,150000")
+    parser.add_argument("--layers", default=None, help="edited layers FIRST-LAST (default: the preset's)")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--name", default="tradeoff", help="results file name (JSON and PNG)")
     args = parser.parse_args(argv)
 
     lm = load_model(args.model)
     base = preset_for(lm.name, lm.model)
+    if args.layers:
+        first, last = map(int, args.layers.split("-"))
+        base = base.replace(layers=tuple(range(first, last + 1)))
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                             "residual_ratio": result.diagnostics["residual_ratio"],
                             "seconds": time.perf_counter() - started})
             print(f"{method} λ={lam:g}: " + ", ".join(f"{c}={metrics[c]:.3g}" for c in COLUMNS), flush=True)
-            write_json("tradeoff", {"model": lm.name, "n": len(records), "hparams": base.to_dict(),
+            write_json(args.name, {"model": lm.name, "n": len(records), "hparams": base.to_dict(),
                                     "results": results})
     methods = list(dict.fromkeys(r["method"] for r in results))
     # Each point against the other methods' curves at the same KL: the fair comparison.
@@ -101,12 +106,12 @@ def main(argv: list[str] | None = None) -> None:
         r["others_at_same_kl"] = {
             other: {c: interpolate_at(r["metrics"]["kl"], curves[other][c]) for c in curves[other]}
             for other in methods if other != r["method"]}
-    path = write_json("tradeoff", {"model": lm.name, "n": len(records), "hparams": base.to_dict(), "results": results})
-    plot(results, RESULTS / "tradeoff.png")
+    path = write_json(args.name, {"model": lm.name, "n": len(records), "hparams": base.to_dict(), "results": results})
+    plot(results, RESULTS / f"{args.name}.png")
     print(table(["method", "λ", *COLUMNS, "final residual ratio"],
                 [[r["method"], r["lambda"], *[r["metrics"][c] for c in COLUMNS], r["residual_ratio"][-1]]
                  for r in results]))
-    print(f"wrote {path} and {RESULTS / 'tradeoff.png'}")
+    print(f"wrote {path} and {RESULTS / f'{args.name}.png'}")
 
 
 if __name__ == "__main__":
