@@ -35,6 +35,7 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 """The public report keys (a stable contract: other tools read them)."""
 
+
 def evaluate_counterfact(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
