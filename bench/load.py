@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,14 +247,14 @@ def run_drain(url: str, n: int, timeout_s: float) -> dict[str, Any]:
 
 
 # -- a service of our own -----------------------------------------------------------------
-class OwnService:
-    """API + worker subprocesses in a temp dir (the test harness), for runs without --url."""
+@contextmanager
+def own_service(tiny: bool) -> Iterator[str]:
+    """API + worker subprocesses in a temp dir (the test harness), for runs without --url;
+    yields the API's URL and tears everything down (processes, Redis keys, files) after."""
+    from tests.e2e.harness import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
 
-    def __init__(self, tiny: bool) -> None:
-        from tests.e2e.harness import TINY_HPARAMS, Service, save_tiny_model
-
-        self.tmp = tempfile.TemporaryDirectory(prefix="load-")
-        root = Path(self.tmp.name)
+    with tempfile.TemporaryDirectory(prefix="load-") as tmp:
+        root = Path(tmp)
         env: dict[str, str] = {}
         model = "smollm2-135m"
         if tiny:
@@ -260,27 +262,22 @@ class OwnService:
             env = {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
                    "MODELEDIT_CACHE_DIR": str(root / "cache")}
         env["MODELEDIT_RATE_LIMIT"] = "0"  # the drain submits faster than the default limit
-        self.service = Service(root, model, extra_env=env)
+        service = Service(root, model, extra_env=env)
+        with running(service):
+            service.start("worker")
+            api = service.start("api")
+            wait_ready(api, timeout=600)
+            assert api.url is not None
+            try:
+                yield api.url
+            finally:
+                service.stop_all()
 
-    def __enter__(self) -> str:
-        from tests.e2e.harness import wait_ready
 
-        self.service.start("worker")
-        api = self.service.start("api")
-        wait_ready(api, timeout=600)
-        assert api.url is not None
-        return api.url
-
-    def __exit__(self, *exc: object) -> None:
-        from tests.e2e.harness import delete_prefix, redis_client
-
-        self.service.stop_all()
-        for proc in self.service.procs:
-            proc.kill()
-        client = redis_client()
-        delete_prefix(client, self.service.prefix)
-        client.close()
-        self.tmp.cleanup()
+@contextmanager
+def given_service(url: str) -> Iterator[str]:
+    """A service someone else runs (loopback only): nothing to start or tear down."""
+    yield check_loopback(url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (1 <= args.clients <= 256 and 0 < args.duration <= 3600 and 0 <= args.drain <= 10_000
             and 0 <= args.edits <= 1000):
         parser.error("--clients 1..256, --duration up to 3600 s, --drain up to 10000")
-    own = None if args.url else OwnService(tiny=bool(args.drain) and not args.default_model_drain)
-    url = check_loopback(args.url) if args.url else own.__enter__()  # type: ignore[union-attr]
-    try:
+    tiny = bool(args.drain) and not args.default_model_drain
+    with given_service(args.url) if args.url else own_service(tiny) as url:
         if args.drain:
             report = run_drain(url, args.drain, args.drain_timeout)
             name = "load_drain"
@@ -319,9 +315,6 @@ def main(argv: list[str] | None = None) -> int:
                      s["mean_ms"]] for e, s in report["endpoints"].items()]
             headers = ["endpoint", "requests", "errors", "req/s", "p50 (ms)", "p99 (ms)",
                        "mean (ms)"]
-    finally:
-        if own is not None:
-            own.__exit__(None, None, None)
     path = write_json(name, report, args.out)
     print(json.dumps(report, indent=2, default=str))
     print(table(headers, rows))

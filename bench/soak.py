@@ -29,8 +29,7 @@ from bench.common import table, write_json
 from tests.e2e.harness import (
     TINY_HPARAMS,
     Service,
-    delete_prefix,
-    redis_client,
+    running,
     save_tiny_model,
     wait_for,
     wait_ready,
@@ -53,52 +52,47 @@ def run(kills: int, jobs: int, seed: int, max_delay_s: float, lock_ttl_s: float,
         "MODELEDIT_CACHE_DIR": str(root / "cache"),
         "MODELEDIT_LOCK_TTL_S": str(lock_ttl_s),
     })
-    rclient = redis_client()
     failures: list[str] = []
     report: dict[str, Any] = {"kills_asked": kills, "jobs": jobs, "seed": seed,
                               "max_delay_s": max_delay_s, "lock_ttl_s": lock_ttl_s}
     started = time.monotonic()
     try:
-        worker = service.start("worker")
-        api = service.start("api")
-        wait_ready(api, timeout=300)
-        client = httpx.Client(base_url=api.url, timeout=60)
-        job_ids = [submit(client, i) for i in range(jobs)]
-        worker, kill_report = kill_worker_repeatedly(
-            service, worker, job_ids, kills, seed, max_delay_s=max_delay_s,
-            timeout_s=120 + kills * (lock_ttl_s + 60))
-        report["kills"] = kill_report.kills
-        report["restart_s"] = kill_report.restart_s
-        report["drain_s"] = kill_report.drain_s
-        try:
-            versions = check_committed_in_order(service.data_dir, job_ids)
-            report["versions"] = versions
-        except AssertionError as exc:
-            failures.append(f"order/exactly-once: {exc}")
-            versions = []
-        problems = delta_dir_problems(service.data_dir)
-        if problems:
-            failures.append(f"delta dir: {problems}")
-        if versions:
-            tip = versions[-1]
-            wait_for(lambda: client.get("/ready").json()["version"] == tip, timeout=30,
-                     what=f"the API to follow {tip}")
-            served = client.get("/ready").json()["weights_sha256"]
-            replayed = replay_digest(model, service.data_dir, tip)
-            report["weights_match_replay"] = served == replayed
-            if served != replayed:
-                failures.append(f"served {served[:12]} != replay {replayed[:12]}")
-        store_jobs = [client.get(f"/edits/{j}").json() for j in job_ids]
-        report["attempts"] = [j["attempts"] for j in store_jobs]
-        client.close()
-        service.stop_all()
+        with running(service):
+            worker = service.start("worker")
+            api = service.start("api")
+            wait_ready(api, timeout=300)
+            client = httpx.Client(base_url=api.url, timeout=60)
+            job_ids = [submit(client, i) for i in range(jobs)]
+            worker, kill_report = kill_worker_repeatedly(
+                service, worker, job_ids, kills, seed, max_delay_s=max_delay_s,
+                timeout_s=120 + kills * (lock_ttl_s + 60))
+            report["kills"] = kill_report.kills
+            report["restart_s"] = kill_report.restart_s
+            report["drain_s"] = kill_report.drain_s
+            try:
+                versions = check_committed_in_order(service.data_dir, job_ids)
+                report["versions"] = versions
+            except AssertionError as exc:
+                failures.append(f"order/exactly-once: {exc}")
+                versions = []
+            problems = delta_dir_problems(service.data_dir)
+            if problems:
+                failures.append(f"delta dir: {problems}")
+            if versions:
+                tip = versions[-1]
+                wait_for(lambda: client.get("/ready").json()["version"] == tip, timeout=30,
+                         what=f"the API to follow {tip}")
+                served = client.get("/ready").json()["weights_sha256"]
+                replayed = replay_digest(model, service.data_dir, tip)
+                report["weights_match_replay"] = served == replayed
+                if served != replayed:
+                    failures.append(f"served {served[:12]} != replay {replayed[:12]}")
+            store_jobs = [client.get(f"/edits/{j}").json() for j in job_ids]
+            report["attempts"] = [j["attempts"] for j in store_jobs]
+            client.close()
+            service.stop_all()
     except AssertionError as exc:
         failures.append(str(exc))
-    finally:
-        for proc in service.procs:
-            proc.kill()
-        delete_prefix(rclient, service.prefix)
-        rclient.close()
     report["seconds"] = round(time.monotonic() - started, 1)
     report["failures"] = failures
     report["ok"] = not failures
