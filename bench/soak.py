@@ -26,6 +26,13 @@ from typing import Any
 import httpx
 
 from bench.common import table, write_json
+from tests.e2e.faults import (
+    check_committed_in_order,
+    delta_dir_problems,
+    kill_worker_repeatedly,
+    replay_digest,
+    submit,
+)
 from tests.e2e.harness import (
     TINY_HPARAMS,
     Service,
@@ -33,13 +40,6 @@ from tests.e2e.harness import (
     save_tiny_model,
     wait_for,
     wait_ready,
-)
-from tests.e2e.test_faults import (
-    check_committed_in_order,
-    delta_dir_problems,
-    kill_worker_repeatedly,
-    replay_digest,
-    submit,
 )
 
 
