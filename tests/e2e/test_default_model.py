@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from editing.paths import shared_data_dir
 from tests.e2e.harness import Service, running, wait_job, wait_ready
+from tests.shared_data import shared_data_file
 
 pytestmark = pytest.mark.default_model
 
@@ -28,9 +28,7 @@ def default_service(tmp_path: Path) -> Iterator[Service]:
 
 
 def test_counterfact_fact_through_http(default_service: Service) -> None:
-    path = shared_data_dir() / "mcf_dev.json"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set MODELEDIT_SHARED_DATA)")
+    path = shared_data_file("mcf_dev.json")
     record = json.loads(path.read_text())[0]
     fact = {k: record[k] for k in ("subject", "prompt", "target_new", "target_true")}
     rewrite = record["prompt"].replace("{}", record["subject"])

@@ -7,16 +7,16 @@ import pytest
 from editing import Editor
 from editing.cli import target_logprob
 from editing.evaluate.data import load_records
-from editing.paths import shared_data_dir
 from models.load import cache_dir, load_model
 from models.presets import preset_for
+from tests.shared_data import shared_data_file
 
 pytestmark = pytest.mark.default_model
 
 
 def test_fe_edits_three_counterfact_records() -> None:
     lm = load_model()
-    records = [r.request for r in load_records(shared_data_dir() / "mcf_dev.json", limit=3)]
+    records = [r.request for r in load_records(shared_data_file("mcf_dev.json"), limit=3)]
     editor = Editor(lm.model, lm.tokenizer, preset_for(lm.name), model_name=lm.name, cache_dir=cache_dir())
     result = editor.edit(records)
     ratios = result.diagnostics["residual_ratio"]

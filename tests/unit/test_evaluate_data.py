@@ -18,6 +18,7 @@ from editing.evaluate.data import (
     parse_records,
     shared_data_dir,
 )
+from tests.shared_data import shared_data_file
 
 GOOD: dict[str, Any] = {
     "id": 7,
@@ -28,13 +29,6 @@ GOOD: dict[str, Any] = {
     "paraphrase_prompts": ["Danielle Darrieux, a native"],
     "neighborhood_prompts": ["The mother tongue of Léon Blum is"],
 }
-
-
-def shared(name: str) -> Path:
-    path = shared_data_dir() / name
-    if not path.exists():
-        pytest.skip(f"{path} absent (set MODELEDIT_SHARED_DATA to the shared data folder)")
-    return path
 
 
 def broken(**changes: Any) -> list[dict[str, Any]]:
@@ -49,7 +43,7 @@ def broken(**changes: Any) -> list[dict[str, Any]]:
 
 
 def test_shared_mcf_file_loads_as_counterfact() -> None:
-    records = load_records(shared("mcf_dev.json"))
+    records = load_records(shared_data_file("mcf_dev.json"))
     assert len(records) == 1000
     assert all(r.request.target_true and len(r.request.neighborhood_prompts) == 10 for r in records)
     assert detect_dataset(records) == "counterfact"
@@ -57,7 +51,7 @@ def test_shared_mcf_file_loads_as_counterfact() -> None:
 
 
 def test_shared_zsre_file_loads_as_zsre_with_answers() -> None:
-    records = load_records(shared("zsre_dev.json"), limit=50)
+    records = load_records(shared_data_file("zsre_dev.json"), limit=50)
     assert len(records) == 50
     assert detect_dataset(records) == "zsre"
     assert all(
