@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from editing.tokens import continuation_ids, prompt_ids
+from models.placement import input_device
 
 
 @torch.no_grad()
@@ -24,7 +25,7 @@ def score(
     seqs = [head + tail for tail in tails]
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
@@ -46,7 +47,7 @@ def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int
 ) -> str:
     """Greedy continuation (deterministic, so two processes on one version agree)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)
     output = model.generate(
         input_ids=ids,
@@ -63,7 +64,7 @@ def next_tokens(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, k: int
 ) -> list[tuple[str, int, float]]:
     """The ``k`` likeliest next tokens: (decoded text, id, log-prob)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     ids = torch.tensor([prompt_ids(tokenizer, prompt)], device=device)
     logits = model(input_ids=ids).logits[0, -1].float()
     logprobs = torch.log_softmax(logits, dim=-1)

@@ -23,6 +23,7 @@ from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
 from editing.delta import model_fingerprint
+from models.device_map import parse_device_map
 from models.load import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ def load_parts(settings: Settings) -> ModelParts:
     """Load the model once, open the store, and register the base version."""
     started = time.perf_counter()
     store = VersionStore(settings.data_path)
-    lm = load_model(settings.model, settings.device, settings.dtype)
+    lm = load_model(settings.model, settings.device, settings.dtype,
+                    device_map=parse_device_map(settings.device_map))
     fingerprint = model_fingerprint(lm.model)
     base = store.ensure_base(lm.name, fingerprint)
     deltas = DeltaSource(store, lm.model, fingerprint)

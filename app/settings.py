@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.device_map import parse_device_map
 
 DEFAULT_MODEL = "smollm2-135m"
 """Same as ``models.load.DEFAULT_MODEL``; not imported so ``serve`` starts without torch."""
@@ -30,7 +32,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), description="SQLite store, delta files, exports, embedded Redis")
     model: str = Field(DEFAULT_MODEL, description="model to edit: the default, an HF id/path or a .gguf")
     device: str | None = Field(None, description="torch device (default: cuda if present, else cpu)")
-    dtype: str | None = Field(None, description="float32 (default), bf16 or fp16 (GPU only)")
+    dtype: Literal["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"] | None = Field(
+        None,
+        description="weights dtype: float32 (default), bf16 or fp16; half precision also runs on "
+        "a CPU (slower there than on a GPU). A data directory belongs to one dtype.",
+    )
+    device_map: str | None = Field(
+        None,
+        description="shard the model with accelerate (auto, balanced, sequential, or a JSON "
+        "map {module: device}) for a model larger than one GPU; device is then ignored",
+    )
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("REDIS_URL", "MODELEDIT_REDIS_URL"),
@@ -78,6 +89,13 @@ class Settings(BaseSettings):
         """Accept a JSON string from the environment or the CLI."""
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("device_map")
+    @classmethod
+    def _check_device_map(cls, value: str | None) -> str | None:
+        """A JSON map must parse now, not when the model loads."""
+        parse_device_map(value)
         return value
 
     @field_validator("api_token", "read_token", mode="before")

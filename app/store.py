@@ -444,7 +444,8 @@ class VersionStore:
                         f"the data directory {self.data_dir} belongs to another model "
                         f"({base.model_name!r}, fingerprint {str(base.fingerprint)[:12]}…), "
                         f"not {model_name!r} ({fingerprint[:12]}…); use another --data-dir "
-                        "or the model it was made for"
+                        "or the model it was made for (in the dtype it was made with: "
+                        "MODELEDIT_DTYPE changes the fingerprint)"
                     )
             else:
                 conn.execute(

@@ -25,14 +25,23 @@ from editing.requests import EditRequest, InvalidEditRequest
 from editing.stats import Corpus
 from editing.tokens import continuation_ids, prompt_ids
 from editing.zcache import ZCache
+from models.device_map import parse_device_map
 from models.load import ModelNotAvailable
+from models.placement import input_device
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a model and edits it."""
     parser.add_argument("--model", default=None, help="HF id, local path or .gguf (default: SmolLM2-135M)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    parser.add_argument("--dtype", default=None, help="float32 (default), bf16 or fp16 on GPU")
+    parser.add_argument("--dtype", default=None, choices=["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"],
+                        help="weights dtype: float32 (default), bf16 or fp16. Half precision runs "
+                             "on the CPU too, slower there than on a GPU (bf16 is fast only on "
+                             "CPUs with AVX512-BF16 or AMX)")
+    parser.add_argument("--device-map", default=None, metavar="MAP", type=device_map_arg,
+                        help="shard the model with accelerate: auto, balanced, sequential, or a "
+                             "JSON map {module: device}; for models larger than one GPU "
+                             "(--device is then ignored)")
     parser.add_argument("--method", default="fe", choices=sorted(METHODS), help="editing method (default fe)")
     parser.add_argument("--layers", default=None, help="edited layers, e.g. 4-8 or 4,5,6 (default: preset)")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
@@ -41,6 +50,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="statistics/template cache (default: ~/.cache/modeledit)")
     parser.add_argument("--corpus", default=None,
                         help="covariance corpus: .txt, .jsonl, hf:<name> or model-samples (default: WikiText-2)")
+
+
+def device_map_arg(text: str) -> str | dict[str, str | int] | None:
+    """``--device-map`` parsed, with its error as a usage message."""
+    try:
+        return parse_device_map(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -76,7 +93,8 @@ def make_editor(args: argparse.Namespace) -> tuple[Any, Editor]:
     from models.load import cache_dir, load_model
     from models.presets import preset_for
 
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype,
+                    device_map=args.device_map)
     hp = build_hparams(args, preset_for(lm.name, lm.model))
     cache = args.cache_dir or cache_dir()
     z_cache = ZCache(Path(getattr(args, "z_cache", None) or cache / "z"))
@@ -114,7 +132,7 @@ def target_logprob(model: torch.nn.Module, tokenizer: Any, prompt: str, target: 
     """Mean log-prob per token of ``" " + target`` after ``prompt`` (teacher forced)."""
     ids = prompt_ids(tokenizer, prompt)
     tgt = continuation_ids(tokenizer, prompt, target)
-    device = next(model.parameters()).device
+    device = input_device(model)
     with torch.no_grad():
         logits = model(torch.tensor([ids + tgt], device=device)).logits[0].float()
     logp = torch.log_softmax(logits, -1)

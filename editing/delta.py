@@ -82,9 +82,25 @@ class LayerUpdate:
         return float(self.dense().double().norm())
 
 
+def resident_weight(model: nn.Module, layer: int) -> torch.nn.Parameter:
+    """The MLP output weight of ``layer``, refusing one that accelerate offloaded.
+
+    An offloaded weight is a placeholder on the ``meta`` device whose real values live in
+    an offload store; writing to the placeholder would change nothing, silently.
+    """
+    weight = mlp_out_weight(model, layer)
+    if weight.device.type == "meta":
+        raise DeltaError(
+            f"layer {layer}'s MLP output matrix is offloaded (device_map put it on disk or "
+            "CPU offload), so it cannot be edited in place; give the edited layers a device "
+            "in the device map (e.g. more max_memory, or device_map='auto' on a larger GPU)"
+        )
+    return weight
+
+
 def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
     """``W += update`` in the weight's own dtype and orientation (the one way weights change)."""
-    weight = mlp_out_weight(model, layer)
+    weight = resident_weight(model, layer)
     dense = update.dense().to(weight.device, weight.dtype)
     with torch.no_grad():
         weight.copy_(weight + (dense.T if spec_for(model).transposed else dense))
@@ -98,7 +114,7 @@ class BaseWeights:
 
     @classmethod
     def snapshot(cls, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
-        return cls({layer: mlp_out_weight(model, layer).detach().clone() for layer in layers})
+        return cls({layer: resident_weight(model, layer).detach().clone() for layer in layers})
 
     def restore(self, model: nn.Module) -> None:
         with torch.no_grad():
@@ -119,6 +135,9 @@ class WeightDelta:
     """Free-form provenance (method, number of facts, ...)."""
     keys: dict[int, torch.Tensor] = field(default_factory=dict)
     """Per layer, the (d_k, N) keys of the batch: later batches must keep them (old-keys term)."""
+    base_dtype: str = ""
+    """The dtype of the weights the delta was computed on (``bfloat16``, ...); the factors
+    themselves are always float32. Empty for deltas written before it was recorded."""
 
     @property
     def layers(self) -> list[int]:
@@ -130,6 +149,12 @@ class WeightDelta:
         model_type = model.config.model_type
         if self.model_type and self.model_type != model_type:
             raise DeltaError(f"delta is for model_type {self.model_type!r}, model is {model_type!r}")
+        dtype = model_dtype(model)
+        if self.base_dtype and self.base_dtype != dtype:
+            raise DeltaError(
+                f"delta was computed on {self.base_dtype} weights and this model is loaded in "
+                f"{dtype}; load it in {self.base_dtype} (--dtype, MODELEDIT_DTYPE)"
+            )
         if fingerprint and self.base_fingerprint and fingerprint != self.base_fingerprint:
             raise DeltaError(
                 f"delta was made for base model {self.base_fingerprint[:12]}…, "
@@ -182,7 +207,7 @@ class WeightDelta:
         info = {**first.info, "combined_batches": len(deltas),
                 "n_requests": sum(int(d.info.get("n_requests", 0)) for d in deltas)}
         return cls(updates, first.model_name, first.model_type, first.base_fingerprint,
-                   first.hparams, info, keys)
+                   first.hparams, info, keys, first.base_dtype)
 
     # -- persistence ---------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -197,7 +222,9 @@ class WeightDelta:
         return out
 
     def _header(self) -> dict[str, str]:
+        dtype = {"base_dtype": self.base_dtype} if self.base_dtype else {}
         return {
+            **dtype,
             "format": FORMAT_VERSION,
             "model_name": self.model_name,
             "model_type": self.model_type,
@@ -248,6 +275,7 @@ class WeightDelta:
                 hparams=json.loads(header["hparams"]),
                 info=json.loads(header["info"]),
                 keys=keys,
+                base_dtype=header.get("base_dtype", ""),
             )
         except (KeyError, ValueError) as exc:
             raise DeltaError(f"delta file is missing {exc}") from exc
@@ -297,6 +325,14 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def model_dtype(model: nn.Module) -> str:
+    """The dtype a model was loaded in (``float32``, ``bfloat16``, ``float16``).
+
+    Read from the input embeddings, which edits never touch.
+    """
+    return str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -17,7 +17,15 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import BaseWeights, LayerUpdate, WeightDelta, add_layer_update, model_fingerprint
+from editing.delta import (
+    BaseWeights,
+    LayerUpdate,
+    WeightDelta,
+    add_layer_update,
+    model_dtype,
+    model_fingerprint,
+    resident_weight,
+)
 from editing.encoding import encode
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
@@ -27,6 +35,8 @@ from editing.stats import Corpus, CovarianceCache
 from editing.targets import ZResult, optimize_z, replay_targets
 from editing.templates import context_prefixes
 from editing.zcache import ZCache
+from models.placement import module_device
+from models.specs import block
 
 Progress = Callable[[str, float], None]
 
@@ -143,7 +153,7 @@ class Editor:
                 hits[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
                 steps[i], already[i] = fresh.steps[j], fresh.already_predicted[j]
         rows = [hit for hit in hits if hit is not None]
-        device = next(self.model.parameters()).device
+        device = module_device(block(self.model, layer))
         return ZResult(
             layer=layer,
             h=torch.stack([h for h, _, _ in rows]).to(device),
@@ -195,6 +205,8 @@ class Editor:
         """
         requests = validate_requests(requests)
         hp = self.hparams
+        for layer in hp.edited_layers:  # before any compute: an offloaded layer cannot change
+            resident_weight(self.model, layer)
         state = state or EditState()
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -218,6 +230,7 @@ class Editor:
             hparams=hp.to_dict(),
             info={"strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
             keys=keys,
+            base_dtype=model_dtype(self.model),
         )
         z_main = zresults[0]
         diagnostics = {

@@ -14,6 +14,7 @@ from torch import nn
 from editing.batch import chunks, pad_right
 from editing.encoding import Row
 from editing.hooks import capture, run_until
+from models.placement import input_device
 
 
 @torch.no_grad()
@@ -28,9 +29,9 @@ def fact_activations(
     """Per row, the key and the block output at its fact token, for the given layers.
 
     The forward pass stops after the deepest layer needed. Returns ``(keys, blocks)`` as
-    ``{layer: (len(rows), dim)}`` float32 tensors.
+    ``{layer: (len(rows), dim)}`` float32 tensors, each on the device of its layer.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     deepest = max([*key_layers, *block_layers])
     keys: dict[int, list[torch.Tensor]] = {layer: [] for layer in key_layers}
     outs: dict[int, list[torch.Tensor]] = {layer: [] for layer in block_layers}
@@ -42,10 +43,15 @@ def fact_activations(
         with capture(model, tuple(block_layers), tuple(key_layers), stop_after=deepest) as seen:
             run_until(model, input_ids=ids, attention_mask=mask)
         for layer in key_layers:
-            keys[layer].append(seen["key"][layer][at, fact].float())
+            keys[layer].append(_at_fact(seen["key"][layer], at, fact))
         for layer in block_layers:
-            outs[layer].append(seen["block"][layer][at, fact].float())
+            outs[layer].append(_at_fact(seen["block"][layer], at, fact))
     return ({k: torch.cat(v) for k, v in keys.items()}, {k: torch.cat(v) for k, v in outs.items()})
+
+
+def _at_fact(values: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``values[rows, positions]`` in float32, on the device ``values`` were computed on."""
+    return values[rows.to(values.device), positions.to(values.device)].float()
 
 
 def mean_by_request(values: torch.Tensor, rows: Sequence[Row], n_requests: int) -> torch.Tensor:

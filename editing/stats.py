@@ -29,6 +29,8 @@ from editing.batch import chunks
 from editing.delta import atomic_write
 from editing.hooks import capture, run_until
 from editing.paths import shared_data_dir
+from editing.rng import cuda_devices
+from models.placement import input_device
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +114,11 @@ def model_samples(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, n_samples: int, seq_len: int, seed: int = 0
 ) -> list[list[int]]:
     """Chunks of text sampled from the model (a corpus that needs no data on disk)."""
-    device = next(model.parameters()).device
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    device = input_device(model)
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     out: list[list[int]] = []
-    try:
+    with torch.random.fork_rng(devices=cuda_devices()):  # every device's RNG comes back
+        torch.manual_seed(seed)
         for part in chunks(n_samples, 64):
             ids = torch.full((part.stop - part.start, 1), start, device=device)
             gen = model.generate(
@@ -125,8 +126,6 @@ def model_samples(
                 max_new_tokens=seq_len, min_new_tokens=seq_len, pad_token_id=tokenizer.pad_token_id,
             )
             out.extend(gen[:, 1 : seq_len + 1].tolist())
-    finally:
-        torch.random.set_rng_state(generator_state)
     return out
 
 
@@ -138,8 +137,13 @@ def accumulate_second_moments(
     batch_size: int = 16,
     progress: Callable[[float], None] | None = None,
 ) -> tuple[dict[int, torch.Tensor], int]:
-    """``({layer: Σ k kᵀ (float64)}, token count)`` over all tokens of ``samples``."""
-    device = next(model.parameters()).device
+    """``({layer: Σ k kᵀ (float64)}, token count)`` over all tokens of ``samples``.
+
+    Whatever the model's dtype, each batch's ``kᵀk`` is computed in float32 on the device
+    the keys come from; the running total is float64 on that device, or on the CPU for a
+    device without float64 (Apple's MPS).
+    """
+    device = input_device(model)
     sums: dict[int, torch.Tensor] = {}
     count = 0
     for part in chunks(len(samples), batch_size):
@@ -149,14 +153,20 @@ def accumulate_second_moments(
         for layer in layers:
             keys = seen["key"][layer].reshape(-1, seen["key"][layer].shape[-1]).float()
             if layer not in sums:
-                sums[layer] = torch.zeros(keys.shape[1], keys.shape[1], dtype=torch.float64, device=device)
+                sums[layer] = torch.zeros(keys.shape[1], keys.shape[1], dtype=torch.float64,
+                                          device=float64_device(keys.device))
             # One batch's sum in float32 (a few thousand terms: exact enough, 4x faster than
             # float64 on CPU); the running total across batches in float64.
-            sums[layer] += (keys.T @ keys).double()
+            sums[layer] += (keys.T @ keys).to(sums[layer].device, torch.float64)
         count += ids.numel()
         if progress:
             progress(part.stop / len(samples))
     return sums, count
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """``device`` if it computes in float64, else the CPU (MPS has no float64)."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 class CovarianceCache:

@@ -27,6 +27,8 @@ from editing.hooks import edit_block_output
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.requests import EditRequest
+from models.placement import input_device, module_device, output_device
+from models.specs import block
 
 Progress = Callable[[str, float], None]
 
@@ -78,10 +80,17 @@ def _reset_to_prefix(cache: object, prefix_kv: list[tuple[torch.Tensor, torch.Te
 
 
 def _prepare(
-    model: nn.Module, rows: list[Row], essence: list[Row], pad_id: int, prefix_cache: bool
+    model: nn.Module, layer: int, rows: list[Row], essence: list[Row], pad_id: int, prefix_cache: bool
 ) -> tuple[_Batch, int]:
-    """Split each row at its fact token; cache the prefixes' keys/values once."""
-    device = next(model.parameters()).device
+    """Split each row at its fact token; cache the prefixes' keys/values once.
+
+    Index tensors are made where they are used: ids on the input device, hook positions on
+    the z layer's device, prediction positions on the output device (a sharded model has
+    all three different).
+    """
+    device = input_device(model)
+    at_layer = module_device(block(model, layer))
+    at_output = output_device(model)
     inputs = [r.ids + r.target[:-1] for r in rows] + [r.ids for r in essence]
     all_rows = rows + essence
     split = [r.fact if prefix_cache else 0 for r in all_rows]
@@ -112,16 +121,17 @@ def _prepare(
         pred_pos.append(len(r.ids) - 1 - split[i])
     uncached = sum(len(s) for s in inputs)
 
-    def t(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long, device=device)
+    def t(values: list[int], where: torch.device) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=where)
 
     batch = _Batch(
         ids=ids, mask=mask, positions=positions,
-        hook_rows=t(list(range(len(all_rows)))),
-        hook_pos=t([r.fact - s for r, s in zip(all_rows, split, strict=True)]),
-        hook_req=t([r.request for r in all_rows]),
-        pred_rows=t(pred_rows), pred_pos=t(pred_pos), pred_tokens=t(pred_tokens),
-        pred_row_of_token=t(owner), n_rewrite_rows=len(rows), prefix_len=prefix_len, cache=cache,
+        hook_rows=t(list(range(len(all_rows))), at_layer),
+        hook_pos=t([r.fact - s for r, s in zip(all_rows, split, strict=True)], at_layer),
+        hook_req=t([r.request for r in all_rows], at_layer),
+        pred_rows=t(pred_rows, at_output), pred_pos=t(pred_pos, at_output),
+        pred_tokens=t(pred_tokens, at_output), pred_row_of_token=t(owner, at_output),
+        n_rewrite_rows=len(rows), prefix_len=prefix_len, cache=cache,
         prefix_kv=[(layer.keys, layer.values) for layer in cache.layers] if cache is not None else [],
     )
     return batch, uncached
@@ -130,13 +140,16 @@ def _prepare(
 def _log_probs(model: nn.Module, layer: int, batch: _Batch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs at the prediction positions with ``delta`` added at the fact tokens.
 
-    Returns ``(log_probs, h)``: h is the block output at the hook positions (before delta).
+    Returns ``(log_probs, h)``: h is the block output at the hook positions (before delta),
+    in float32. ``delta`` stays float32 (the optimiser's precision); it is cast to the hidden
+    state's dtype where it is added, so gradients reach it through the cast.
     """
     seen: dict[str, torch.Tensor] = {}
 
     def add_delta(hidden: torch.Tensor) -> torch.Tensor:
-        seen["h"] = hidden[batch.hook_rows, batch.hook_pos].detach()
-        return hidden.index_put((batch.hook_rows, batch.hook_pos), delta[batch.hook_req], accumulate=True)
+        seen["h"] = hidden[batch.hook_rows, batch.hook_pos].detach().float()
+        shift = delta[batch.hook_req].to(hidden.device, hidden.dtype)
+        return hidden.index_put((batch.hook_rows, batch.hook_pos), shift, accumulate=True)
 
     with edit_block_output(model, layer, add_delta):
         out = model.base_model(
@@ -148,8 +161,9 @@ def _log_probs(model: nn.Module, layer: int, batch: _Batch, delta: torch.Tensor)
         )
     if batch.cache is not None:
         _reset_to_prefix(batch.cache, batch.prefix_kv)
-    hidden = out.last_hidden_state[batch.pred_rows, batch.pred_pos]
-    logits = model.get_output_embeddings()(hidden).float()
+    last = out.last_hidden_state
+    hidden = last[batch.pred_rows.to(last.device), batch.pred_pos.to(last.device)]
+    logits = model.get_output_embeddings()(hidden).float().to(batch.pred_tokens.device)
     return torch.log_softmax(logits, dim=-1), seen["h"]
 
 
@@ -196,10 +210,12 @@ def _optimize_group(
     n, n_prefixes = len(requests), len(prefixes)
     rows = encode(tokenizer, requests, prefixes)
     essence = encode_essence(tokenizer, requests)
-    batch, uncached = _prepare(model, rows, essence, tokenizer.pad_token_id, prefix_cache)
-    device = batch.ids.device
+    batch, uncached = _prepare(model, layer, rows, essence, tokenizer.pad_token_id, prefix_cache)
+    device = batch.pred_tokens.device  # the loss is computed where the logits are
     hidden_size = model.config.hidden_size
-    delta = torch.zeros(n, hidden_size, device=device, requires_grad=True)
+    # float32 whatever the model's dtype: Adam's small steps would vanish in bf16/fp16.
+    delta = torch.zeros(n, hidden_size, device=batch.hook_req.device, dtype=torch.float32,
+                        requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
     n_targets = [len(r.target) for r in rows]
     token_row = batch.pred_row_of_token
@@ -226,7 +242,7 @@ def _optimize_group(
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
         kl = F.kl_div(essence_lp, kl_init, log_target=True, reduction="none").sum(-1)
         decay = hp.weight_decay * delta.pow(2).sum(-1) / h.pow(2).sum(-1)
-        loss_each = nll + hp.kl_factor * kl + decay
+        loss_each = nll + hp.kl_factor * kl + decay.to(device)
 
         active = ~frozen
         final_nll = torch.where(active, nll.detach(), final_nll)
@@ -242,7 +258,8 @@ def _optimize_group(
         keep = delta.detach().clone()
         optimizer.step()
         with torch.no_grad():
-            delta[frozen] = keep[frozen]
+            stay = frozen.to(delta.device)
+            delta[stay] = keep[stay]
             limit = hp.clamp_norm_factor * h.norm(dim=-1)
             norms = delta.norm(dim=-1)
             scale = torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))
@@ -273,7 +290,8 @@ def replay_targets(
     if not later_layers:
         return {}
     rows = encode(tokenizer, requests, prefixes, with_target=False)
-    device = zres.delta.device
+    device = module_device(block(model, zres.layer))
+    delta = zres.delta.to(device)
     outs: list[dict[int, torch.Tensor]] = []
     for part in chunks(len(rows), batch_size):
         chunk = rows[part]
@@ -282,7 +300,7 @@ def replay_targets(
         owner = torch.tensor([r.request for r in chunk], device=device)
 
         def add_delta(hidden: torch.Tensor, at=at, fact=fact, owner=owner) -> torch.Tensor:
-            return hidden.index_put((at, fact), zres.delta[owner], accumulate=True)
+            return hidden.index_put((at, fact), delta[owner].to(hidden.dtype), accumulate=True)
 
         with edit_block_output(model, zres.layer, add_delta):
             _, blocks = fact_activations(model, chunk, tokenizer.pad_token_id, (), later_layers, len(chunk))

@@ -16,6 +16,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.delta import atomic_write
+from editing.rng import cuda_devices
+from models.placement import input_device
 
 
 def generate_prefixes(
@@ -30,10 +32,9 @@ def generate_prefixes(
     Sampling is top-k 5 under a fixed seed (the RNG state is restored afterwards): greedy
     decoding of small models degenerates into repetitions, which make poor contexts.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     prefixes = [""]
-    rng_state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=cuda_devices()):  # every device's RNG comes back
         for i, start in enumerate(starts):
             torch.manual_seed(seed + i)
             enc = tokenizer(start, return_tensors="pt").to(device)
@@ -45,8 +46,6 @@ def generate_prefixes(
             text = tokenizer.decode(out[0], skip_special_tokens=True)
             text = " ".join(text.replace("{", " ").replace("}", " ").split())
             prefixes.append(text + ". ")
-    finally:
-        torch.random.set_rng_state(rng_state)
     return prefixes
 
 

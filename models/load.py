@@ -24,6 +24,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from models.placement import input_device
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -46,7 +48,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where token ids go (the input embeddings' device; a sharded model spans more)."""
+        return input_device(self.model)
 
 
 def cache_dir() -> Path:
@@ -62,19 +65,29 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+DTYPES: dict[str | None, torch.dtype] = {
+    None: torch.float32, "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+"""What ``--dtype`` / ``MODELEDIT_DTYPE`` accept."""
+
+
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """float32 on CPU; on GPU float32 unless bf16/fp16 is asked for."""
+    """float32 unless bf16/fp16 is asked for, on any device.
+
+    Half precision works on the CPU too (this is how CI tests it); it is slower there than
+    float32 unless the CPU has native bf16 arithmetic (AVX512-BF16, AMX), and fp16 on a CPU
+    is emulated, so it is only worth it to match what a GPU deployment runs.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {None: torch.float32, "float32": torch.float32, "fp32": torch.float32,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
+    key = dtype.lower() if isinstance(dtype, str) else dtype
+    if key not in DTYPES:
         raise ValueError(f"dtype {dtype!r} not understood; use one of float32, bf16, fp16")
-    chosen = names[dtype]
+    chosen = DTYPES[key]
     if device.type == "cpu" and chosen != torch.float32:
-        log.warning("half precision on CPU is slow and imprecise; using float32")
-        return torch.float32
+        log.info("%s on the CPU: slower than on a GPU, but the same code path", chosen)
     return chosen
 
 
@@ -138,22 +151,35 @@ def load_model(
     name_or_path: str | None = None,
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
+    device_map: str | dict[str, str | int] | None = None,
 ) -> LoadedModel:
-    """Load a causal LM for editing: eval mode, gradients off, a pad token, right padding."""
+    """Load a causal LM for editing: eval mode, gradients off, a pad token, right padding.
+
+    ``device_map`` (``"auto"``, ``"balanced"``, ... or an explicit map) places the model
+    through accelerate, sharded across the GPUs (and CPU) when it does not fit one device;
+    ``device`` is then ignored. Edited layers must be resident on a device, not offloaded to
+    disk: an edit of an offloaded layer is refused with a message saying so.
+    """
     name, source = resolve(name_or_path)
     dev = pick_device(device)
+    chosen = pick_dtype(dev, dtype)
     started = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=pick_dtype(dev, dtype))
+        if device_map:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=chosen, device_map=device_map)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=chosen)
+            model.to(dev)
     except OSError as exc:
         raise ModelNotAvailable(
             f"cannot load model {name_or_path!r}: {exc}. Give a local path, a .gguf file, or a "
             "Hugging Face id reachable from this machine."
         ) from exc
-    model.to(dev).eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
     prepare_tokenizer(tokenizer)
-    log.info("loaded %s on %s in %.2fs", name, dev, time.perf_counter() - started)
+    where = getattr(model, "hf_device_map", None) if device_map else dev
+    log.info("loaded %s (%s) on %s in %.2fs", name, chosen, where, time.perf_counter() - started)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
 
 

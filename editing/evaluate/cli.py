@@ -75,7 +75,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {"data": str(args.data)}
     mark = time.perf_counter()
     if args.delta is not None:
-        lm = load_model(args.model, device=args.device, dtype=args.dtype)
+        lm = load_model(args.model, device=args.device, dtype=args.dtype,
+                        device_map=args.device_map)
         timings["load_s"] = time.perf_counter() - mark
         delta = WeightDelta.load(args.delta)
         delta.check_compatible(lm.model, model_fingerprint(lm.model))

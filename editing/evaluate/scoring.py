@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from editing.delta import WeightDelta
 from editing.evaluate.metrics import target_argmax, target_logprobs
 from editing.tokens import continuation_ids, prompt_ids
+from models.placement import input_device
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def score_rows(
         carrier = carrier_of[seq]
         first[carrier] = min(first.get(carrier, len(carrier)), len(head) - 1)
     carriers = sorted(first, key=len)
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = _pad_id(tokenizer)
     spans: dict[tuple[int, ...], torch.Tensor] = {}
     for start in range(0, len(carriers), batch_size):

@@ -62,3 +62,32 @@ def test_bad_data_gives_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
     result = run_cli("edit", "--data", str(data), "--model", str(tiny_dir), cwd=tmp_path)
     assert result.returncode == 2
     assert "prompt" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    tok = tiny_tokenizer("bpe")
+    tiny_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_edit_in_half_precision_on_the_cpu(
+    arch: str, dtype: str, tiny_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path, corpus_file: Path
+) -> None:
+    """``--dtype bf16|fp16`` is honoured on the CPU too (it used to fall back to float32)."""
+    data = tmp_path / "facts.json"
+    data.write_text(json.dumps(RECORDS))
+    model_dir = tiny_dir if arch == "llama" else tiny_gpt2_dir
+    out = tmp_path / "delta.safetensors"
+    edit = run_cli("edit", "--data", str(data), "--num-edits", "2", "--out", str(out),
+                   "--model", str(model_dir), "--dtype", dtype, "--device", "cpu",
+                   "--cache-dir", str(tmp_path / "cache"), "--corpus", str(corpus_file),
+                   *TINY_FLAGS, cwd=tmp_path)
+    assert edit.returncode == 0, edit.stderr
+    delta = WeightDelta.load(out)
+    assert delta.base_dtype == {"bf16": "bfloat16", "fp16": "float16"}[dtype]
+    assert delta.layers == [1, 2]

@@ -1,0 +1,120 @@
+"""Half precision against float32 on the same records: does an edit in bf16 work as well?
+
+For each dtype the model is loaded in that dtype, each method edits the same first N
+CounterFact records in one batch and is evaluated against the unedited model in that dtype.
+The acceptance line (issue 9): efficacy and generalization within 2 points of float32, KL
+within 20%. For half precision it also reports, per edited layer, how much of the update
+survives being added to the stored weights (``editing.precision.rounding_survival``), for
+the N-fact batch and for a single-fact edit (the service's usual batch).
+
+    python -m bench.parity [--n 100] [--methods fe,memit] [--dtypes float32,bf16]
+
+z comes from the z cache (``~/.cache/modeledit/z``), so a float32 run that ``python -m
+editing evaluate`` already made is reused; each dtype has its own statistics and z.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+
+from bench.common import table, write_json
+from editing import Editor, WeightDelta
+from editing.delta import model_dtype
+from editing.evaluate.data import load_records
+from editing.evaluate.suite import evaluate
+from editing.paths import shared_data_dir
+from editing.precision import rounding_survival
+from editing.zcache import ZCache
+from models.load import cache_dir, load_model
+from models.presets import preset_for
+from models.specs import weight_out_in
+
+COLUMNS = ["efficacy_success", "efficacy_accuracy", "generalization_success",
+           "generalization_accuracy", "specificity_success", "kl", "top1"]
+
+
+def survival(model: torch.nn.Module, delta: WeightDelta) -> list[dict[str, float]]:
+    """Per edited layer, what adding ``delta`` to the stored weights keeps of it."""
+    return [{"layer": layer, **rounding_survival(weight_out_in(model, layer), delta.updates[layer].dense())}
+            for layer in delta.layers]
+
+
+def run_dtype(dtype: str, methods: list[str], n: int, model_name: str | None) -> dict[str, Any]:
+    lm = load_model(model_name, dtype=dtype)
+    records = load_records(shared_data_dir() / "mcf_dev.json", limit=n)
+    preset = preset_for(lm.name, lm.model)
+    out: dict[str, Any] = {"model": lm.name, "dtype": model_dtype(lm.model)}
+    for method in methods:
+        editor = Editor(lm.model, lm.tokenizer, preset.with_method(method), model_name=lm.name,
+                        cache_dir=cache_dir(), z_cache=ZCache(cache_dir() / "z"))
+        started = time.perf_counter()
+        result = editor.edit([r.request for r in records])
+        edit_s = time.perf_counter() - started
+        metrics = evaluate(lm.model, lm.tokenizer, records, result.delta, dataset="counterfact")
+        single = editor.edit([records[0].request]).delta
+        out[method] = {
+            "metrics": metrics,
+            "edit_seconds": edit_s,
+            "eval_seconds": time.perf_counter() - started - edit_s,
+            "survival_batch": survival(lm.model, result.delta),
+            "survival_one_fact": survival(lm.model, single),
+            "update_norm": [result.delta.updates[layer].norm() for layer in result.delta.layers],
+        }
+        print(f"{dtype} {method}: " + ", ".join(f"{c}={metrics[c]:.3f}" for c in COLUMNS)
+              + f" ({edit_s:.0f}s edit)", flush=True)
+    return out
+
+
+def verdict(ref: dict[str, Any], half: dict[str, Any]) -> dict[str, Any]:
+    """The acceptance figures of one method: point differences and the KL ratio."""
+    a, b = ref["metrics"], half["metrics"]
+    diffs = {c: b[c] - a[c] for c in ("efficacy_success", "generalization_success",
+                                      "efficacy_accuracy", "generalization_accuracy")}
+    kl_ratio = b["kl"] / a["kl"] if a["kl"] else float("nan")
+    ok = all(abs(diffs[c]) <= 2 for c in ("efficacy_success", "generalization_success"))
+    return {"diff_points": diffs, "kl_ratio": kl_ratio,
+            "within_target": bool(ok and abs(kl_ratio - 1) <= 0.2)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--methods", default="fe,memit")
+    parser.add_argument("--dtypes", default="float32,bf16")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    dtypes = args.dtypes.split(",")
+    report: dict[str, Any] = {"n": args.n, "runs": {}}
+    for dtype in dtypes:
+        report["runs"][dtype] = run_dtype(dtype, methods, args.n, args.model)
+        write_json("parity", report)
+    ref = report["runs"].get("float32")
+    if ref:
+        report["verdict"] = {d: {m: verdict(ref[m], report["runs"][d][m]) for m in methods}
+                             for d in dtypes if d != "float32"}
+    path = write_json("parity", report)
+    rows = [[d, m, *[report["runs"][d][m]["metrics"][c] for c in COLUMNS],
+             report["runs"][d][m]["edit_seconds"]] for d in dtypes for m in methods]
+    print(f"\n### CounterFact, {args.n} records in one batch\n")
+    print(table(["dtype", "method", *COLUMNS, "edit s"], rows))
+    print("\n### How much of each layer's update survives rounding into the stored weights\n")
+    rows = []
+    for d in dtypes:
+        for m in methods:
+            run = report["runs"][d][m]
+            for batch, one in zip(run["survival_batch"], run["survival_one_fact"], strict=True):
+                rows.append([d, m, batch["layer"], batch["kept"], batch["error"], one["kept"], one["error"]])
+    print(table(["dtype", "method", "layer", f"kept ({args.n} facts)", "error", "kept (1 fact)", "error"],
+                rows))
+    if "verdict" in report:
+        print("\n", report["verdict"])
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

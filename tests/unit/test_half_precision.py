@@ -1,0 +1,135 @@
+"""Every editing path in bfloat16 and float16, as users run 7-8B models on GPUs.
+
+This CPU runs both dtypes (bf16 natively where it has AVX512-BF16), so the same code a GPU
+runs is tested here: z optimisation with a float32 offset, forward replay, keys, statistics,
+the solve, apply / exact revert, delta files, evaluation and the service's queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from app.inference import next_tokens, score
+from editing import Editor, WeightDelta
+from editing.cli import target_logprob
+from editing.delta import DeltaError
+from editing.evaluate.suite import evaluate
+from editing.precision import rounding_survival
+from editing.stats import CovarianceCache
+from tests.conftest import FACTS, TINY_HPARAMS
+from tests.tiny import tiny_model, tiny_tokenizer
+
+HALF = [torch.bfloat16, torch.float16]
+HP = TINY_HPARAMS.replace(
+    v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, mom2_update_weight=1.0
+)
+
+
+def half_tiny(arch: str, dtype: torch.dtype):
+    tokenizer = tiny_tokenizer("bos" if arch == "llama" else "bpe")
+    return tiny_model(arch, vocab_size=len(tokenizer)).to(dtype), tokenizer
+
+
+def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def assert_same_state(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    for name, value in model.state_dict().items():
+        assert value.dtype == before[name].dtype, name
+        assert torch.equal(value, before[name]), f"{name} changed"
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["fe", "memit", "per_layer", "one_layer"])
+def test_edit_apply_revert_round_trip(arch: str, dtype: torch.dtype, method: str, corpus, tmp_path) -> None:
+    model, tok = half_tiny(arch, dtype)
+    editor = Editor(model, tok, HP.with_method(method), model_name="tiny", cache_dir=tmp_path,
+                    corpus=corpus)
+    fact = FACTS[0]
+    before = state_of(model)
+    logp_before = target_logprob(model, tok, fact.text, fact.target_new)
+
+    result = editor.edit([fact])
+    assert_same_state(model, before)  # edit() computes a delta, it does not keep changes
+    assert result.delta.base_dtype == str(dtype).removeprefix("torch.")
+    assert all(update.left.dtype == torch.float32 for update in result.delta.updates.values())
+    assert all(loss == loss for loss in result.diagnostics["z_loss"]), "z loss is NaN"
+
+    base = result.delta.apply(model)
+    logp_after = target_logprob(model, tok, fact.text, fact.target_new)
+    assert logp_after > logp_before + 0.2, (logp_before, logp_after)
+    WeightDelta.revert(model, base)
+    assert_same_state(model, before)  # bit-identical, in the model's own dtype
+
+    path = tmp_path / "delta.safetensors"
+    result.delta.save(path)
+    loaded = WeightDelta.load(path)
+    assert loaded.sha256 == result.delta.sha256 and loaded.base_dtype == result.delta.base_dtype
+    loaded.apply(model)
+    assert target_logprob(model, tok, fact.text, fact.target_new) == pytest.approx(logp_after)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_delta_refuses_a_model_in_another_dtype(dtype: torch.dtype, corpus, tmp_path) -> None:
+    model, tok = half_tiny("llama", dtype)
+    delta = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus).edit([FACTS[0]]).delta
+    with pytest.raises(DeltaError, match="load it in"):
+        delta.check_compatible(model.float())
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_z_offset_and_optimiser_stay_float32(dtype: torch.dtype, corpus, tmp_path) -> None:
+    model, tok = half_tiny("llama", dtype)
+    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    z = editor.z_at(FACTS, HP.layers[0])
+    assert z.delta.dtype == torch.float32 and z.h.dtype == torch.float32
+    assert torch.isfinite(z.delta).all() and z.delta.norm() > 0
+    assert max(z.nll) < 10
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_statistics_of_a_half_model_match_float32(dtype: torch.dtype, corpus, tmp_path) -> None:
+    """Accumulated in float32/float64 whatever the model computes in: close to float32's."""
+    tok = tiny_tokenizer("bos")
+    full = tiny_model("llama", vocab_size=len(tok))
+    half = tiny_model("llama", vocab_size=len(tok)).to(dtype)
+    stats = CovarianceCache(tmp_path / "a", corpus, n_samples=16, seq_len=16)
+    ref = stats.get(full, tok, [1], "full")[1]
+    got = CovarianceCache(tmp_path / "b", corpus, n_samples=16, seq_len=16).get(half, tok, [1], "half")[1]
+    assert ref.dtype == got.dtype == torch.float64
+    assert float((got - ref).norm() / ref.norm()) < 0.05
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_evaluation_and_queries_in_half_precision(dtype: torch.dtype, corpus, tmp_path) -> None:
+    model, tok = half_tiny("gpt2", dtype)
+    fact = replace(FACTS[0], paraphrase_prompts=("Danielle Darrieux speaks",),
+                   neighborhood_prompts=("The mother tongue of Michel Rocard is",))
+    delta = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus).edit([fact]).delta
+    before = state_of(model)
+    unedited = evaluate(model, tok, [fact], None, dataset="counterfact")
+    metrics = evaluate(model, tok, [fact], delta, dataset="counterfact")
+    assert_same_state(model, before)  # evaluation reverts the delta exactly
+    assert metrics["efficacy_success"] >= unedited["efficacy_success"]
+    assert 0 < metrics["kl"] < 50 and unedited["kl"] == 0
+    scores = score(model, tok, FACTS[0].text, ["English", "French"])
+    assert all(torch.isfinite(torch.tensor(s)) for s, _ in scores)
+    top = next_tokens(model, tok, FACTS[0].text, 5)
+    assert len(top) == 5 and top[0][2] >= top[-1][2]
+
+
+def test_rounding_survival_measures_what_half_precision_loses() -> None:
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 32, generator=gen)
+    small = torch.randn(64, 32, generator=gen) * 1e-4
+    exact = rounding_survival(weight, small)
+    assert exact["error"] < 1e-3  # float32 keeps ~7 digits: 1e-4 on top of 1 loses ~1e-3 of it
+    rounded = rounding_survival(weight.bfloat16(), small)
+    assert rounded["error"] > 0.5  # entries far below bf16's spacing near 1 mostly vanish
+    large = rounding_survival(weight.bfloat16(), small * 1e3)
+    assert large["error"] < 0.05
