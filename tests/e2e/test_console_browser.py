@@ -1,0 +1,217 @@
+"""The web console in a real browser (Playwright + Debian's chromium) against a live API and
+worker on the tiny random model.
+
+One service for the module (an open API process, a second one with tokens, one worker), so
+the first edit's statistics are computed once; tests run in file order and build on each
+other's versions: teach (v1) -> playground -> rollback via the versions page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.browser import launched
+from tests.e2e.harness import TINY_HPARAMS, Service, running, wait_ready
+
+pytest.importorskip("playwright")
+from playwright.sync_api import Page, expect  # noqa: E402
+
+API_TOKEN = "api-SECRET-c0ns0le"
+READ_TOKEN = "read-SECRET-c0ns0le"
+XSS = "<img src=x onerror=alert(1)>"
+FACT = {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
+        "target_new": "English", "target_true": "French"}
+COMMIT_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+            tiny_cache_dir: Path) -> Iterator[dict[str, str]]:
+    """URLs of an open API and a token-protected one, sharing one worker and data dir."""
+    root = tmp_path_factory.mktemp("console")
+    svc = Service(root, str(tiny_model_dir), extra_env={
+        "MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
+        "MODELEDIT_CACHE_DIR": str(tiny_cache_dir),
+    })
+    with running(svc):
+        svc.start("worker")
+        open_api = svc.start("api")
+        secured = svc.start("api", MODELEDIT_API_TOKEN=API_TOKEN, MODELEDIT_READ_TOKEN=READ_TOKEN)
+        wait_ready(open_api)
+        wait_ready(secured)
+        yield {"open": open_api.url or "", "secured": secured.url or ""}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with launched() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    """A fresh page that records alerts, script errors and every URL it requested."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.alerts = []  # type: ignore[attr-defined]
+    page.errors = []  # type: ignore[attr-defined]
+    page.urls = []  # type: ignore[attr-defined]
+    page.on("dialog", lambda d: (page.alerts.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+    page.on("request", lambda r: page.urls.append(r.url))  # type: ignore[attr-defined]
+    page.set_default_timeout(20_000)
+    yield page
+    assert page.alerts == [], page.alerts  # type: ignore[attr-defined]
+    assert page.errors == [], page.errors  # type: ignore[attr-defined]
+    context.close()
+
+
+def fill_fact(page: Page, row: int, fact: dict[str, str]) -> None:
+    fieldset = page.locator("#fact-rows .fact-row").nth(row)
+    for name, value in fact.items():
+        fieldset.locator(f"[name={name}]").fill(value)
+
+
+def test_console_headers_and_redirect(service: dict[str, str]) -> None:
+    root = httpx.get(service["open"] + "/", follow_redirects=False)
+    assert root.status_code == 307 and root.headers["location"] == "/console/"
+    console = httpx.get(service["open"] + "/console/")
+    assert console.status_code == 200
+    csp = console.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert console.headers["x-content-type-options"] == "nosniff"
+    script = httpx.get(service["open"] + "/console/js/main.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "content-security-policy" in script.headers
+    api = httpx.get(service["open"] + "/versions")  # the API's own headers are unchanged
+    assert "content-security-policy" not in api.headers
+
+
+def test_bad_prompt_is_refused_in_the_form(service: dict[str, str], page: Page) -> None:
+    page.goto(service["open"] + "/console/#teach")
+    expect(page.locator("#method-select option[value=fe]")).to_have_count(1)  # from OpenAPI
+    fill_fact(page, 0, {**FACT, "prompt": "The mother tongue of Danielle Darrieux is"})
+    page.click("#teach-submit")
+    errors = page.locator("#teach-errors")
+    expect(errors).to_contain_text("facts[0].prompt: must contain exactly one '{}'")
+    expect(page.locator(".fact-row [name=prompt]")).to_have_class(re.compile("invalid"))
+    assert not [u for u in page.urls if u.endswith("/edits")], "the client check must not POST"  # type: ignore[attr-defined]
+
+    # The server's own check: a valid form whose request is rewritten on the way out.
+    fill_fact(page, 0, FACT)
+
+    def break_prompt(route: Any) -> None:
+        body = json.loads(route.request.post_data)
+        body["facts"][0]["prompt"] = "no slot here"
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/edits", break_prompt)
+    page.click("#teach-submit")
+    expect(errors).to_contain_text("(HTTP 422)")
+    expect(errors).to_contain_text("facts[0].prompt: must contain exactly one '{}' where the "
+                                   "subject goes (found 0)")
+    expect(page.locator("#job-list .job")).to_have_count(0)
+
+
+def test_teach_watch_commit_and_xss_shows_literally(service: dict[str, str], page: Page) -> None:
+    page.goto(service["open"] + "/console/#teach")
+    page.click("#add-row")
+    fill_fact(page, 0, FACT)
+    fill_fact(page, 1, {"subject": "Toko Yasuda", "prompt": "{} plays the", "target_new": XSS})
+    page.click("#teach-submit")
+    card = page.locator("#job-list .job").first
+    expect(card).to_be_visible()
+    expect(card.locator(".stage")).not_to_be_empty()
+    expect(card).to_have_attribute("data-state", "committed", timeout=COMMIT_TIMEOUT_MS)
+    expect(card).to_contain_text("committed as v1")
+    expect(card.locator("progress")).to_have_js_property("value", 1)
+
+    card.locator("a", has_text="v1").click()
+    detail = page.locator("#version-detail")
+    expect(detail.locator("table.facts")).to_contain_text(XSS)
+    assert detail.locator("table.layers tbody tr").count() >= 1
+    expect(detail.locator("svg.chart")).to_have_count(1)  # residual ratio per layer
+    expect(page.locator("#timeline li.is-active")).to_have_attribute("data-version", "v1")
+    assert page.locator("#version-detail img").count() == 0
+
+    page.goto(service["open"] + "/console/#ledger")
+    page.fill("#ledger-q", "onerror")
+    page.click("#ledger-form button[type=submit]")
+    row = page.locator("#ledger-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(XSS)
+    expect(row).to_contain_text("v1")
+    expect(row).to_contain_text("current")
+    assert page.locator("#ledger-table img").count() == 0
+
+
+def test_playground_shows_the_score_change(service: dict[str, str], page: Page) -> None:
+    page.goto(service["open"] + "/console/#playground")
+    expect(page.locator("#play-a")).to_have_value("v1")  # default: active and its parent
+    expect(page.locator("#play-b")).to_have_value("v0")
+    page.fill("#play-prompt", FACT["prompt"].replace("{}", FACT["subject"]))
+    page.fill("#play-candidates", "English, French")
+    page.click("#play-form button[type=submit]")
+    change = page.locator(".score-diff tr[data-candidate=English] td[data-change]")
+    expect(change).to_be_visible(timeout=60_000)
+    assert float(change.get_attribute("data-change") or "nan") > 0
+    expect(page.locator("#play-col-a h3").first).to_have_text("Version v1")
+    expect(page.locator("#play-col-b h3").first).to_have_text("Version v0")
+    expect(page.locator("#play-col-a .generated")).not_to_be_empty()
+    assert page.locator("#play-col-a svg.chart").count() == 2  # scores and top-10
+
+
+def test_rollback_via_the_versions_page(service: dict[str, str], page: Page) -> None:
+    page.goto(service["open"] + "/console/#versions/v0")
+    button = page.get_by_role("button", name="Roll back to v0")
+    button.click()
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("v0 becomes the active version")
+    page.click("#confirm-cancel")
+    expect(dialog).to_be_hidden()
+    assert httpx.get(service["open"] + "/versions").json()["active"] == "v1"
+
+    button.click()
+    page.click("#confirm-ok")
+    expect(page.locator("#timeline li.is-active")).to_have_attribute("data-version", "v0")
+    assert httpx.get(service["open"] + "/versions").json()["active"] == "v0"
+
+
+def test_tokens_read_only_hides_mutations_and_stay_out_of_urls(
+    service: dict[str, str], page: Page
+) -> None:
+    page.goto(service["secured"] + "/console/#versions/v1")
+    expect(page.locator("#banner")).to_contain_text("needs a token to read")
+    expect(page.locator("#scope-badge")).to_have_text("no access")
+
+    page.fill("#token-input", READ_TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#scope-badge")).to_have_text("read-only")
+    expect(page.locator("#version-detail h2")).to_contain_text("v1")
+    expect(page.locator("#version-detail table.facts")).to_be_visible()
+    assert page.locator("#version-detail .actions button:visible").count() == 0
+    page.goto(service["secured"] + "/console/#teach")
+    expect(page.locator("#teach-form")).to_be_hidden()
+    expect(page.locator("#teach-readonly")).to_be_visible()
+
+    page.fill("#token-input", API_TOKEN)
+    page.click("#token-form button[type=submit]")
+    expect(page.locator("#scope-badge")).to_have_text("read + write")
+    expect(page.locator("#teach-form")).to_be_visible()
+    page.goto(service["secured"] + "/console/#versions/v1")  # the token survives in the tab
+    expect(page.get_by_role("button", name="Roll forward to v1")).to_be_visible()
+
+    urls = page.urls  # type: ignore[attr-defined]
+    assert any("/versions" in u for u in urls)
+    leaked = [u for u in urls if API_TOKEN in u or READ_TOKEN in u]
+    assert leaked == []
