@@ -28,16 +28,23 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
+def unavailable(reason: str) -> None:
+    """Skip with ``reason``; fail instead on CI (``MODELEDIT_REQUIRE_BROWSER=1``)."""
+    if os.environ.get("MODELEDIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason + " (MODELEDIT_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
 @contextmanager
 def launched() -> Iterator[Any]:
     """Yield a Playwright ``Browser``; skip (with the reason) if it cannot be had."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("Playwright is not installed (pip install -e '.[test]')")
+        unavailable("Playwright is not installed (pip install -e '.[test]')")
     path = chromium_path()
     if path is None:
-        pytest.skip("chromium is not installed (make install, or apt-get install chromium)")
+        unavailable("chromium is not installed (make install, or apt-get install chromium)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         try:
