@@ -98,8 +98,20 @@ def test_console_headers_and_redirect(service: dict[str, str]) -> None:
     assert "content-security-policy" not in api.headers
 
 
+INLINE_SCRIPT_PROBE = """() => new Promise((resolve) => {
+  document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective));
+  const script = document.createElement('script');
+  script.textContent = 'window.inlineRan = true';
+  document.body.append(script);
+  setTimeout(() => resolve(window.inlineRan ? 'ran' : 'silent'), 1000);
+})"""
+
+
 def test_bad_prompt_is_refused_in_the_form(service: dict[str, str], page: Page) -> None:
-    page.goto(service["open"] + "/console/#teach")
+    response = page.goto(service["open"] + "/console/#teach")
+    assert response is not None
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert page.evaluate(INLINE_SCRIPT_PROBE) == "script-src-elem"  # inline scripts are refused
     expect(page.locator("#method-select option[value=fe]")).to_have_count(1)  # from OpenAPI
     fill_fact(page, 0, {**FACT, "prompt": "The mother tongue of Danielle Darrieux is"})
     page.click("#teach-submit")
@@ -201,7 +213,8 @@ def test_tokens_read_only_hides_mutations_and_stay_out_of_urls(
     expect(page.locator("#scope-badge")).to_have_text("read-only")
     expect(page.locator("#version-detail h2")).to_contain_text("v1")
     expect(page.locator("#version-detail table.facts")).to_be_visible()
-    assert page.locator("#version-detail .actions button:visible").count() == 0
+    expect(page.locator("#version-detail .actions a")).to_be_hidden()  # export needs writing
+    assert page.locator("#version-detail .actions :is(button, a):visible").count() == 0
     page.goto(service["secured"] + "/console/#teach")
     expect(page.locator("#teach-form")).to_be_hidden()
     expect(page.locator("#teach-readonly")).to_be_visible()
@@ -212,6 +225,13 @@ def test_tokens_read_only_hides_mutations_and_stay_out_of_urls(
     expect(page.locator("#teach-form")).to_be_visible()
     page.goto(service["secured"] + "/console/#versions/v1")  # the token survives in the tab
     expect(page.get_by_role("button", name="Roll forward to v1")).to_be_visible()
+    export = page.get_by_role("link", name="Export checkpoint")
+    expect(export).to_have_attribute("href", "/versions/v1/export")
+    export.click()
+    expect(page.locator("#confirm-dialog")).to_contain_text("downloads it as v1.tar")
+    with page.expect_download() as download:
+        page.click("#confirm-ok")
+    assert download.value.suggested_filename == "v1.tar"
 
     urls = page.urls  # type: ignore[attr-defined]
     assert any("/versions" in u for u in urls)

@@ -69,11 +69,11 @@ export function barChart({title, labels, series, max, digits = 1, width = 520, h
 }
 
 /** A line through points (labels along x), e.g. the residual ratio after each layer. */
-export function lineChart({title, labels, values, max, digits = 2, width = 420, height = 200}) {
+export function lineChart({title, labels, values, max, digits = 2, width = 420, height = 210}) {
   const svg = frame(width, height, title);
   const left = 40;
   const right = width - 14;
-  const top = 28;
+  const top = 40;
   const bottom = height - 26;
   const top_ = max ?? niceMax(Math.max(0, ...values.filter((v) => typeof v === 'number')));
   yAxis(svg, {left, top, bottom, right, max: top_, digits});

@@ -37,7 +37,10 @@ async function status() {
     line.textContent = 'the service does not answer';
     return;
   }
-  line.textContent = `${ready.model} · serving ${ready.version ?? '?'}`
+  // A local checkpoint path is shown by its last part (the whole path as a tooltip).
+  const model = ready.model.startsWith('/') ? ready.model.split('/').filter(Boolean).pop() : ready.model;
+  line.title = ready.model;
+  line.textContent = `${model} · serving ${ready.version ?? '?'}`
     + ` · worker ${ready.worker ? 'up' : 'down'}${ready.queue ? ` · ${ready.queue} queued` : ''}`;
 }
 

@@ -5,7 +5,6 @@ import {api} from './api.js';
 import {$} from './dom.js';
 
 const state = {scopes: [], token: 'none', readNeedsToken: false, writeNeedsToken: false};
-const listeners = new Set();
 
 export function canRead() {
   return state.scopes.includes('read');
@@ -13,10 +12,6 @@ export function canRead() {
 
 export function canWrite() {
   return state.scopes.includes('write');
-}
-
-export function onSessionChange(listener) {
-  listeners.add(listener);
 }
 
 /** Mark an element as mutating: hidden whenever the caller cannot write. */
@@ -68,6 +63,5 @@ export async function refreshSession() {
     state.token = 'none';
   }
   applyMode();
-  for (const listener of listeners) listener(state);
   return state;
 }

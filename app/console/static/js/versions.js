@@ -174,28 +174,32 @@ function actionsFor(detail) {
       followJob(jobs, job.job_id, {onDone: () => show(detail.id, true)});
     }});
   }
-  const exportLink = h('a', {class: 'button-link', href: `/versions/${encodeURIComponent(detail.id)}/export`,
-    download: `${detail.id}.tar`, text: 'Export'});
-  const exportButton = h('button', {type: 'button', text: 'Export checkpoint'});
-  exportButton.addEventListener('click', () => runAction(detail, {confirm: {
-    title: `Export ${detail.id}?`,
-    body: `The server merges ${detail.id}'s weights into a Hugging Face checkpoint (config, `
-      + `safetensors, tokenizer) and your browser downloads it as ${detail.id}.tar, about the `
-      + 'size of the model. The first export of a version takes a moment; it is cached.',
-    ok: 'Download'},
-  run: async () => {
-    const blob = await download(exportLink.getAttribute('href'));
-    const url = URL.createObjectURL(blob);
-    const a = h('a', {href: url, download: `${detail.id}.tar`});
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
-  }}));
+  // A real link (copy it for curl); clicking asks first, then downloads with the token header.
+  const exportPath = `/versions/${encodeURIComponent(detail.id)}/export`;
+  const exportLink = h('a', {class: 'button', href: exportPath, download: `${detail.id}.tar`,
+    text: 'Export checkpoint'});
+  exportLink.addEventListener('click', (event) => {
+    event.preventDefault();
+    runAction(detail, {confirm: {
+      title: `Export ${detail.id}?`,
+      body: `The server merges ${detail.id}'s weights into a Hugging Face checkpoint (config, `
+        + `safetensors, tokenizer) and your browser downloads it as ${detail.id}.tar, about the `
+        + 'size of the model. The first export of a version takes a moment; it is cached.',
+      ok: 'Download'},
+    run: async () => {
+      const blob = await download(exportPath);
+      const url = URL.createObjectURL(blob);
+      const a = h('a', {href: url, download: `${detail.id}.tar`});
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    }});
+  });
   const row = h('div', {class: 'actions'}, buttons.map((action) => mutating(h('button', {
     type: 'button', class: action.danger ? 'danger' : '', text: action.label,
     onclick: () => runAction(detail, action)}))));
-  if (detail.state === 'committed') row.append(mutating(exportButton));
+  if (detail.state === 'committed') row.append(mutating(exportLink));
   return [row, jobs];
 }
 
