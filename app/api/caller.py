@@ -18,7 +18,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/whoami", response_model=WhoAmIOut,
-            summary="The scopes of the presented bearer token (read, write), never the token")
+            summary="The scopes of the presented bearer token (read, write), never the token",
+            # any caller gets an answer, with or without a token
+            openapi_extra={"security": [{}]})
 def whoami(
     creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     settings: Settings = Depends(get_settings),

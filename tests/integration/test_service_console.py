@@ -146,6 +146,9 @@ def test_whoami_scopes_with_tokens(tmp_path: Path, model_dir: Path) -> None:
                 answers[name] = (response.json()["token"], response.json()["scopes"])
         assert answers == {"anon": ("none", []), "read": ("read", ["read"]),
                            "api": ("api", ["read", "write"]), "wrong": ("unknown", [])}
+        schema = httpx.get(live.url + "/openapi.json").json()
+        assert {} in schema["paths"]["/whoami"]["get"]["security"]  # anyone may ask
+        assert {} not in schema["paths"]["/facts"]["get"]["security"]  # the read token
         with live.client(READ_TOKEN) as reader:
             assert reader.get("/facts").status_code == 200
         with live.client() as anon:
