@@ -136,6 +136,54 @@ def test_bad_prompt_is_refused_in_the_form(service: dict[str, str], page: Page) 
     expect(page.locator("#job-list .job")).to_have_count(0)
 
 
+BAD_FACTS = [
+    {**FACT, "prompt": "The mother tongue of {} is {}"},
+    {**FACT, "prompt": "The {mother} tongue of {} is"},
+    {**FACT, "subject": "   "},
+    {**FACT, "subject": ""},
+    {**FACT, "subject": "Danielle {}"},
+    {**FACT, "target_new": "Eng\u0007lish"},
+    {**FACT, "target_true": "\U0001F600 then\ta tab"},
+    {**FACT, "target_new": "x" * 2001},
+    {key: value for key, value in FACT.items() if key != "target_new"},
+    {**FACT, "paraphrase_prompts": ["fine", " "]},
+]
+
+
+def test_client_checks_mirror_the_api(service: dict[str, str], page: Page) -> None:
+    """validate.js gives the API's own first error (field and message) for each bad fact."""
+    page.goto(service["open"] + "/console/#teach")
+    for fact in BAD_FACTS:
+        response = httpx.post(service["open"] + "/edits", json={"facts": [fact]})
+        assert response.status_code == 422, response.text
+        server = response.json()["errors"][0]
+        client = page.evaluate(
+            "async (fact) => (await import('./js/validate.js')).checkFacts([fact])[0]", fact)
+        assert client == server, fact
+
+
+def test_pasted_csv_and_json_become_rows(service: dict[str, str], page: Page) -> None:
+    page.goto(service["open"] + "/console/#teach")
+    page.click("#paste-box summary")
+    page.fill("#paste-input", 'subject,prompt,target_new,paraphrase_prompts\n'
+              '"Rocard, Michel",{} speaks,Italian,He speaks|Rocard talks\n'
+              'Toko Yasuda,{} plays the,piano,\n')
+    page.click("#paste-load")
+    rows = page.locator("#fact-rows .fact-row")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("[name=subject]")).to_have_value("Rocard, Michel")
+    expect(rows.nth(0).locator("[name=paraphrase_prompts]")).to_have_value(
+        "He speaks\nRocard talks")
+    page.fill("#paste-input", json.dumps({"facts": [FACT]}))
+    page.click("#paste-load")
+    expect(rows).to_have_count(1)
+    expect(rows.nth(0).locator("[name=target_true]")).to_have_value("French")
+    page.fill("#paste-input", "[{]")
+    page.click("#paste-load")
+    expect(page.locator("#paste-msg")).to_contain_text("JSON")
+    expect(rows).to_have_count(1)
+
+
 def test_teach_watch_commit_and_xss_shows_literally(service: dict[str, str], page: Page) -> None:
     page.goto(service["open"] + "/console/#teach")
     page.click("#add-row")

@@ -9,18 +9,26 @@ export const MAX_FACTS = 1000;
 // code point and does not match).
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\ud800-\udfff]/u;
 
+/** Python's repr() of one control character, as the API's message shows it: '\x07'. */
+function pyRepr(char) {
+  const named = {'\t': '\\t', '\n': '\\n', '\r': '\\r'};
+  if (named[char]) return `'${named[char]}'`;
+  const code = char.charCodeAt(0);
+  const hex = code.toString(16).padStart(code < 0x100 ? 2 : 4, '0');
+  return `'\\${code < 0x100 ? 'x' : 'u'}${hex}'`;
+}
+
 /** The message for one text field, or null when it is fine. */
 export function checkText(value, {required = true} = {}) {
-  if (value === undefined || value === null || value === '') {
-    return required ? 'is required' : null;
-  }
+  if (value === undefined || value === null) return required ? 'is required' : null;
+  if (value === '') return 'String should have at least 1 character';
   if (typeof value !== 'string') return 'Input should be a valid string';
   if (!value.trim()) return 'must not be empty or blank';
   if (value.length > MAX_TEXT) return `String should have at most ${MAX_TEXT} characters`;
   const match = CONTROL.exec(value);
   if (match) {
-    return `contains a control or invalid character ${JSON.stringify(match[0])} at position `
-      + `${match.index}; remove it`;
+    return `contains a control or invalid character ${pyRepr(match[0])} at position `
+      + `${[...value.slice(0, match.index)].length}; remove it`;  // in code points, like Python
   }
   return null;
 }
