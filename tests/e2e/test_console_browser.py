@@ -285,3 +285,19 @@ def test_tokens_read_only_hides_mutations_and_stay_out_of_urls(
     assert any("/versions" in u for u in urls)
     leaked = [u for u in urls if API_TOKEN in u or READ_TOKEN in u]
     assert leaked == []
+
+
+def test_teach_page_follows_recent_jobs(service: dict[str, str], page: Page) -> None:
+    """A job submitted elsewhere (or before a reload) shows up on the teach page and is followed
+    to its end."""
+    fact = {"subject": "Michel Rocard", "prompt": "{} is a native speaker of",
+            "target_new": "Italian"}
+    accepted = httpx.post(service["open"] + "/edits", json={"facts": [fact]}).json()
+    page.goto(service["open"] + "/console/#teach")
+    card = page.locator(f"#job-list .job[data-job-id='{accepted['job_id']}']")
+    expect(card).to_be_visible()
+    expect(card).to_have_attribute("data-state", "committed", timeout=COMMIT_TIMEOUT_MS)
+    expect(card).to_contain_text("committed as v2")
+    page.goto(service["open"] + "/console/#ledger")
+    expect(page.locator("#ledger-summary")).to_contain_text("Facts known to v2 (active)")
+    expect(page.locator("#ledger-table tbody tr")).to_have_count(1)  # v2 was taught on v0

@@ -6,7 +6,7 @@ import {$} from './dom.js';
 import * as ledger from './ledger.js';
 import * as playground from './playground.js';
 import {canRead, refreshSession} from './session.js';
-import {initTeach} from './teach.js';
+import {initTeach, showRecentJobs} from './teach.js';
 import {getToken, setToken} from './token.js';
 import * as versions from './versions.js';
 
@@ -71,6 +71,7 @@ async function start() {
   ledger.initLedger();
   playground.initPlayground();
   await refreshSession();
+  if (canRead()) showRecentJobs();
   window.addEventListener('hashchange', route);
   document.addEventListener('modeledit:changed', status);
   route();

@@ -14,6 +14,8 @@ const FIELDS = [
   {name: 'target_true', label: 'True target (optional)', placeholder: 'French'},
 ];
 
+const RECENT_JOBS = 5;
+
 const rows = () => [...document.querySelectorAll('#fact-rows .fact-row')];
 
 function renumber() {
@@ -142,6 +144,19 @@ function loadPasted() {
   } catch (exc) {
     message.textContent = exc.message;
     message.className = 'error';
+  }
+}
+
+/** The latest jobs (e.g. submitted before a reload, or by a script); unfinished ones are
+ * followed until they commit or fail. */
+export async function showRecentJobs() {
+  try {
+    const jobs = await api('/edits', {query: {limit: RECENT_JOBS}});
+    const list = $('#job-list');
+    if (jobs.length && !list.querySelector('.job')) list.replaceChildren();
+    for (const job of jobs.reverse()) followJob(list, job.job_id);  // newest ends on top
+  } catch {
+    // without read access there is nothing to show
   }
 }
 
