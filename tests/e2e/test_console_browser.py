@@ -184,6 +184,23 @@ def test_pasted_csv_and_json_become_rows(service: dict[str, str], page: Page) ->
     expect(rows).to_have_count(1)
 
 
+def test_a_failed_job_shows_its_reason(service: dict[str, str], page: Page) -> None:
+    """The worker's reason, as GET /edits/{id} reports it (answered here by the test, since a
+    real edit of valid facts does not fail on demand), is shown as text on the job card."""
+    reason = "the active version moved 3 times while computing; submit the batch again <b>"
+    job = {"job_id": "j-failing", "kind": "edit", "state": "failed", "version": None,
+           "error": reason, "progress": {"stage": "z", "fraction": 0.4}, "n_facts": 1}
+    page.route("**/edits", lambda route: route.fulfill(
+        status=202, json={"job_id": "j-failing", "state": "queued", "created": True}))
+    page.route("**/edits/j-failing", lambda route: route.fulfill(json=job))
+    page.goto(service["open"] + "/console/#teach")
+    fill_fact(page, 0, FACT)
+    page.click("#teach-submit")
+    card = page.locator("#job-list .job[data-job-id=j-failing]")
+    expect(card).to_have_attribute("data-state", "failed")
+    expect(card.locator(".error")).to_have_text(f"failed: {reason}")
+
+
 def test_teach_watch_commit_and_xss_shows_literally(service: dict[str, str], page: Page) -> None:
     page.goto(service["open"] + "/console/#teach")
     page.click("#add-row")
