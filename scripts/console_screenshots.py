@@ -65,8 +65,11 @@ def shoot(url: str, out: Path) -> None:
         fieldset = page.locator("#fact-rows .fact-row").first
         for name, value in FORM_FACT.items():
             fieldset.locator(f"[name={name}]").fill(value)
-        page.click("#teach-submit")
-        page.locator("#job-list .job[data-state=committed]").wait_for(timeout=300_000)
+        with page.expect_response("**/edits") as response:
+            page.click("#teach-submit")
+        job_id = response.value.json()["job_id"]
+        page.locator(f"#job-list .job[data-job-id='{job_id}'][data-state=committed]").wait_for(
+            timeout=300_000)
         page.click("#add-row")
         page.locator("#fact-rows .fact-row").nth(1).locator("[name=prompt]").fill(
             "The capital of France is")

@@ -21,6 +21,12 @@ export function stageEta(track, progress, now) {
   return (elapsed * (1 - progress.fraction)) / done;
 }
 
+/** "took 12.3 s" from the server's timestamps (queue time included), else from watching. */
+function took(job, watched) {
+  const seconds = (Date.parse(job.updated_at) - Date.parse(job.created_at)) / 1000;
+  return `took ${fmt(Number.isFinite(seconds) ? seconds : watched, 1)} s`;
+}
+
 function describe(job) {
   if (job.kind === 'edit') return `edit of ${job.n_facts} fact${job.n_facts === 1 ? '' : 's'}`;
   return `${job.kind} of ${job.target || '?'}`;
@@ -68,7 +74,7 @@ export function followJob(container, jobId, {onDone} = {}) {
         bar.value = 1;
         percent.textContent = '100%';
         stage.textContent = 'done';
-        eta.textContent = `in ${fmt((now - started) / 1000, 1)} s`;
+        eta.textContent = took(job, (now - started) / 1000);
       } else if (progress) {
         bar.value = progress.fraction;
         percent.textContent = `${Math.round(progress.fraction * 100)}%`;
@@ -86,6 +92,7 @@ export function followJob(container, jobId, {onDone} = {}) {
           ? h('span', {}, 'evaluation stored with ', link)
           : h('span', {}, 'committed as ', link));
       } else if (job.state === 'failed') {
+        eta.textContent = took(job, (now - started) / 1000);
         result.replaceChildren(h('div', {class: 'error', text: `failed: ${job.error || 'no reason given'}`}));
       }
       if (job.state === 'committed' || job.state === 'failed') {
