@@ -4,6 +4,8 @@ endpoint, so scripts get the same answer."""
 
 from __future__ import annotations
 
+import unicodedata
+
 from fastapi import APIRouter, Depends, Query
 
 from app import ledger
@@ -24,7 +26,7 @@ def _check_query(q: str | None) -> str | None:
     if q is None:
         return None
     for position, char in enumerate(q):
-        if ord(char) < 32 or ord(char) == 127 or 0xD800 <= ord(char) <= 0xDFFF:
+        if unicodedata.category(char) in ("Cc", "Cs"):  # the rule facts themselves follow
             raise ApiError(422, f"q: contains a control or invalid character {char!r} at "
                            f"position {position}; remove it", field="q")
     return q.strip() or None
