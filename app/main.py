@@ -17,8 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from app import errors
-from app.api import edits, health, query, versions
+from app import console, errors
+from app.api import caller, edits, facts, health, query, versions
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestMetrics
 from app.schemas import ErrorOut
@@ -37,6 +37,9 @@ Write new facts into a language model's weights over HTTP.
 3. Ask the model: `POST /generate`, `POST /score`, `POST /next-tokens` (any version).
 4. `POST /versions/{v}/rollback` restores the exact weights of any earlier version;
    `POST /versions/{v}/revert` drops one batch and keeps the later ones.
+5. `GET /facts?q=...` searches the facts a version knows and which batch taught each.
+
+A web console for all of this is served at `/console`.
 
 Mutating endpoints need `Authorization: Bearer <MODELEDIT_API_TOKEN>` when that is set.
 Errors are JSON: `{"detail": "...", "errors": [{"field", "message"}]}`.
@@ -115,10 +118,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     errors.install(app)
-    routers = [edits.router, versions.router, query.router, health.router]
+    routers = [edits.router, versions.router, facts.router, query.router, health.router,
+               caller.router]
     for router in routers:
         app.include_router(router)
     _optional_security(app, settings, routers)
+    console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)
     return app

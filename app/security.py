@@ -94,3 +94,20 @@ def require_write(
                 headers={"Retry-After": str(wait)},
             )
     return who
+
+
+def caller_scopes(settings: Settings, token: str | None) -> tuple[list[str], str]:
+    """``(scopes, which)`` for a presented token, by the same rules as :func:`require_read`
+    and :func:`require_write`, so a client (the web console) can hide what it may not do
+    instead of learning it from a 403. ``which`` is none, read, api or unknown."""
+    api = settings.api_token.get_secret_value() if settings.api_token else None
+    read = settings.read_token.get_secret_value() if settings.read_token else None
+    is_api = token is not None and api is not None and _matches(token, api)
+    is_read = token is not None and read is not None and _matches(token, read)
+    which = "none" if token is None else "api" if is_api else "read" if is_read else "unknown"
+    scopes = []
+    if read is None or is_read or is_api:
+        scopes.append("read")
+    if api is None or is_api:
+        scopes.append("write")
+    return scopes, which

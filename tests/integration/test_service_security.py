@@ -144,7 +144,7 @@ def test_openapi_documents_every_endpoint(tmp_path: Path, model_dir: Path) -> No
     expected = {"/edits", "/edits/{job_id}", "/versions", "/versions/{version}",
                 "/versions/{version}/rollback", "/versions/{version}/revert",
                 "/versions/{version}/evaluate", "/versions/{version}/export", "/score",
-                "/generate", "/next-tokens", "/health", "/ready", "/metrics"}
+                "/generate", "/next-tokens", "/health", "/ready", "/metrics", "/facts", "/whoami"}
     assert expected <= set(schema["paths"])
     for path, operations in schema["paths"].items():
         for method, op in operations.items():

@@ -1,0 +1,36 @@
+"""``/whoami``: what the presented token may do, so a client can hide what it cannot do.
+
+It answers for any caller (even one whose token is wrong) and never echoes the token: it
+only says which configured token matched, if any.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.security import HTTPAuthorizationCredentials
+
+from app.deps import get_settings
+from app.schemas import WhoAmIOut
+from app.security import bearer, caller_scopes
+from app.settings import Settings
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/whoami", response_model=WhoAmIOut,
+            summary="The scopes of the presented bearer token (read, write), never the token",
+            # any caller gets an answer, with or without a token
+            openapi_extra={"security": [{}]})
+def whoami(
+    creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    settings: Settings = Depends(get_settings),
+) -> WhoAmIOut:
+    """`{"scopes": ["read"], "token": "read"}` for the read token; a token that matches
+    neither configured token gets only what needs no token (often nothing)."""
+    scopes, which = caller_scopes(settings, creds.credentials if creds else None)
+    return WhoAmIOut(
+        scopes=scopes,  # type: ignore[arg-type]
+        token=which,  # type: ignore[arg-type]
+        read_needs_token=settings.read_token is not None,
+        write_needs_token=settings.api_token is not None,
+    )
