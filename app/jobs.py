@@ -22,6 +22,7 @@ from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
 from editing.requests import InvalidEditRequest
 from models.load import LoadedModel, cache_dir
+from models.plan import InsufficientMemory
 from models.presets import preset_for
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,10 @@ class JobRunner:
             raise JobFailed(f"cannot build the weights of {parent}: {exc}") from exc
         started = time.perf_counter()
         with self.runtime.exclusive(parent):
-            result = editor.edit(requests, state=EditState.from_deltas(chain), progress=progress)
+            try:
+                result = editor.edit(requests, state=EditState.from_deltas(chain), progress=progress)
+            except InsufficientMemory as exc:
+                raise JobFailed(str(exc)) from exc
         compute_s = time.perf_counter() - started
         data = result.delta.to_bytes()
         delta = WeightDelta.from_bytes(data)  # record the digest of exactly what is stored
@@ -254,7 +258,10 @@ class JobRunner:
         reference = version.parent or version.id
         delta = None if version.is_base else self.deltas.delta(version)
         with self.runtime.exclusive(reference) as served:
-            report = run_suite(served.model, served.tokenizer, records, delta)
+            try:
+                report = run_suite(served.model, served.tokenizer, records, delta)
+            except InsufficientMemory as exc:
+                raise JobFailed(str(exc)) from exc
         report = {**report, "reference": reference, "records": len(records),
                   "job_id": job.id, "seconds": round(time.perf_counter() - started, 3)}
         self.before_commit()

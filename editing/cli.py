@@ -28,6 +28,7 @@ from editing.zcache import ZCache
 from models.device_map import parse_device_map
 from models.load import ModelNotAvailable
 from models.placement import input_device
+from models.plan import InsufficientMemory
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (InvalidEditRequest, DataError, FileNotFoundError, ModelNotAvailable) as exc:
+    except (InvalidEditRequest, DataError, FileNotFoundError, ModelNotAvailable, InsufficientMemory) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -29,6 +29,7 @@ from editing.delta import (
 from editing.encoding import encode
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
+from editing.memory import z_group_for
 from editing.requests import EditRequest, validate_requests
 from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
@@ -99,7 +100,7 @@ class Editor:
         model_name: str = "",
         cache_dir: Path | str | None = None,
         corpus: Corpus | None = None,
-        z_group_size: int = 64,
+        z_group_size: int | None = None,
         prefix_cache: bool = True,
         batch_size: int = 64,
         z_cache: ZCache | None = None,
@@ -144,10 +145,10 @@ class Editor:
         hits = [self.z_cache.get(context, r) for r in requests]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         steps, already = [0] * len(requests), [False] * len(requests)
-        tokens = uncached = 0
+        tokens = uncached = group = 0
         if missing:
             fresh = self._optimize([requests[i] for i in missing], layer, progress)
-            tokens, uncached = fresh.tokens_per_step, fresh.tokens_per_step_uncached
+            tokens, uncached, group = fresh.tokens_per_step, fresh.tokens_per_step_uncached, fresh.group_size
             for j, i in enumerate(missing):
                 self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
                 hits[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
@@ -163,12 +164,15 @@ class Editor:
             already_predicted=already,
             tokens_per_step=tokens,
             tokens_per_step_uncached=uncached,
+            group_size=group,
         )
 
     def _optimize(self, requests: Sequence[EditRequest], layer: int, progress: Progress | None) -> ZResult:
+        prefixes = self.prefixes()
+        group = self.z_group_size or z_group_for(self.model, self.hparams.edited_layers, layer, len(prefixes))
         return optimize_z(
-            self.model, self.tokenizer, requests, self.prefixes(), layer, self.hparams,
-            group_size=self.z_group_size, prefix_cache=self.prefix_cache, progress=progress,
+            self.model, self.tokenizer, requests, prefixes, layer, self.hparams,
+            group_size=group, prefix_cache=self.prefix_cache, progress=progress,
         )
 
     def targets(
@@ -207,6 +211,8 @@ class Editor:
         hp = self.hparams
         for layer in hp.edited_layers:  # before any compute: an offloaded layer cannot change
             resident_weight(self.model, layer)
+        if self.z_group_size is None:  # before any compute: refuse a fact that cannot fit
+            z_group_for(self.model, hp.edited_layers, hp.edited_layers[0], len(self.prefixes()))
         state = state or EditState()
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -242,6 +248,7 @@ class Editor:
             "already_predicted": [i for i, hit in enumerate(z_main.already_predicted) if hit],
             "z_tokens_per_step": z_main.tokens_per_step,
             "z_tokens_per_step_uncached": z_main.tokens_per_step_uncached,
+            "z_group_size": z_main.group_size,
             "timings": timings,
         }
         return EditResult(delta=delta, state=state.extended(keys), diagnostics=diagnostics)

@@ -47,6 +47,8 @@ class ZResult:
     already_predicted: list[bool] = field(default_factory=list)
     tokens_per_step: int = 0
     tokens_per_step_uncached: int = 0
+    group_size: int = 0
+    """Requests optimised together (0: none computed, all came from the z cache)."""
 
     @property
     def z(self) -> torch.Tensor:
@@ -193,6 +195,7 @@ def optimize_z(
         already_predicted=[x for p in parts for x in p.already_predicted],
         tokens_per_step=sum(p.tokens_per_step for p in parts),
         tokens_per_step_uncached=sum(p.tokens_per_step_uncached for p in parts),
+        group_size=min(group_size, len(requests)),
     )
 
 

@@ -40,8 +40,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="evaluate this saved delta instead of editing")
     parser.add_argument("--save-delta", type=Path, default=None,
                         help="also save the delta computed by the edit")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="sequences per evaluation forward pass (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="sequences per evaluation forward pass (default: what the memory "
+                             "plan lets fit, at most 32)")
     parser.add_argument("--per-record", action="store_true",
                         help="include each record's metrics in the report")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
@@ -53,10 +54,12 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the command; 0 on success, 2 (with a message on stderr) for bad input."""
     from models.load import ModelNotAvailable  # models/ sits above editing/: import late
+    from models.plan import InsufficientMemory
 
     try:
         report = _run(args)
-    except (DataError, DeltaError, InvalidEditRequest, FileNotFoundError, ModelNotAvailable) as exc:
+    except (DataError, DeltaError, InvalidEditRequest, FileNotFoundError, ModelNotAvailable,
+            InsufficientMemory) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_report(report, args.out)

@@ -12,6 +12,7 @@ from editing.delta import WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.data import Record, detect_dataset
 from editing.evaluate.zsre import evaluate_zsre
+from editing.memory import eval_batch_for
 from editing.requests import EditRequest
 
 DATASETS: tuple[str, ...] = ("counterfact", "zsre")
@@ -23,11 +24,15 @@ def evaluate(
     records: Sequence[Record | EditRequest],
     delta: WeightDelta | None = None,
     dataset: str | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     per_record: bool = False,
 ) -> dict[str, Any]:
-    """CounterFact or zsRE metrics (``dataset`` None: detected from the records)."""
+    """CounterFact or zsRE metrics (``dataset`` None: detected from the records).
+
+    ``batch_size`` None: as many sequences per pass as the memory plan lets fit (at most 32).
+    """
     dataset = dataset or detect_dataset(records)
+    batch_size = batch_size or eval_batch_for(model)
     if dataset == "counterfact":
         return evaluate_counterfact(model, tokenizer, records, delta, batch_size, per_record)
     if dataset == "zsre":

@@ -133,3 +133,20 @@ def test_jobs_redis_lost_are_recovered_and_second_worker_waits(settings: Setting
     second.worker.parts.store.close()
     second.client.close()
     client.close()
+
+
+def test_a_fact_too_large_for_memory_fails_with_the_setting_to_change(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker splits a batch to fit; only a fact that cannot fit at all fails the job."""
+    monkeypatch.setenv("MODELEDIT_MEMORY_BUDGET", "1KiB")
+    running = RunningWorker(settings)
+    store = running.worker.parts.store
+    job = submit(settings, store, FACTS[:1])
+    running.start()
+    wait_finished(store, [job])
+    failed = store.get_job(job)
+    assert failed.state == "failed"
+    assert "MODELEDIT_MEMORY_BUDGET" in failed.error and "z optimisation" in failed.error
+    assert store.active_version() == "v0"
+    running.stop()

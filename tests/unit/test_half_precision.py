@@ -133,3 +133,25 @@ def test_rounding_survival_measures_what_half_precision_loses() -> None:
     assert rounded["error"] > 0.5  # entries far below bf16's spacing near 1 mostly vanish
     large = rounding_survival(weight.bfloat16(), small * 1e3)
     assert large["error"] < 0.05
+
+
+def test_a_batch_is_split_into_z_groups_that_fit_the_memory_budget(corpus, tmp_path, monkeypatch) -> None:
+    from models.plan import plan_for_model
+
+    model, tok = half_tiny("llama", torch.bfloat16)
+    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    plan = plan_for_model(model, HP.layers, z_layer=HP.layers[0], n_prefixes=len(editor.prefixes()))
+    monkeypatch.setenv("MODELEDIT_MEMORY_BUDGET", str(plan.resident + 2 * plan.z_per_fact))
+    result = editor.edit(FACTS)
+    assert result.diagnostics["z_group_size"] == 2  # 3 facts, 2 fit at a time
+    assert len(result.diagnostics["z_loss"]) == 3
+
+
+def test_a_fact_that_cannot_fit_is_refused_naming_the_setting(corpus, tmp_path, monkeypatch) -> None:
+    from models.plan import InsufficientMemory
+
+    model, tok = half_tiny("llama", torch.bfloat16)
+    monkeypatch.setenv("MODELEDIT_MEMORY_BUDGET", "1KiB")
+    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    with pytest.raises(InsufficientMemory, match="MODELEDIT_MEMORY_BUDGET"):
+        editor.edit(FACTS[:1])
