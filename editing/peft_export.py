@@ -144,7 +144,7 @@ def _truncate(left: torch.Tensor, right: torch.Tensor, tol: float
     root = torch.sqrt(s[:k])
     lora_b = q_left @ (u[:, :k] * root)
     lora_a = (root[:, None] * vh[:k]) @ q_right.T
-    return lora_b, lora_a, total - float((s[:k] ** 2).sum()), total
+    return lora_b, lora_a, float((s[k:] ** 2).sum()), total
 
 
 def layer_factors(updates: Sequence[LayerUpdate], tol: float = 0.0) -> LoraLayer:

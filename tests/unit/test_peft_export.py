@@ -113,6 +113,8 @@ def test_compression_stays_within_its_tolerance() -> None:
                LayerUpdate((u[:, 12:] * spectrum[12:]).float(), v[:, 12:].T.float())]
     exact = layer_factors(updates)
     assert exact.rank == 24 and exact.rel_error == 0.0
+    kept = layer_factors(updates, 1e-12)  # below the smallest direction: nothing to drop
+    assert kept.rank == 24 and 0 <= kept.rel_error < 1e-6
     for tol in (1e-1, 1e-2, 1e-3):
         factors = layer_factors(updates, tol)
         error = float(torch.linalg.matrix_norm(dense - factors.lora_b @ factors.lora_a)
