@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from app.cli import main as cli_main
+from app.cli import parse
 from app.export import FORMATS
 from app.services import Services
 from editing.delta import LayerUpdate, WeightDelta
@@ -90,6 +91,10 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
         assert json.loads((tmp_path / "tol" / v2 / "modeledit_version.json").read_text())[
             "max_rel_error"] <= 0.5
         assert_refusals(client, v2)
+        merged = client.get(f"/versions/{v2}/export")  # format=hf stays the default
+        assert merged.status_code == 200, merged.text
+        assert {f"{v2}/config.json", f"{v2}/modeledit_version.json"} <= set(
+            untar(merged.content, tmp_path / "hf"))
         time.sleep(0.5)  # the scratch directory of the compressed export goes after sending
         cached = settings.data_path / "exports_peft"
         assert sorted(p.name for p in cached.iterdir()) == [v2]
@@ -143,3 +148,16 @@ def assert_same_logits_as_deltas(model_dir: Path, adapter: Path, chain: list[Wei
             AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
     got = logits(loaded)
     assert (got - want).abs().max() <= 1e-5 * want.abs().max(), float((got - want).abs().max())
+
+
+def test_cli_export_arguments() -> None:
+    args = parse(["export", "v1", "out"])  # the positional form of the hf export still works
+    assert (args.format, str(args.out_dir), args.tol) == ("hf", "out", 0.0)
+    args = parse(["export", "v1", "--format", "peft", "--out", "dir", "--tol", "0.01"])
+    assert (args.format, str(args.out_dir), args.tol) == ("peft", "dir", 0.01)
+    for bad in (["export", "v1"], ["export", "v1", "a", "--out", "b"],
+                ["export", "v1", "d", "--tol", "0.1"], ["export", "v1", "d", "--format", "onnx"],
+                ["export", "v1", "d", "--format", "peft", "--tol", "1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse(bad)
+        assert exit_info.value.code == 2, bad
