@@ -7,7 +7,9 @@ merged checkpoint lets one base model in a LoRA server carry every version at on
 name per version) for a few MB each.
 
 Exactness: by default the factors of the chain are concatenated (rank = the sum of the chain's
-factor ranks), so ``lora_B @ lora_A`` equals the sum of the deltas up to float32 rounding.
+factor ranks; a dense update, or a chain holding more directions than the matrix can have, is
+reduced by an SVD to its numerical rank at float32 precision), so ``lora_B @ lora_A`` equals
+the sum of the deltas up to float32 rounding.
 ``tol`` > 0 compresses each layer with a truncated SVD whose relative Frobenius error is at most
 ``tol``. The rank is then padded with zero rows/columns to the next rank vLLM accepts, and
 ``lora_alpha = r`` so the scaling is exactly 1.
@@ -103,9 +105,8 @@ def _parts(update: LayerUpdate) -> tuple[torch.Tensor, torch.Tensor, float]:
     if update.right is not None:
         return update.left.double(), update.right.double(), 0.0
     u, s, vh = torch.linalg.svd(update.left.double(), full_matrices=False)
-    keep = s > (s[0] if s.numel() else 0) * max(update.shape) * torch.finfo(torch.float32).eps
-    dropped = float(s[~keep].norm())
-    return u[:, keep] * s[keep], vh[keep], dropped
+    k = _float32_rank(s, update.shape)
+    return u[:, :k] * s[:k], vh[:k], float(s[k:].norm())
 
 
 def _drop_zero_components(left: torch.Tensor, right: torch.Tensor
@@ -127,46 +128,80 @@ def _balance(left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, tor
     return left * scale, right / scale[:, None]
 
 
-def _truncate(left: torch.Tensor, right: torch.Tensor, tol: float
-              ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    """Best low-rank approximation of ``left @ right`` within relative error ``tol``.
-
-    The SVD is taken of a small core (QR of both factors), never of the dense matrix.
-    Returns ``(B, A, dropped², total²)``.
-    """
+def _core_svd(left: torch.Tensor, right: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of ``left @ right`` as ``(q_left, u, s, vh, q_right)``, taken of a small core (QR of
+    both factors), never of the dense matrix."""
     q_left, r_left = torch.linalg.qr(left)
     q_right, r_right = torch.linalg.qr(right.T)
     u, s, vh = torch.linalg.svd(r_left @ r_right.T, full_matrices=False)
-    total = float((s**2).sum())
-    tail = torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0])  # tail[k] = Σ_{i≥k} s_i²
-    fits = torch.nonzero(torch.cat([tail, tail.new_zeros(1)]) <= (tol**2) * total)
-    k = int(fits[0]) if fits.numel() else int(s.numel())
+    return q_left, u, s, vh, q_right
+
+
+def _leading(svd: tuple[torch.Tensor, ...], k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(B, A, ‖dropped‖_F)`` keeping the ``k`` leading directions, √s on each side."""
+    q_left, u, s, vh, q_right = svd
     root = torch.sqrt(s[:k])
-    lora_b = q_left @ (u[:, :k] * root)
-    lora_a = (root[:, None] * vh[:k]) @ q_right.T
-    return lora_b, lora_a, float((s[k:] ** 2).sum()), total
+    return q_left @ (u[:, :k] * root), (root[:, None] * vh[:k]) @ q_right.T, float(s[k:].norm())
+
+
+def _truncated(left: torch.Tensor, right: torch.Tensor, tol: float) -> LoraLayer:
+    """Fewest directions of ``left @ right`` with relative Frobenius error at most ``tol``."""
+    svd = _core_svd(left, right)
+    s = svd[2]
+    tail = torch.flip(torch.cumsum(torch.flip(s**2, [0]), 0), [0])  # tail[k] = Σ_{i≥k} s_i²
+    fits = torch.nonzero(torch.cat([tail, tail.new_zeros(1)]) <= (tol**2) * float(tail[0]))
+    lora_b, lora_a, dropped = _leading(svd, int(fits[0]))
+    return LoraLayer(lora_b, lora_a, _relative(dropped, s))
+
+
+def _numerical(left: torch.Tensor, right: torch.Tensor, shape: tuple[int, int]) -> LoraLayer:
+    """``left @ right`` at its numerical rank at float32 precision (never above min(shape)):
+    for chains whose factors together hold more directions than the matrix can have."""
+    svd = _core_svd(left, right)
+    s = svd[2]
+    lora_b, lora_a, dropped = _leading(svd, _float32_rank(s, shape))
+    return LoraLayer(lora_b, lora_a, _relative(dropped, s))
+
+
+def _float32_rank(s: torch.Tensor, shape: tuple[int, int]) -> int:
+    """How many of the (descending) singular values ``s`` stand above float32 rounding."""
+    if s.numel() == 0 or s[0] == 0:
+        return 0
+    return int((s > s[0] * max(shape) * torch.finfo(torch.float32).eps).sum())
+
+
+def _relative(dropped: float, s: torch.Tensor) -> float:
+    total = float(s.norm())
+    return dropped / total if total > 0 else 0.0
 
 
 def layer_factors(updates: Sequence[LayerUpdate], tol: float = 0.0) -> LoraLayer:
     """The LoRA factors of the sum of ``updates`` (one layer's updates along a chain).
 
-    ``tol == 0``: exact (factors concatenated, exact zeros dropped, dense parts at their
-    float32 numerical rank). ``tol > 0``: truncated SVD with relative Frobenius error ≤ tol.
+    ``tol == 0``: exact (factors concatenated, exact zeros dropped, dense parts, and chains
+    holding more directions than ``min(out, in)``, at their float32 numerical rank).
+    ``tol > 0``: truncated SVD with relative Frobenius error ≤ tol.
     """
     parts = [_parts(u) for u in updates]
     left = torch.cat([p[0] for p in parts], dim=1)
     right = torch.cat([p[1] for p in parts], dim=0)
     left, right = _drop_zero_components(left, right)
     dropped = sum(p[2] for p in parts)  # a bound on ‖what the dense SVDs left out‖_F
-    if tol > 0 and left.shape[1] > 0:
-        lora_b, lora_a, truncated, total = _truncate(left, right, tol)
-        error = (math.sqrt(truncated) + dropped) / math.sqrt(total) if total > 0 else 0.0
-        return LoraLayer(lora_b, lora_a, error)
-    lora_b, lora_a = _balance(left, right)
-    error = 0.0
-    if dropped > 0:
-        error = dropped / max(float(torch.linalg.matrix_norm(lora_b @ lora_a)), dropped)
-    return LoraLayer(lora_b, lora_a, error)
+    shape = (left.shape[0], right.shape[1])
+    if left.shape[1] == 0:
+        return LoraLayer(left, right, 0.0)
+    if tol > 0:
+        factors = _truncated(left, right, tol)
+    elif left.shape[1] > min(shape):
+        factors = _numerical(left, right, shape)
+    else:
+        factors = LoraLayer(*_balance(left, right), 0.0)
+    if dropped > 0:  # what the dense parts' SVDs left out, against the whole change
+        norm = float(torch.linalg.matrix_norm(factors.lora_b @ factors.lora_a))
+        factors = LoraLayer(factors.lora_b, factors.lora_a,
+                            factors.rel_error + dropped / max(norm, dropped))
+    return factors
 
 
 def lora_layers(deltas: Sequence[WeightDelta], tol: float = 0.0) -> dict[int, LoraLayer]:
@@ -185,8 +220,8 @@ def vllm_rank(rank: int) -> int:
             return allowed
     raise PeftExportError(
         f"the adapter needs rank {rank}, above vLLM's largest LoRA rank {VLLM_RANKS[-1]}: "
-        "compress it with a tolerance (e.g. tol=1e-3, reported as the relative error) or "
-        "export the merged checkpoint instead (format hf)"
+        "pass a (larger) tolerance tol, the relative error allowed per layer (edits compress "
+        "little, so this costs accuracy), or export the merged checkpoint (format hf)"
     )
 
 

@@ -67,7 +67,8 @@ def untar(content: bytes, into: Path) -> list[str]:
 
 
 def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     settings = tiny_settings(tmp_path / "data", model_dir)
     with live_service(settings) as live, live.client() as client:
         model = live.services.parts.lm.model
@@ -91,6 +92,11 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
         assert json.loads((tmp_path / "tol" / v2 / "modeledit_version.json").read_text())[
             "max_rel_error"] <= 0.5
         assert_refusals(client, v2)
+        with monkeypatch.context() as patch:  # a rank vLLM would refuse: v1 has rank 2
+            patch.setattr("editing.peft_export.VLLM_RANKS", (1,))
+            too_big = client.get(f"/versions/{v1}/export", params={"format": "peft"})
+        assert too_big.status_code == 422, too_big.text
+        assert "tol" in too_big.json()["detail"] and "format hf" in too_big.json()["detail"]
         merged = client.get(f"/versions/{v2}/export")  # format=hf stays the default
         assert merged.status_code == 200, merged.text
         assert {f"{v2}/config.json", f"{v2}/modeledit_version.json"} <= set(

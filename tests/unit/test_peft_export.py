@@ -80,6 +80,21 @@ def test_peft_logits_equal_the_applied_chain(arch: str, tmp_path: Path) -> None:
     assert wrapped == {mlp_out_path(model, layer) for layer in (1, 2, 3)}  # not GPT-2's attn.c_proj
 
 
+def test_long_chain_never_needs_more_than_the_matrix_rank(tmp_path: Path) -> None:
+    """40 one-fact deltas on a 32 x 64 matrix: 40 directions, but only 32 can be independent."""
+    model = tiny_model("llama")
+    chain = [low_rank_delta(model, {1: 1}, seed=100 + i) for i in range(40)]
+    adapter = export_peft_adapter(chain, model, tmp_path / "long")
+    assert adapter.ranks == {1: 32} and adapter.r == 32
+    assert adapter.rel_errors[1] < 1e-6
+    edited = tiny_model("llama")
+    for delta in chain:
+        delta.apply(edited)
+    ids = torch.arange(20).reshape(2, 10)
+    want, got = logits(edited, ids), logits(load_adapter("llama", tmp_path / "long"), ids)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max(), float((got - want).abs().max())
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_file_layout_is_what_peft_writes(arch: str, tmp_path: Path) -> None:
     """Keys and shapes equal those of a LoRA made by PEFT itself from our adapter_config."""
