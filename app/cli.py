@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -25,6 +26,9 @@ from typing import Any
 from app.settings import Settings
 
 log = logging.getLogger("app")
+
+EXPORT_FORMATS = ("hf", "peft")
+"""Kept equal to ``app.export.FORMATS`` (not imported: that would load torch for ``--help``)."""
 
 STOP_TIMEOUT_S = 20.0
 _PR_SET_PDEATHSIG = 1
@@ -46,11 +50,37 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     _add_common(sub.add_parser("serve", help="Redis (if needed) + API + worker"))
     _add_common(sub.add_parser("api", help="the HTTP API only"))
     _add_common(sub.add_parser("worker", help="the editor worker only"), network=False)
-    export = sub.add_parser("export", help="write a version as a Hugging Face checkpoint")
+    export = sub.add_parser(
+        "export", help="write a version as a Hugging Face checkpoint or a PEFT LoRA adapter")
     _add_common(export, network=False)
     export.add_argument("version", help="version id, e.g. v3 (see GET /versions)")
-    export.add_argument("out_dir", type=Path, help="directory to create")
-    return parser.parse_args(argv)
+    export.add_argument("out_dir", type=Path, nargs="?", help="directory to create")
+    export.add_argument("--out", type=Path, dest="out_flag", metavar="DIR",
+                        help="directory to create "
+                        "(same as the positional OUT_DIR)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="hf",
+                        help="hf: merged checkpoint (default); peft: LoRA adapter for "
+                             "PEFT / vLLM --enable-lora")
+    export.add_argument("--tol", type=float, default=0.0,
+                        help="peft only: relative error allowed per layer for a lower rank "
+                             "(truncated SVD); 0 (default) is exact")
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        _check_export_args(parser, args)
+    return args
+
+
+def _check_export_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One output directory, and ``--tol`` only where it means something."""
+    if args.out_dir is not None and args.out_flag is not None and args.out_dir != args.out_flag:
+        parser.error("give the output directory once (OUT_DIR or --out)")
+    args.out_dir = args.out_dir or args.out_flag
+    if args.out_dir is None:
+        parser.error("the output directory is required (OUT_DIR or --out DIR)")
+    if args.format != "peft" and args.tol != 0:
+        parser.error("--tol applies to --format peft only; the hf export is always exact")
+    if not 0 <= args.tol < 1:
+        parser.error(f"--tol must be in [0, 1) (a relative error), got {args.tol}")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -104,14 +134,35 @@ def run_worker(settings: Settings) -> None:
     run(settings)
 
 
-def run_export(settings: Settings, version: str, out_dir: Path) -> None:
-    from app.export import export_version
+def run_export(settings: Settings, version: str, out_dir: Path, export_format: str = "hf",
+               tol: float = 0.0) -> int:
+    """Write the export; a version that cannot be exported is a message and exit code 2."""
+    from app.deltas import UnusableDelta
+    from app.export import BaseNotExportable, export_peft_version, export_version
     from app.services import load_parts
+    from app.store import NotFound
+    from editing.peft_export import PeftExportError
 
     parts = load_parts(settings)
-    path = export_version(parts.runtime, parts.store, version, out_dir)
-    print(f"{version} written to {path}; load it with "
-          f"AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    try:
+        if export_format == "peft":
+            path = export_peft_version(parts, version, out_dir, tol)
+        else:
+            path = export_version(parts.runtime, parts.store, version, out_dir)
+    except (NotFound, BaseNotExportable, UnusableDelta, PeftExportError,
+            FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if export_format == "peft":
+        info = json.loads((path / "modeledit_version.json").read_text())
+        print(f"{version} written to {path} as a LoRA adapter of rank {info['r']} on layers "
+              f"{info['layers']} (max relative error {info['max_rel_error']:.2g}); load it "
+              f"with PeftModel.from_pretrained(base, {str(path)!r}) or vLLM --enable-lora "
+              f"--max-lora-rank {info['r']}")
+    else:
+        print(f"{version} written to {path}; load it with "
+              f"AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    return 0
 
 
 def _child_setup(parent: int) -> None:
@@ -191,5 +242,5 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         run_worker(settings)
     elif args.command == "export":
-        run_export(settings, args.version, args.out_dir)
+        return run_export(settings, args.version, args.out_dir, args.format, args.tol)
     return 0

@@ -1,10 +1,13 @@
-"""A version as a merged Hugging Face checkpoint, loadable with ``from_pretrained``.
+"""A version as a merged Hugging Face checkpoint or as a PEFT LoRA adapter.
 
-This is how users serve an edited model at scale elsewhere (vLLM, TGI, plain transformers):
-the weights of the version (base + its chain of deltas) saved with ``save_pretrained``, plus
-``modeledit_version.json`` naming the version and the digest of its edited matrices. Exports
-are cached under ``<data_dir>/exports/<version>`` (written to a temp directory, then renamed)
-and sent over HTTP as an uncompressed tar stream (safetensors do not compress).
+This is how users serve an edited model at scale elsewhere (vLLM, TGI, plain transformers).
+``hf``: the weights of the version (base + its chain of deltas) saved with
+``save_pretrained``. ``peft``: only the version's change from the base, as a LoRA adapter on
+the MLP output projections (:mod:`editing.peft_export`), so one LoRA server holding the base
+can serve every version. Both carry ``modeledit_version.json`` naming the version, its chain
+and the digest of its edited matrices. Exports are cached under ``<data_dir>/exports/<version>``
+and ``<data_dir>/exports_peft/<version>`` (written to a temp directory, then renamed) and sent
+over HTTP as an uncompressed tar stream (safetensors do not compress).
 """
 
 from __future__ import annotations
@@ -13,15 +16,27 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.runtime import ModelRuntime, digest_mlp_out
-from app.store import VersionStore
+from app.store import Version, VersionStore
+from editing.peft_export import export_peft_adapter
+
+if TYPE_CHECKING:
+    from app.services import ModelParts
 
 MARKER = "modeledit_version.json"
+FORMATS = ("hf", "peft")
+"""``hf``: merged checkpoint (the default); ``peft``: LoRA adapter of the change from base."""
 _CHUNK = 1 << 20
+
+
+class BaseNotExportable(ValueError):
+    """The base version has no change from the base: there is no adapter to write."""
 
 
 def export_version(
@@ -59,6 +74,89 @@ def export_version(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def peft_export_dir(data_path: Path, version: str) -> Path:
+    """Where the exact adapter of ``version`` is cached (beside, not inside, the hf exports, so
+    no version id can collide with it). Compressed ones (``tol`` > 0) are not cached: any
+    float is a valid tolerance, and they take a second to rebuild."""
+    return Path(data_path) / "exports_peft" / version
+
+
+def export_peft_version(parts: ModelParts, version: str, out_dir: Path, tol: float = 0.0) -> Path:
+    """Write ``version``'s chain as a PEFT LoRA adapter in ``out_dir`` (atomically); return it.
+
+    Raises :class:`BaseNotExportable` for the base version, ``UnusableDelta`` for a chain that
+    cannot be built and ``PeftExportError`` for an adapter vLLM would refuse (rank > 512).
+    """
+    record = parts.store.get_version(version)
+    if record.is_base:
+        raise BaseNotExportable(
+            f"version {version} is the base model: it has no change to export as an adapter; "
+            "serve the base model itself (or export it with format hf)")
+    out_dir = Path(out_dir)
+    if _reusable(out_dir, version, tol):
+        return out_dir
+    deltas = parts.deltas.deltas(version)  # checked against the served model
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+    try:
+        adapter = export_peft_adapter(deltas, parts.lm.model, tmp, tol=tol)
+        info = {**_marker(parts, record), **adapter.summary(),
+                "delta_sha256": [d.sha256 for d in deltas]}
+        info["weights_sha256"] = (record.diagnostics.get("weights_sha256")
+                                  or parts.runtime.weights_digest(version))
+        (tmp / MARKER).write_text(json.dumps(info, indent=2))
+        _publish(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _marker(parts: ModelParts, record: Version) -> dict[str, Any]:
+    return {
+        "version": record.id,
+        "parent": record.parent,
+        "chain": [v.id for v in parts.store.chain(record.id)],
+        "model": parts.lm.name,
+        "base_fingerprint": parts.runtime.fingerprint,
+        "exported_at": time.time(),
+    }
+
+
+def _reusable(out_dir: Path, version: str, tol: float) -> bool:
+    """True if ``out_dir`` already holds this adapter; FileExistsError if it holds anything else
+    (never overwrite a directory we did not write, nor another version's export)."""
+    marker = out_dir / MARKER
+    if marker.exists():
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if (info.get("version"), info.get("format"), info.get("tol")) == (version, "peft", tol):
+            return True
+        raise FileExistsError(
+            f"{out_dir} holds another export ({info.get('version')}, format "
+            f"{info.get('format', 'hf')}, tol {info.get('tol', 0)}); choose a new directory")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an export of this tool; "
+                              "choose a new directory")
+    return False
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished ``tmp`` to ``out_dir`` (an empty directory there is replaced). If a
+    concurrent export of the same adapter got there first, its result stays and the caller
+    drops ours."""
+    if (out_dir / MARKER).exists():
+        return
+    try:
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty: _reusable refused anything else
+        tmp.replace(out_dir)
+    except OSError:
+        if not (out_dir / MARKER).exists():
+            raise
 
 
 def tar_stream(directory: Path, arcname: str) -> Iterator[bytes]:

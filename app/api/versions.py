@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from enum import StrEnum
 from pathlib import Path as FsPath
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
 
 from app.api.edits import enqueue_job
 from app.deltas import UnusableDelta
 from app.deps import get_services
 from app.errors import ApiError
-from app.export import export_version, tar_stream
+from app.export import (
+    BaseNotExportable,
+    export_peft_version,
+    export_version,
+    peft_export_dir,
+    tar_stream,
+)
 from app.queue import publish_active_changed
 from app.schemas import (
     ErrorOut,
@@ -27,6 +37,7 @@ from app.security import require_read, require_write
 from app.services import Services
 from app.store import Conflict, NotFound, StoreError, Version
 from app.views import version_detail, version_summary
+from editing.peft_export import PeftExportError
 
 log = logging.getLogger(__name__)
 
@@ -184,25 +195,50 @@ def _shared_data(services: Services) -> FsPath:
     return services.settings.shared_data or shared_data_dir()
 
 
+class ExportFormat(StrEnum):
+    """``hf``: merged checkpoint; ``peft``: LoRA adapter of the change from the base."""
+
+    hf = "hf"
+    peft = "peft"
+
+
 @router.get(
     "/{version}/export",
-    summary="The version as a merged Hugging Face checkpoint (tar of save_pretrained)",
+    summary="The version as a merged Hugging Face checkpoint or a PEFT LoRA adapter (a tar)",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-tar": {}},
-                     "description": "a tar with config, safetensors weights and tokenizer"},
+                     "description": "format=hf: config, safetensors weights and tokenizer; "
+                                    "format=peft: adapter_config.json and "
+                                    "adapter_model.safetensors"},
+               422: {"model": ErrorOut,
+                     "description": "unknown format, bad tol, or an adapter rank above 512"},
                **NOT_FOUND, **CONFLICT},
 )
 def export(
     version: str = VersionPath,
+    export_format: ExportFormat = Query(
+        ExportFormat.hf, alias="format",
+        description="`hf` (merged checkpoint) or `peft` (LoRA adapter)"),
+    tol: float = Query(
+        0.0, ge=0.0, lt=1.0,
+        description="format=peft only: relative error allowed per layer for a lower-rank "
+                    "adapter (truncated SVD); 0 is exact"),
     services: Services = Depends(get_services),
     _who: str = Depends(require_write),
 ) -> StreamingResponse:
     """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
-    `AutoModelForCausalLM.from_pretrained("v1")`. Cached under `<data_dir>/exports/`."""
+    `AutoModelForCausalLM.from_pretrained("v1")`. With `?format=peft` the tar holds a PEFT
+    LoRA adapter (`PeftModel.from_pretrained(base, "v1")`, or vLLM's `--enable-lora`).
+    Exact exports are cached under `<data_dir>/exports/` and `<data_dir>/exports_peft/`."""
     record = _version(services, version)
     if record.state != "committed":
         raise ApiError(409, f"version {version} is {record.state}; it cannot be exported",
                        field="version")
+    if export_format is ExportFormat.peft:
+        return _export_peft(services, version, tol)
+    if tol != 0:
+        raise ApiError(422, "tol applies to format=peft only; the hf export is always exact",
+                       field="tol")
     out = services.settings.data_path / "exports" / version
     try:
         export_version(services.runtime, services.store, version, out)
@@ -210,8 +246,46 @@ def export(
         raise ApiError(409, str(exc), field="version") from exc
     except (OSError, StoreError) as exc:
         raise ApiError(503, f"the export could not be written: {exc}") from exc
+    return _tar_response(out, version, f"{version}.tar")
+
+
+def _export_peft(services: Services, version: str, tol: float) -> StreamingResponse:
+    """The exact adapter is cached; a compressed one is built in a scratch directory that is
+    removed once sent (any tol is valid, so caching them would let requests fill the disk)."""
+    scratch = None
+    if tol == 0:
+        out = peft_export_dir(services.settings.data_path, version)
+    else:
+        root = services.settings.data_path / "exports_peft"
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = FsPath(tempfile.mkdtemp(dir=root, prefix=".scratch-"))
+        out = scratch / version
+    try:
+        try:
+            export_peft_version(services.parts, version, out, tol)
+        except (BaseNotExportable, UnusableDelta) as exc:
+            raise ApiError(409, str(exc), field="version") from exc
+        except PeftExportError as exc:
+            raise ApiError(422, str(exc), field="tol") from exc
+        except (OSError, StoreError) as exc:
+            raise ApiError(503, f"the export could not be written: {exc}") from exc
+    except BaseException:
+        _remove(scratch)
+        raise
+    cleanup = BackgroundTask(_remove, scratch) if scratch is not None else None
+    return _tar_response(out, version, f"{version}-peft.tar", cleanup)
+
+
+def _remove(path: FsPath | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _tar_response(directory: FsPath, version: str, filename: str,
+                  background: BackgroundTask | None = None) -> StreamingResponse:
     return StreamingResponse(
-        tar_stream(out, version),
+        tar_stream(directory, version),
         media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{version}.tar"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        background=background,
     )
