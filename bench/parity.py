@@ -86,18 +86,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="fe,memit")
     parser.add_argument("--dtypes", default="float32,bf16")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--name", default="parity", help="results file bench/results/NAME.json")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     dtypes = args.dtypes.split(",")
     report: dict[str, Any] = {"n": args.n, "runs": {}}
     for dtype in dtypes:
         report["runs"][dtype] = run_dtype(dtype, methods, args.n, args.model)
-        write_json("parity", report)
+        write_json(args.name, report)
     ref = report["runs"].get("float32")
     if ref:
         report["verdict"] = {d: {m: verdict(ref[m], report["runs"][d][m]) for m in methods}
                              for d in dtypes if d != "float32"}
-    path = write_json("parity", report)
+    path = write_json(args.name, report)
     rows = [[d, m, *[report["runs"][d][m]["metrics"][c] for c in COLUMNS],
              report["runs"][d][m]["edit_seconds"]] for d in dtypes for m in methods]
     print(f"\n### CounterFact, {args.n} records in one batch\n")
