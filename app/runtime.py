@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing.delta import BaseWeights, WeightDelta, model_fingerprint
+from editing.delta import BaseWeights, WeightDelta, model_fingerprint, restore_weight
 from models.load import LoadedModel
 from models.specs import mlp_out_weight, num_layers
 
@@ -219,9 +219,8 @@ class ModelRuntime:
                 self._base[layer] = mlp_out_weight(self.lm.model, layer).detach().clone()
 
     def _restore_base(self) -> None:
-        with torch.no_grad():
-            for layer, saved in self._base.items():
-                mlp_out_weight(self.lm.model, layer).copy_(saved)
+        for layer, saved in self._base.items():
+            restore_weight(self.lm.model, layer, saved)
         self._applied = []
         self._loaded = self.base_id
         self._generation += 1

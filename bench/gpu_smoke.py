@@ -60,7 +60,7 @@ def run_method(lm: Any, method: str, records: list, args: argparse.Namespace, ca
         "evaluate_s": time.perf_counter() - started,
         "metrics": {c: metrics[c] for c in COLUMNS},
         "z_group_size": result.diagnostics["z_group_size"],
-        "update_kept": result.diagnostics["update_kept"],
+        "update_rounding_error": result.diagnostics["update_rounding_error"],
         "peak_bytes": peak_memory(device),
         "planned_peak_bytes": plan.total(len(records)),
     }

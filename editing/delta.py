@@ -22,7 +22,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from models.specs import mlp_out_weight, spec_for, weight_out_in
+from editing.precision import held_dtype, hold_in_float32, release_float32
+from models.specs import mlp_out, mlp_out_weight, spec_for, weight_out_in
 
 FORMAT_VERSION = "1"
 
@@ -101,14 +102,27 @@ def resident_weight(model: nn.Module, layer: int) -> torch.nn.Parameter:
 def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
     """``W += update`` in the weight's orientation (the one way weights change).
 
-    The sum is formed in float32 and rounded once to the weight's dtype: in half precision,
-    rounding the update first and then the sum would lose more of a small update.
+    In a bfloat16/float16 model the edited matrix is first held in float32
+    (:func:`editing.precision.hold_in_float32`): rounding ``W + update`` back to half
+    precision would lose much of a small edit. :meth:`BaseWeights.restore` puts the
+    original half-precision bits back.
     """
     weight = resident_weight(model, layer)
+    if weight.dtype != torch.float32:
+        hold_in_float32(mlp_out(model, layer))
     dense = update.dense().to(weight.device, torch.float32)
     with torch.no_grad():
-        summed = weight.float() + (dense.T if spec_for(model).transposed else dense)
-        weight.copy_(summed.to(weight.dtype))
+        weight.add_(dense.T if spec_for(model).transposed else dense)
+
+
+def restore_weight(model: nn.Module, layer: int, saved: torch.Tensor) -> None:
+    """Put ``saved`` (an exact copy taken before any edit) back as the layer's weight,
+    in its own dtype: a matrix held in float32 for editing returns to half precision."""
+    module = mlp_out(model, layer)
+    if held_dtype(module) == saved.dtype:
+        release_float32(module)
+    with torch.no_grad():
+        module.weight.copy_(saved)
 
 
 @dataclass
@@ -122,9 +136,8 @@ class BaseWeights:
         return cls({layer: resident_weight(model, layer).detach().clone() for layer in layers})
 
     def restore(self, model: nn.Module) -> None:
-        with torch.no_grad():
-            for layer, saved in self.tensors.items():
-                mlp_out_weight(model, layer).copy_(saved)
+        for layer, saved in self.tensors.items():
+            restore_weight(model, layer, saved)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from editing.encoding import encode
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.memory import z_group_for
-from editing.precision import rounding_survival
+from editing.precision import landed_error
 from editing.requests import EditRequest, validate_requests
 from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
@@ -38,7 +38,7 @@ from editing.targets import ZResult, optimize_z, replay_targets
 from editing.templates import context_prefixes
 from editing.zcache import ZCache
 from models.placement import module_device
-from models.specs import block, spec_for
+from models.specs import block, weight_out_in
 
 Progress = Callable[[str, float], None]
 
@@ -281,6 +281,7 @@ class Editor:
         batch_keys: dict[int, torch.Tensor] = {}
         ratios: list[float] = []
         residual_norms: list[float] = []
+        rounding_errors: list[float] = []
         initial: torch.Tensor | None = None
         snapshot = BaseWeights.snapshot(self.model, layers)
         try:
@@ -301,27 +302,24 @@ class Editor:
                 left, right = solve_update(k.T, residual.T, reg)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()
+                before = weight_out_in(self.model, layer).detach().clone()
                 add_layer_update(self.model, layer, updates[layer])
+                rounding_errors.append(
+                    landed_error(before, weight_out_in(self.model, layer), updates[layer].dense()))
                 if progress:
                     progress("solve", (i + 1) / len(layers))
             gap = (targets[last] - h_now((last,))[last]).norm(dim=-1)
             ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
         finally:
             snapshot.restore(self.model)
-        transposed = spec_for(self.model).transposed
-        landed = [
-            rounding_survival(snapshot.tensors[layer].T if transposed else snapshot.tensors[layer],
-                              updates[layer].dense())
-            for layer in layers
-        ]
         diag = {
             "layers": list(layers),
             "residual_ratio": ratios,
             "residual_norm": residual_norms,
             "update_norm": [updates[layer].norm() for layer in layers],
-            # what adding the update to weights stored in the model's dtype keeps of it
-            "update_kept": [x["kept"] for x in landed],
-            "update_rounding_error": [x["error"] for x in landed],
+            # ‖stored change − update‖ / ‖update‖ per layer: ~1e-7 in float32, and in a
+            # half-precision model too, whose edited matrices are held in float32
+            "update_rounding_error": rounding_errors,
             "base_dtype": model_dtype(self.model),
         }
         return updates, batch_keys, diag

@@ -40,9 +40,10 @@ def lineage(version: str) -> list[str]:
     return out[::-1]
 
 
-@pytest.fixture
-def setup() -> tuple[ModelRuntime, dict[str, WeightDelta]]:
-    model = tiny_model()
+@pytest.fixture(params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def setup(request: pytest.FixtureRequest) -> tuple[ModelRuntime, dict[str, WeightDelta]]:
+    """In bfloat16 too: edited matrices are held in float32 and switched back exactly."""
+    model = tiny_model().to(request.param)
     deltas = {v: random_delta(model, LAYERS[v], i) for i, v in enumerate(PARENTS)}
 
     def chain(version: str) -> Chain:
@@ -52,9 +53,9 @@ def setup() -> tuple[ModelRuntime, dict[str, WeightDelta]]:
     return ModelRuntime(lm, "v0", chain), deltas
 
 
-def replay_digest(deltas: dict[str, WeightDelta], version: str) -> str:
-    """The weights of ``version`` built from scratch on a fresh model."""
-    fresh = tiny_model()
+def replay_digest(deltas: dict[str, WeightDelta], version: str, like: ModelRuntime) -> str:
+    """The weights of ``version`` built from scratch on a fresh model (in the runtime's dtype)."""
+    fresh = tiny_model().to(like.lm.model.get_input_embeddings().weight.dtype)
     for v in lineage(version):
         deltas[v].apply(fresh)
     return digest_mlp_out(fresh)
@@ -62,7 +63,7 @@ def replay_digest(deltas: dict[str, WeightDelta], version: str) -> str:
 
 def test_any_version_any_number_of_switches_is_bit_exact(setup) -> None:
     runtime, deltas = setup
-    expected = {v: replay_digest(deltas, v) for v in ["v0", *PARENTS]}
+    expected = {v: replay_digest(deltas, v, runtime) for v in ["v0", *PARENTS]}
     assert len(set(expected.values())) == len(expected)
     assert runtime.base_digest == expected["v0"]
     rng = random.Random(0)
@@ -79,7 +80,7 @@ def test_any_version_any_number_of_switches_is_bit_exact(setup) -> None:
 def test_named_version_queries_never_see_a_half_switched_model(setup) -> None:
     runtime, deltas = setup
     versions = ["v0", *PARENTS]
-    expected = {v: replay_digest(deltas, v) for v in versions}
+    expected = {v: replay_digest(deltas, v, runtime) for v in versions}
     errors: list[str] = []
     served = {v: 0 for v in versions}
     stop = threading.Event()

@@ -155,3 +155,30 @@ def test_a_fact_that_cannot_fit_is_refused_naming_the_setting(corpus, tmp_path, 
     editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
     with pytest.raises(InsufficientMemory, match="MODELEDIT_MEMORY_BUDGET"):
         editor.edit(FACTS[:1])
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_edited_matrices_are_held_in_float32_and_released_on_revert(dtype: torch.dtype) -> None:
+    """A small update survives whole (it would not in bf16), the model still computes in its
+    dtype, and revert gives back the half-precision bits. GPT-2's Conv1D has a bias: held too."""
+    from editing.delta import LayerUpdate
+    from models.specs import mlp_out, weight_out_in
+
+    model, _tok = half_tiny("gpt2", dtype)
+    before = state_of(model)
+    shape = weight_out_in(model, 1).shape
+    gen = torch.Generator().manual_seed(0)
+    small = LayerUpdate(torch.randn(shape[0], 1, generator=gen) * 1e-2,
+                        torch.randn(1, shape[1], generator=gen) * 1e-2)
+    delta = WeightDelta({1: small}, model_type="gpt2")
+    stored = rounding_survival(weight_out_in(model, 1), small.dense())
+    base = delta.apply(model)
+    assert mlp_out(model, 1).weight.dtype == mlp_out(model, 1).bias.dtype == torch.float32
+    landed = weight_out_in(model, 1).double() - before["transformer.h.1.mlp.c_proj.weight"].T.double()
+    error = float((landed - small.dense().double()).norm() / small.dense().double().norm())
+    assert error < 1e-3 and stored["error"] > 0.1, (error, stored)  # stored in half: lost
+    logits = model(torch.tensor([[5, 6, 7]])).logits
+    assert logits.dtype == dtype and torch.isfinite(logits).all()
+    WeightDelta.revert(model, base)
+    assert_same_state(model, before)
+    assert mlp_out(model, 1)._forward_hooks == {} and mlp_out(model, 1)._forward_pre_hooks == {}
