@@ -182,3 +182,25 @@ def test_edited_matrices_are_held_in_float32_and_released_on_revert(dtype: torch
     WeightDelta.revert(model, base)
     assert_same_state(model, before)
     assert mlp_out(model, 1)._forward_hooks == {} and mlp_out(model, 1)._forward_pre_hooks == {}
+
+
+def test_merged_checkpoint_of_a_half_model_keeps_the_edited_matrices_in_float32(tmp_path) -> None:
+    """``format=hf`` export is ``save_pretrained`` of the version's weights: the edited
+    matrices are written in float32, every other tensor in the model's dtype."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from editing.delta import LayerUpdate
+    from models.specs import mlp_out_weight, weight_out_in
+
+    model, _tok = half_tiny("llama", torch.bfloat16)
+    shape = weight_out_in(model, 2).shape
+    update = LayerUpdate(torch.full((shape[0], 1), 1e-2), torch.full((1, shape[1]), 1e-2))
+    WeightDelta({2: update}, model_type="llama").apply(model)
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118
+    assert dtypes["model.layers.2.mlp.down_proj.weight"] == "F32"
+    assert dtypes["model.layers.1.mlp.down_proj.weight"] == "BF16"
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert torch.equal(mlp_out_weight(reloaded, 2), mlp_out_weight(model, 2))
