@@ -23,6 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.settings import Settings
 
 log = logging.getLogger("app")
@@ -39,6 +41,12 @@ def _add_common(parser: argparse.ArgumentParser, network: bool = True) -> None:
     parser.add_argument("--data-dir", help="data directory (MODELEDIT_DATA_DIR, default ./data)")
     parser.add_argument("--model", help="model to edit (MODELEDIT_MODEL, default smollm2-135m)")
     parser.add_argument("--redis-url", help="Redis URL (REDIS_URL; default: embedded server)")
+    parser.add_argument("--device", help="torch device (MODELEDIT_DEVICE; default cuda if present)")
+    parser.add_argument("--dtype", choices=["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"],
+                        help="weights dtype (MODELEDIT_DTYPE, default float32); bf16/fp16 also "
+                             "run on a CPU, slower there than on a GPU")
+    parser.add_argument("--device-map", help="shard the model with accelerate: auto, balanced, "
+                        "sequential or a JSON map (MODELEDIT_DEVICE_MAP)")
     if network:
         parser.add_argument("--host", help="bind address (MODELEDIT_HOST, default 127.0.0.1)")
         parser.add_argument("--port", type=int, help="port (MODELEDIT_PORT, default 8000)")
@@ -86,7 +94,7 @@ def _check_export_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 def settings_from(args: argparse.Namespace) -> Settings:
     """Environment first, flags override."""
     overrides: dict[str, Any] = {}
-    for name in ("data_dir", "model", "redis_url", "host", "port"):
+    for name in ("data_dir", "model", "redis_url", "host", "port", "device", "dtype", "device_map"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -233,7 +241,14 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"])
+            print(f"error: setting {name} (MODELEDIT_{name.upper()}): {error['msg']}",
+                  file=sys.stderr)
+        return 2
     configure_logging(settings)
     if args.command == "serve":
         return serve(settings)
