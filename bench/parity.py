@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,11 +28,11 @@ from editing.delta import model_dtype
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
-from editing.precision import rounding_survival
+from editing.precision import release_float32, rounding_survival
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.presets import preset_for
-from models.specs import weight_out_in
+from models.specs import mlp_out, weight_out_in
 
 COLUMNS = ["efficacy_success", "efficacy_accuracy", "generalization_success",
            "generalization_accuracy", "specificity_success", "kl", "top1"]
@@ -43,7 +44,28 @@ def survival(model: torch.nn.Module, delta: WeightDelta) -> list[dict[str, float
             for layer in delta.layers]
 
 
-def run_dtype(dtype: str, methods: list[str], n: int, model_name: str | None) -> dict[str, Any]:
+def one_fact_edits(lm: Any, editor: Editor, records: list) -> dict[str, dict[str, float]]:
+    """Each record edited alone (the service's usual batch), evaluated two ways: with the
+    edited matrices held in float32 (what the project does) and with ``W + Δ`` rounded to
+    the model's dtype (what storing the edit in half precision would give)."""
+    scores: dict[str, list[dict[str, Any]]] = {"held_float32": [], "rounded": []}
+    for record in records:
+        delta = editor.edit([record.request]).delta
+        scores["held_float32"].append(evaluate(lm.model, lm.tokenizer, [record], delta,
+                                               dataset="counterfact"))
+        base = delta.apply(lm.model)
+        for layer in delta.layers:
+            release_float32(mlp_out(lm.model, layer))  # the cast rounds W + Δ, as storing it would
+        scores["rounded"].append(evaluate(lm.model, lm.tokenizer, [record], None,
+                                          dataset="counterfact"))
+        WeightDelta.revert(lm.model, base)
+    keys = ("efficacy_success", "efficacy_accuracy", "generalization_success")
+    return {policy: {k: sum(m[k] for m in runs) / len(runs) for k in keys}
+            for policy, runs in scores.items()}
+
+
+def run_dtype(dtype: str, methods: list[str], n: int, model_name: str | None,
+              one_fact: int = 0) -> dict[str, Any]:
     lm = load_model(model_name, dtype=dtype)
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=n)
     preset = preset_for(lm.name, lm.model)
@@ -64,6 +86,8 @@ def run_dtype(dtype: str, methods: list[str], n: int, model_name: str | None) ->
             "survival_one_fact": survival(lm.model, single),
             "update_norm": [result.delta.updates[layer].norm() for layer in result.delta.layers],
         }
+        if one_fact and out["dtype"] != "float32":
+            out[method]["one_fact_edits"] = one_fact_edits(lm, editor, records[:one_fact])
         print(f"{dtype} {method}: " + ", ".join(f"{c}={metrics[c]:.3f}" for c in COLUMNS)
               + f" ({edit_s:.0f}s edit)", flush=True)
     return out
@@ -87,18 +111,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtypes", default="float32,bf16")
     parser.add_argument("--model", default=None)
     parser.add_argument("--name", default="parity", help="results file bench/results/NAME.json")
+    parser.add_argument("--out", type=Path, default=None, help="results file (overrides --name)")
+    parser.add_argument("--one-fact", type=int, default=20,
+                        help="half precision: also edit the first K records one at a time, held "
+                             "in float32 vs rounded into the weights (default 20, 0: skip)")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     dtypes = args.dtypes.split(",")
     report: dict[str, Any] = {"n": args.n, "runs": {}}
     for dtype in dtypes:
-        report["runs"][dtype] = run_dtype(dtype, methods, args.n, args.model)
-        write_json(args.name, report)
+        report["runs"][dtype] = run_dtype(dtype, methods, args.n, args.model, args.one_fact)
+        write_json(args.name, report, args.out)
     ref = report["runs"].get("float32")
     if ref:
         report["verdict"] = {d: {m: verdict(ref[m], report["runs"][d][m]) for m in methods}
                              for d in dtypes if d != "float32"}
-    path = write_json(args.name, report)
+    path = write_json(args.name, report, args.out)
     rows = [[d, m, *[report["runs"][d][m]["metrics"][c] for c in COLUMNS],
              report["runs"][d][m]["edit_seconds"]] for d in dtypes for m in methods]
     print(f"\n### CounterFact, {args.n} records in one batch\n")
@@ -112,6 +140,13 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append([d, m, batch["layer"], batch["kept"], batch["error"], one["kept"], one["error"]])
     print(table(["dtype", "method", "layer", f"kept ({args.n} facts)", "error", "kept (1 fact)", "error"],
                 rows))
+    rows = [[d, m, policy, *values.values()]
+            for d in dtypes for m in methods
+            for policy, values in report["runs"][d][m].get("one_fact_edits", {}).items()]
+    if rows:
+        print(f"\n### {args.one_fact} records edited one at a time (efficacy S / A, generalization S)\n")
+        print(table(["dtype", "method", "edited matrices", "efficacy S", "efficacy A", "generalization S"],
+                    rows))
     if "verdict" in report:
         print("\n", report["verdict"])
     print(f"\nwrote {path}")
