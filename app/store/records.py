@@ -146,7 +146,9 @@ class StoredFile:
 
 # -- rows -----------------------------------------------------------------------------------
 _JSON_JOB = ("payload", "progress")
-_JSON_VERSION = ("hparams", "facts", "layer_stats", "diagnostics", "timings", "source", "evaluation")
+_JSON_VERSION = (
+    "hparams", "facts", "layer_stats", "diagnostics", "timings", "source", "evaluation",
+)
 
 
 def now() -> str:
