@@ -18,7 +18,6 @@ __all__ = [
     "JobState",
     "NewVersion",
     "StoredFile",
-    "UNFINISHED",
     "VERSION_KINDS",
     "VERSION_STATES",
     "Version",
@@ -36,7 +35,6 @@ class JobState(StrEnum):
 
 JOB_STATES = tuple(s.value for s in JobState)
 """Plain strings, in this order: the schema's CHECK constraint is written from them."""
-UNFINISHED = (JobState.queued.value, JobState.running.value)
 VERSION_KINDS = ("base", "edit", "revert")
 VERSION_STATES = ("committed", "failed")
 
