@@ -1,11 +1,18 @@
-"""FastAPI dependencies: routers ask for what they need, never reach for globals."""
+"""FastAPI dependencies: routers ask for the parts they use, never reach for globals.
+
+A route that needs one or two parts asks for them here rather than for the whole
+:class:`Services`, so its signature says what it touches and a test can pass just those.
+"""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from app.api.submit import JobSubmitter
+from app.deltas import DeltaSource
+from app.metrics import Metrics
 from app.runtime import ModelRuntime
-from app.services import Services
+from app.services import ModelParts, Services
 from app.settings import Settings
 from app.store import VersionStore
 
@@ -15,12 +22,31 @@ def get_services(request: Request) -> Services:
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.services.settings
+    return get_services(request).settings
 
 
 def get_store(request: Request) -> VersionStore:
-    return request.app.state.services.store
+    return get_services(request).store
 
 
 def get_runtime(request: Request) -> ModelRuntime:
-    return request.app.state.services.runtime
+    return get_services(request).runtime
+
+
+def get_deltas(request: Request) -> DeltaSource:
+    return get_services(request).deltas
+
+
+def get_parts(request: Request) -> ModelParts:
+    """The model, its store and the runtime serving it (what querying and exporting use)."""
+    return get_services(request).parts
+
+
+def get_metrics(request: Request) -> Metrics:
+    return get_services(request).metrics
+
+
+def get_submitter(request: Request) -> JobSubmitter:
+    services = get_services(request)
+    return JobSubmitter(services.store, services.queue, services.metrics,
+                        services.settings.max_queue)

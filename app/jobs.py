@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from app.deltas import DeltaSource, UnusableDelta
+from app.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
 from app.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
 from editing import Editor, EditRequest, EditState, WeightDelta
@@ -138,12 +139,21 @@ class JobRunner:
         """Called right before each commit (the worker checks it still holds the lock)."""
 
     def run(self, job: Job) -> Version:
-        """Run one job to its commit; returns the version its ``version`` field names."""
-        kind = (job.payload or {}).get("kind", "edit")
-        handler = {"edit": self.edit, "revert": self.revert, "evaluate": self.evaluate}.get(kind)
-        if handler is None:
-            raise JobFailed(f"unknown job kind {kind!r}")
-        return handler(job)
+        """Run one job to its commit; returns the version its ``version`` field names. A
+        payload that is no known job (unknown kind, missing field) fails it with the reason."""
+        try:
+            request = job.request
+        except InvalidPayload as exc:
+            raise JobFailed(str(exc)) from exc
+        match request:
+            case EditJob():
+                return self.edit(job, request)
+            case RevertJob():
+                return self.revert(job, request)
+            case EvaluateJob():
+                return self.evaluate(job, request)
+            case _:
+                assert_never(request)
 
     # -- edit -------------------------------------------------------------------------------
     def compute(
@@ -170,11 +180,10 @@ class JobRunner:
         timings = {**result.diagnostics.get("timings", {}), "compute_s": compute_s}
         return Computed(delta, data, diagnostics, timings)
 
-    def edit(self, job: Job) -> Version:
-        payload = job.payload
-        facts = list(payload.get("facts") or [])
+    def edit(self, job: Job, request: EditJob) -> Version:
+        facts = list(request.facts)
         requests = requests_of(facts)
-        method = payload.get("method") or self.default_method
+        method = request.method or self.default_method
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
@@ -195,10 +204,10 @@ class JobRunner:
                         f"(tried {MAX_RECOMPUTE} times)")
 
     # -- revert -----------------------------------------------------------------------------
-    def revert(self, job: Job) -> Version:
+    def revert(self, job: Job, request: RevertJob) -> Version:
         """Drop ``version`` from the active lineage: recompute each later batch on top of its
         parent, as new versions, and make the last one active."""
-        target = str(job.payload.get("version"))
+        target = request.version
         active = self.store.active_version()
         lineage = self.store.chain(active)
         ids = [v.id for v in lineage]
@@ -232,25 +241,24 @@ class JobRunner:
         return self.store.get_version(parent)
 
     # -- evaluate ---------------------------------------------------------------------------
-    def evaluate(self, job: Job) -> Version:
+    def evaluate(self, job: Job, request: EvaluateJob) -> Version:
         """Metrics of ``version`` against its parent, stored with the version."""
         from editing.evaluate.data import DataError, load_records
         from editing.evaluate.suite import evaluate as run_suite
 
-        payload = job.payload
-        version = self.store.get_version(str(payload.get("version")))
+        version = self.store.get_version(request.version)
         records: list[Any] = []
-        if payload.get("include_own_facts", True):
+        if request.include_own_facts:
             records += requests_of(list(version.facts or []))
-        records += requests_of(list(payload.get("records") or []))
-        if payload.get("data_file"):
+        records += requests_of(list(request.records))
+        if request.data_file:
             from editing.paths import shared_data_dir
 
-            path = (self.shared_data or shared_data_dir()) / str(payload["data_file"])
+            path = (self.shared_data or shared_data_dir()) / request.data_file
             try:
-                records += load_records(path, payload.get("limit"))
+                records += load_records(path, request.limit)
             except (DataError, OSError) as exc:
-                raise JobFailed(f"cannot read {payload['data_file']}: {exc}") from exc
+                raise JobFailed(f"cannot read {request.data_file}: {exc}") from exc
         if not records:
             raise JobFailed("nothing to evaluate (no facts, records or data_file)")
         _Progress(self.store, job.id)("evaluate", 0.0)

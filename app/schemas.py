@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.store.records import JobState  # the API reports the states the jobs table holds
 from editing.requests import EditRequest, InvalidEditRequest
 
 MAX_TEXT = 2000
@@ -31,9 +32,6 @@ MAX_CANDIDATES = 32
 MAX_NEW_TOKENS = 256
 MAX_TOP_K = 100
 MAX_EVAL_RECORDS = 2000
-
-JobState = Literal["queued", "running", "committed", "failed"]
-
 
 # -- text checks ----------------------------------------------------------------------------
 def _no_control(value: str, allow: str = "") -> str:

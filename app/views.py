@@ -15,7 +15,7 @@ def job_out(job: Job) -> JobOut:
     return JobOut(
         job_id=job.id,
         kind=str(payload.get("kind", "edit")),
-        state=job.state,  # type: ignore[arg-type]
+        state=job.state,
         version=job.version,
         error=job.error,
         progress=progress,

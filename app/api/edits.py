@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Depends, Path, Query
-from redis.exceptions import RedisError
 
-from app.deps import get_services
+from app.api.submit import JobSubmitter
+from app.deps import get_metrics, get_settings, get_store, get_submitter
 from app.errors import ApiError
+from app.metrics import Metrics
+from app.payloads import EditJob
 from app.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
 from app.security import require_read, require_write
-from app.services import Services
-from app.store import Conflict, NotFound, StoreWriteError
+from app.settings import Settings
+from app.store import JobState, NotFound, VersionStore
 from app.views import job_out
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["edits"])
 
-RETRY_AFTER_FULL_S = 30
 ERRORS = {
     401: {"model": ErrorOut, "description": "a bearer token is needed"},
     403: {"model": ErrorOut, "description": "the token is not valid here"},
     422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
 }
-
-
-def enqueue_job(services: Services, payload: dict, idempotency_key: str | None) -> JobAccepted:
-    """Persist first, then wake the worker (outbox): a job in SQLite is never lost, even if
-    Redis is down now; the worker re-enqueues unfinished jobs when it (re)starts or idles."""
-    unfinished = services.store.count_unfinished()
-    if unfinished >= services.settings.max_queue:
-        services.metrics.rejected.labels("queue_full").inc()
-        raise ApiError(
-            429,
-            f"the edit queue is full ({unfinished} unfinished jobs, limit "
-            f"{services.settings.max_queue}); retry after {RETRY_AFTER_FULL_S}s",
-            headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
-        )
-    try:
-        job, created = services.store.create_job(payload, idempotency_key)
-    except Conflict as exc:
-        raise ApiError(409, str(exc), field="idempotency_key") from exc
-    except StoreWriteError as exc:
-        raise ApiError(503, f"the job could not be stored: {exc}") from exc
-    if created:
-        try:
-            services.queue.enqueue(job.id)
-        except (RedisError, OSError) as exc:
-            log.warning("job %s stored but not enqueued (%s); the worker will pick it up "
-                        "from the store", job.id, type(exc).__name__)
-    return JobAccepted(job_id=job.id, state=job.state, created=created)  # type: ignore[arg-type]
 
 
 @router.post(
@@ -64,24 +34,25 @@ def enqueue_job(services: Services, payload: dict, idempotency_key: str | None) 
 )
 def submit_edits(
     body: EditSubmit,
-    services: Services = Depends(get_services),
+    settings: Settings = Depends(get_settings),
+    submitter: JobSubmitter = Depends(get_submitter),
+    metrics: Metrics = Depends(get_metrics),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
     version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`)."""
-    limit = services.settings.max_batch
+    limit = settings.max_batch
     if len(body.facts) > limit:
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
                        "the batch into several jobs", field="facts")
-    payload = {
-        "kind": "edit",
-        "facts": [f.model_dump(exclude_none=True) for f in body.facts],
-        "method": body.method or services.settings.method,
-    }
-    accepted = enqueue_job(services, payload, body.idempotency_key)
+    payload = EditJob(
+        facts=[f.model_dump(exclude_none=True) for f in body.facts],
+        method=body.method or settings.method,
+    )
+    accepted = submitter.submit(payload, body.idempotency_key)
     if accepted.created:
-        services.metrics.edits_submitted.inc()
-        services.metrics.facts_submitted.inc(len(body.facts))
+        metrics.edits_submitted.inc()
+        metrics.facts_submitted.inc(len(body.facts))
     return accepted
 
 
@@ -94,11 +65,11 @@ def submit_edits(
 def get_edit(
     job_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                        examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"]),
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
     _who: str = Depends(require_read),
 ) -> JobOut:
     try:
-        return job_out(services.store.get_job(job_id))
+        return job_out(store.get_job(job_id))
     except NotFound as exc:
         raise ApiError(404, str(exc), field="job_id") from exc
 
@@ -109,10 +80,10 @@ def get_edit(
     summary="Recent jobs, newest first",
 )
 def list_edits(
-    state: str | None = Query(None, pattern=r"^(queued|running|committed|failed)$"),
+    state: JobState | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
     _who: str = Depends(require_read),
 ) -> list[JobOut]:
-    jobs = services.store.list_jobs([state] if state else None, limit)
+    jobs = store.list_jobs([state] if state else None, limit)
     return [job_out(j) for j in jobs]

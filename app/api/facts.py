@@ -9,12 +9,11 @@ import unicodedata
 from fastapi import APIRouter, Depends, Query
 
 from app import ledger
-from app.deps import get_services
+from app.deps import get_store
 from app.errors import ApiError
 from app.schemas import MAX_FACTS_PAGE, ErrorOut, FactsPage, LedgerFact
 from app.security import require_read
-from app.services import Services
-from app.store import NotFound
+from app.store import NotFound, VersionStore
 
 router = APIRouter(tags=["facts"])
 
@@ -51,17 +50,17 @@ def list_facts(
     ),
     limit: int = Query(50, ge=1, le=MAX_FACTS_PAGE, description="facts per page"),
     offset: int = Query(0, ge=0, le=10_000_000, description="facts to skip"),
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
     _who: str = Depends(require_read),
 ) -> FactsPage:
     """Newest batch first. A fact is `current` unless a later version of the same lineage
     taught the same subject + prompt again (`overridden_by` names it). Facts of versions
     outside the lineage (e.g. rolled-back branches, reverted batches) are not listed."""
     query = _check_query(q)
-    active = services.store.active_version()
+    active = store.active_version()
     target = version or active
     try:
-        chain = services.store.chain(target)
+        chain = store.chain(target)
     except NotFound as exc:
         raise ApiError(404, str(exc), field="version") from exc
     found = ledger.search(chain, query)

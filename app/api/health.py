@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import get_services
+from app.deps import get_metrics, get_services
+from app.metrics import Metrics
 from app.schemas import HealthOut, ReadyOut
 from app.services import Services
 
@@ -52,5 +53,5 @@ def ready(services: Services = Depends(get_services)) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def metrics(services: Services = Depends(get_services)) -> Response:
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(app_metrics: Metrics = Depends(get_metrics)) -> Response:
+    return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 
 from app import inference
 from app.deltas import UnusableDelta
-from app.deps import get_services
+from app.deps import get_parts
 from app.errors import ApiError
 from app.runtime import Served
 from app.schemas import (
@@ -29,7 +29,7 @@ from app.schemas import (
     TokenProb,
 )
 from app.security import require_read
-from app.services import Services
+from app.services import ModelParts
 from app.store import NotFound
 from editing.tokens import prompt_ids
 
@@ -42,11 +42,11 @@ RESPONSES = {
 }
 
 
-def _check_version(services: Services, version: str | None) -> None:
+def _check_version(parts: ModelParts, version: str | None) -> None:
     if version is None:
         return
     try:
-        record = services.store.get_version(version)
+        record = parts.store.get_version(version)
     except NotFound as exc:
         raise ApiError(404, str(exc), field="version") from exc
     if record.state != "committed":
@@ -54,23 +54,23 @@ def _check_version(services: Services, version: str | None) -> None:
                        field="version")
 
 
-def _check_length(services: Services, prompt: str, extra: int = 0) -> None:
+def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
     """A prompt longer than the model's context would fail inside the model: say so here."""
-    limit = getattr(services.parts.lm.model.config, "max_position_embeddings", None)
+    limit = getattr(parts.lm.model.config, "max_position_embeddings", None)
     if limit is None:
         return
-    n = len(prompt_ids(services.parts.lm.tokenizer, prompt))
+    n = len(prompt_ids(parts.lm.tokenizer, prompt))
     if n + extra > limit:
         raise ApiError(422, f"prompt is {n} tokens (+{extra} to generate); the model takes at "
                        f"most {limit}", field="prompt")
 
 
 @contextmanager
-def _serving(services: Services, version: str | None) -> Iterator[Served]:
+def _serving(parts: ModelParts, version: str | None) -> Iterator[Served]:
     """The model at ``version``; a delta in its chain that cannot be applied is a 409."""
-    _check_version(services, version)
+    _check_version(parts, version)
     try:
-        with services.runtime.serving(version) as served:
+        with parts.runtime.serving(version) as served:
             yield served
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
@@ -79,12 +79,12 @@ def _serving(services: Services, version: str | None) -> Iterator[Served]:
 @router.post("/score", response_model=ScoreOut, responses=RESPONSES,
              summary="Log-probability of each candidate continuation after the prompt")
 def score(
-    body: ScoreIn, services: Services = Depends(get_services), _who: str = Depends(require_read)
+    body: ScoreIn, parts: ModelParts = Depends(get_parts), _who: str = Depends(require_read)
 ) -> ScoreOut:
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
-    _check_length(services, prompt=body.prompt + " " + max(body.candidates, key=len))
-    with _serving(services, body.version) as served:
+    _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
+    with _serving(parts, body.version) as served:
         results = inference.score(served.model, served.tokenizer, body.prompt,
                                   body.candidates)
     return ScoreOut(
@@ -98,11 +98,11 @@ def score(
              summary="Greedy continuation of the prompt")
 def generate(
     body: GenerateIn,
-    services: Services = Depends(get_services),
+    parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> GenerateOut:
-    _check_length(services, body.prompt, body.max_new_tokens)
-    with _serving(services, body.version) as served:
+    _check_length(parts, body.prompt, body.max_new_tokens)
+    with _serving(parts, body.version) as served:
         text = inference.generate(served.model, served.tokenizer, body.prompt,
                                   body.max_new_tokens)
     return GenerateOut(version=served.version, text=text)
@@ -112,11 +112,11 @@ def generate(
              summary="The k likeliest next tokens")
 def next_tokens(
     body: NextTokensIn,
-    services: Services = Depends(get_services),
+    parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
-    _check_length(services, body.prompt)
-    with _serving(services, body.version) as served:
+    _check_length(parts, body.prompt)
+    with _serving(parts, body.version) as served:
         top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
     return NextTokensOut(
         version=served.version,

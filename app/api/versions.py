@@ -13,9 +13,9 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 
-from app.api.edits import enqueue_job
+from app.api.submit import JobSubmitter
 from app.deltas import UnusableDelta
-from app.deps import get_services
+from app.deps import get_parts, get_runtime, get_services, get_settings, get_store, get_submitter
 from app.errors import ApiError
 from app.export import (
     BaseNotExportable,
@@ -24,7 +24,9 @@ from app.export import (
     peft_export_dir,
     tar_stream,
 )
+from app.payloads import EvaluateJob, RevertJob
 from app.queue import publish_active_changed
+from app.runtime import ModelRuntime
 from app.schemas import (
     ErrorOut,
     EvaluateIn,
@@ -34,8 +36,9 @@ from app.schemas import (
     VersionList,
 )
 from app.security import require_read, require_write
-from app.services import Services
-from app.store import Conflict, NotFound, StoreError, Version
+from app.services import ModelParts, Services
+from app.settings import Settings
+from app.store import Conflict, NotFound, StoreError, Version, VersionStore
 from app.views import version_detail, version_summary
 from editing.peft_export import PeftExportError
 
@@ -48,21 +51,21 @@ NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown version id"}}
 CONFLICT = {409: {"model": ErrorOut, "description": "not possible in the current state"}}
 
 
-def _version(services: Services, vid: str) -> Version:
+def _version(store: VersionStore, vid: str) -> Version:
     try:
-        return services.store.get_version(vid)
+        return store.get_version(vid)
     except NotFound as exc:
         raise ApiError(404, str(exc), field="version") from exc
 
 
 @router.get("", response_model=VersionList, summary="Every version and which one is active")
 def list_versions(
-    services: Services = Depends(get_services), _who: str = Depends(require_read)
+    store: VersionStore = Depends(get_store), _who: str = Depends(require_read)
 ) -> VersionList:
-    active = services.store.active_version()
+    active = store.active_version()
     return VersionList(
         active=active,
-        versions=[version_summary(v, active) for v in services.store.list_versions()],
+        versions=[version_summary(v, active) for v in store.list_versions()],
     )
 
 
@@ -74,13 +77,14 @@ def list_versions(
 )
 def get_version(
     version: str = VersionPath,
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
+    runtime: ModelRuntime = Depends(get_runtime),
     _who: str = Depends(require_read),
 ) -> VersionDetail:
-    record = _version(services, version)
-    detail = version_detail(record, services.store.active_version())
+    record = _version(store, version)
+    detail = version_detail(record, store.active_version())
     if record.is_base:
-        detail.weights_sha256 = services.runtime.base_digest
+        detail.weights_sha256 = runtime.base_digest
     return detail
 
 
@@ -97,7 +101,7 @@ def rollback(
 ) -> RollbackOut:
     """A pointer move in the store; this process switches at once (restoring the exact base
     matrices and re-applying the chain), the worker and other API processes follow."""
-    _version(services, version)
+    _version(services.store, version)
     previous = services.store.active_version()
     try:
         services.deltas.chain(version)  # refuse a version whose weights cannot be built
@@ -128,16 +132,17 @@ def rollback(
 )
 def revert(
     version: str = VersionPath,
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
+    submitter: JobSubmitter = Depends(get_submitter),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """Queued like an edit (so it runs in order with edits). The job's `version` is the new
     active version once it commits."""
-    record = _version(services, version)
+    record = _version(store, version)
     if record.is_base:
         raise ApiError(409, "the base model cannot be reverted; roll back to it instead",
                        field="version")
-    lineage = [v.id for v in services.store.chain(services.store.active_version())]
+    lineage = [v.id for v in store.chain(store.active_version())]
     if version not in lineage:
         raise ApiError(
             409,
@@ -145,7 +150,7 @@ def revert(
             f"({' -> '.join(lineage)}); roll back to a version that contains it first",
             field="version",
         )
-    return enqueue_job(services, {"kind": "revert", "version": version}, None)
+    return submitter.submit(RevertJob(version=version))
 
 
 @router.post(
@@ -158,19 +163,21 @@ def revert(
 def evaluate(
     version: str = VersionPath,
     body: EvaluateIn | None = Body(None),
-    services: Services = Depends(get_services),
+    store: VersionStore = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+    submitter: JobSubmitter = Depends(get_submitter),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """CounterFact metrics (efficacy, generalization, specificity, KL, top-k overlap) of the
     version against its parent; zsRE metrics for records without `target_true`. Runs in the
     worker; the result appears under `evaluation` in `GET /versions/{version}`."""
     body = body or EvaluateIn()
-    record = _version(services, version)
+    record = _version(store, version)
     if record.state != "committed":
         raise ApiError(409, f"version {version} is {record.state}; it cannot be evaluated",
                        field="version")
     if body.data_file is not None:
-        shared = _shared_data(services)
+        shared = _shared_data(settings)
         if not (shared / body.data_file).is_file():
             raise ApiError(422, f"no file {body.data_file!r} in the shared data directory",
                            field="data_file")
@@ -178,21 +185,20 @@ def evaluate(
     if not own and not body.records and body.data_file is None:
         raise ApiError(422, "nothing to evaluate: this version has no facts of its own; give "
                        "'records' or 'data_file'", field="records")
-    payload = {
-        "kind": "evaluate",
-        "version": version,
-        "include_own_facts": body.include_own_facts,
-        "records": [r.model_dump(exclude_none=True) for r in body.records],
-        "data_file": body.data_file,
-        "limit": body.limit,
-    }
-    return enqueue_job(services, payload, None)
+    payload = EvaluateJob(
+        version=version,
+        include_own_facts=body.include_own_facts,
+        records=[r.model_dump(exclude_none=True) for r in body.records],
+        data_file=body.data_file,
+        limit=body.limit,
+    )
+    return submitter.submit(payload)
 
 
-def _shared_data(services: Services) -> FsPath:
+def _shared_data(settings: Settings) -> FsPath:
     from editing.paths import shared_data_dir
 
-    return services.settings.shared_data or shared_data_dir()
+    return settings.shared_data or shared_data_dir()
 
 
 class ExportFormat(StrEnum):
@@ -223,25 +229,26 @@ def export(
         0.0, ge=0.0, lt=1.0,
         description="format=peft only: relative error allowed per layer for a lower-rank "
                     "adapter (truncated SVD); 0 is exact"),
-    services: Services = Depends(get_services),
+    settings: Settings = Depends(get_settings),
+    parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_write),
 ) -> StreamingResponse:
     """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
     `AutoModelForCausalLM.from_pretrained("v1")`. With `?format=peft` the tar holds a PEFT
     LoRA adapter (`PeftModel.from_pretrained(base, "v1")`, or vLLM's `--enable-lora`).
     Exact exports are cached under `<data_dir>/exports/` and `<data_dir>/exports_peft/`."""
-    record = _version(services, version)
+    record = _version(parts.store, version)
     if record.state != "committed":
         raise ApiError(409, f"version {version} is {record.state}; it cannot be exported",
                        field="version")
     if export_format is ExportFormat.peft:
-        return _export_peft(services, version, tol)
+        return _export_peft(settings, parts, version, tol)
     if tol != 0:
         raise ApiError(422, "tol applies to format=peft only; the hf export is always exact",
                        field="tol")
-    out = services.settings.data_path / "exports" / version
+    out = settings.data_path / "exports" / version
     try:
-        export_version(services.runtime, services.store, version, out)
+        export_version(parts.runtime, parts.store, version, out)
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
     except (OSError, StoreError) as exc:
@@ -249,20 +256,22 @@ def export(
     return _tar_response(out, version, f"{version}.tar")
 
 
-def _export_peft(services: Services, version: str, tol: float) -> StreamingResponse:
+def _export_peft(
+    settings: Settings, parts: ModelParts, version: str, tol: float
+) -> StreamingResponse:
     """The exact adapter is cached; a compressed one is built in a scratch directory that is
     removed once sent (any tol is valid, so caching them would let requests fill the disk)."""
     scratch = None
     if tol == 0:
-        out = peft_export_dir(services.settings.data_path, version)
+        out = peft_export_dir(settings.data_path, version)
     else:
-        root = services.settings.data_path / "exports_peft"
+        root = settings.data_path / "exports_peft"
         root.mkdir(parents=True, exist_ok=True)
         scratch = FsPath(tempfile.mkdtemp(dir=root, prefix=".scratch-"))
         out = scratch / version
     try:
         try:
-            export_peft_version(services.parts, version, out, tol)
+            export_peft_version(parts, version, out, tol)
         except (BaseNotExportable, UnusableDelta) as exc:
             raise ApiError(409, str(exc), field="version") from exc
         except PeftExportError as exc:

@@ -150,3 +150,21 @@ def test_a_fact_too_large_for_memory_fails_with_the_setting_to_change(
     assert "MODELEDIT_MEMORY_BUDGET" in failed.error and "z optimisation" in failed.error
     assert store.active_version() == "v0"
     running.stop()
+
+
+def test_a_payload_that_is_no_job_fails_with_the_reason(settings: Settings) -> None:
+    running = RunningWorker(settings)
+    store = running.worker.parts.store
+    client = redis_client()
+    queue = EditQueue(client, settings.redis_prefix)
+    bogus, _ = store.create_job({"kind": "explode"})
+    no_target, _ = store.create_job({"kind": "revert"})
+    for job in (bogus, no_target):
+        queue.enqueue(job.id)
+    running.start()
+    wait_finished(store, [bogus.id, no_target.id])
+    assert store.get_job(bogus.id).error == "unknown job kind 'explode'"
+    assert store.get_job(no_target.id).error == "invalid revert job: version: Field required"
+    assert store.list_versions()[-1].id == "v0"
+    running.stop()
+    client.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.payloads import EditJob, RevertJob
 from app.store import (
     Conflict,
     CorruptDelta,
@@ -26,6 +27,8 @@ from app.store import (
     StoreWriteError,
     VersionStore,
 )
+from app.store.records import JobState
+from app.store.schema import SCHEMA
 from editing.delta import LayerUpdate, WeightDelta
 
 FP = "f" * 64
@@ -317,7 +320,7 @@ def test_leftovers_are_cleaned_at_start(store: VersionStore) -> None:
     other = deltas / "README"
     other.write_text("not ours")
     # a starting process must not clean while another one is committing
-    with store._file_lock(exclusive=False):
+    with store.db.file_lock(exclusive=False):
         VersionStore(store.data_dir).close()
         assert orphan.exists()
     fresh = VersionStore(store.data_dir)
@@ -390,3 +393,97 @@ def test_several_processes_share_the_store(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     s.close()
+
+
+# The schema exactly as ``app/store.py`` created it before the store became a package: every
+# data directory made so far has these tables, and the package must keep opening them.
+MAIN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT UNIQUE,
+    payload TEXT NOT NULL,
+    payload_sha256 TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'committed', 'failed')),
+    version TEXT REFERENCES versions(id),
+    error TEXT,
+    progress TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES versions(id),
+    job_id TEXT UNIQUE REFERENCES jobs(id),
+    origin_job TEXT,
+    step INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('committed', 'failed')),
+    kind TEXT NOT NULL CHECK (kind IN ('base', 'edit', 'revert')),
+    file_sha256 TEXT,
+    delta_sha256 TEXT,
+    delta_path TEXT,
+    size_bytes INTEGER,
+    model_name TEXT,
+    fingerprint TEXT,
+    method TEXT,
+    hparams TEXT NOT NULL DEFAULT '{}',
+    facts TEXT NOT NULL DEFAULT '[]',
+    layer_stats TEXT NOT NULL DEFAULT 'null',
+    diagnostics TEXT NOT NULL DEFAULT '{}',
+    timings TEXT NOT NULL DEFAULT '{}',
+    source TEXT,
+    evaluation TEXT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (origin_job, step),
+    CHECK ((kind = 'base') = (parent IS NULL)),
+    CHECK (kind = 'base' OR delta_path IS NOT NULL)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def test_schema_is_unchanged() -> None:
+    assert SCHEMA == MAIN_SCHEMA
+
+
+def test_a_store_made_with_the_old_schema_opens(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / VersionStore.DB_NAME)
+    conn.executescript(MAIN_SCHEMA + "PRAGMA user_version = 1; PRAGMA journal_mode = WAL;")
+    (tmp_path / "deltas").mkdir()
+    data, sha = make_delta()
+    file_sha = hashlib.sha256(data).hexdigest()
+    (tmp_path / "deltas" / f"{file_sha}.safetensors").write_bytes(data)
+    stamp = "2026-01-01T00:00:00.000Z"
+    conn.executescript(f"""
+        INSERT INTO versions(id, parent, state, kind, model_name, fingerprint, method, created_at)
+            VALUES ('v0', NULL, 'committed', 'base', 'tiny', '{FP}', 'base', '{stamp}');
+        INSERT INTO jobs(id, idempotency_key, payload, payload_sha256, state, version, attempts,
+            created_at, updated_at) VALUES ('j1', 'k1', '{{"facts": [], "method": "fe"}}',
+            'x', 'committed', NULL, 1, '{stamp}', '{stamp}');
+        INSERT INTO versions(id, parent, job_id, origin_job, state, kind, file_sha256,
+            delta_sha256, delta_path, size_bytes, model_name, fingerprint, method, facts,
+            created_at) VALUES ('v1', 'v0', 'j1', 'j1', 'committed', 'edit', '{file_sha}',
+            '{sha}', 'deltas/{file_sha}.safetensors', {len(data)}, 'tiny', '{FP}', 'fe', '[]',
+            '{stamp}');
+        UPDATE jobs SET version = 'v1' WHERE id = 'j1';
+        INSERT INTO meta(key, value) VALUES ('active', 'v1');
+        INSERT INTO jobs(id, payload, payload_sha256, state, attempts, created_at, updated_at)
+            VALUES ('j2', '{{"kind": "revert", "version": "v1"}}', 'y', 'queued', 0,
+            '{stamp}', '{stamp}');
+    """)
+    conn.close()
+    with VersionStore(tmp_path) as store:
+        assert store.ensure_base("tiny", FP).id == "v0"
+        assert store.active_version() == "v1"
+        assert [v.id for v in store.chain("v1")] == ["v0", "v1"]
+        assert store.read_delta("v1") == data
+        old = store.get_job("j1")
+        assert old.state is JobState.committed and old.request == EditJob(method="fe")
+        assert store.get_job("j2").request == RevertJob(version="v1")
+        assert [j.id for j in store.unfinished_jobs()] == ["j2"]
+        v2 = commit(store, "v1", 2)
+        assert store.get_version(v2).parent == "v1"
