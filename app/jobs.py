@@ -20,10 +20,10 @@ from app.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
 from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
+from editing.presets import preset_for
 from editing.requests import InvalidEditRequest
 from models.load import LoadedModel, cache_dir
 from models.plan import InsufficientMemory
-from models.presets import preset_for
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,7 @@ class ActiveMoved(RuntimeError):
 
 def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
     """The model's preset with the operator's overrides (``MODELEDIT_HPARAMS``)."""
-    preset = preset_for(lm.name, lm.model)
-    if not overrides:
-        return preset
-    return EditHparams.from_dict({**preset.to_dict(), **overrides})
+    return preset_for(lm.name, lm.model).with_overrides(overrides)
 
 
 @dataclass

@@ -15,10 +15,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.catalog import DEFAULT_MODEL  # plain data: ``serve`` starts without torch
 from models.device_map import parse_device_map
-
-DEFAULT_MODEL = "smollm2-135m"
-"""Same as ``models.load.DEFAULT_MODEL``; not imported so ``serve`` starts without torch."""
 
 
 class Settings(BaseSettings):

@@ -18,9 +18,9 @@ from editing.delta import model_fingerprint
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.stats import CovarianceCache, default_corpus
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 
 def main(argv: list[str] | None = None) -> None:

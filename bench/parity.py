@@ -28,9 +28,9 @@ from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.precision import rounding_survival
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 from models.specs import weight_out_in
 
 COLUMNS = ["efficacy_success", "efficacy_accuracy", "generalization_success",

@@ -30,9 +30,9 @@ from editing import EditHparams, Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 FILES = {"mcf": ("mcf_dev.json", "counterfact"), "zsre": ("zsre_dev.json", "zsre")}
 MCF_COLUMNS = ["efficacy_success", "generalization_success", "specificity_success",

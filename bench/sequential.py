@@ -20,8 +20,8 @@ from editing import Editor, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 
 def for_tracking(record: Record, neighbors: int) -> Record:

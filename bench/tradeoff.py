@@ -24,9 +24,9 @@ from editing import Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 COLUMNS = ["efficacy_success", "generalization_success", "specificity_success", "efficacy_accuracy", "kl"]
 

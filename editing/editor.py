@@ -31,6 +31,7 @@ from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.memory import z_group_for
 from editing.precision import rounding_survival
+from editing.presets import preset_for
 from editing.requests import EditRequest, validate_requests
 from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
@@ -107,8 +108,6 @@ class Editor:
         z_cache: ZCache | None = None,
     ) -> None:
         if hparams is None:
-            from models.presets import preset_for  # models/ depends on editing/, not the reverse
-
             hparams = preset_for(model_name, model)
         self.model = model
         self.tokenizer = tokenizer

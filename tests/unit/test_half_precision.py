@@ -14,10 +14,10 @@ import torch
 
 from app.inference import next_tokens, score
 from editing import Editor, WeightDelta
-from editing.cli import target_logprob
 from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate
 from editing.precision import rounding_survival
+from editing.scoring import target_logprob
 from editing.stats import CovarianceCache
 from tests.conftest import FACTS, TINY_HPARAMS
 from tests.tiny import tiny_model, tiny_tokenizer
