@@ -47,7 +47,7 @@ def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
 
 @dataclass
 class Editors:
-    """One :class:`Editor` per method, made on first use (each keeps its caches)."""
+    """One :class:`Editor` per registered method, made on first use (each keeps its caches)."""
 
     lm: LoadedModel
     hparams: EditHparams

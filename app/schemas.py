@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from editing.methods import method_names
 from editing.requests import EditRequest, InvalidEditRequest
 
 MAX_TEXT = 2000
@@ -33,6 +34,8 @@ MAX_TOP_K = 100
 MAX_EVAL_RECORDS = 2000
 
 JobState = Literal["queued", "running", "committed", "failed"]
+MethodName = Literal[method_names()]  # type: ignore[valid-type]
+"""The registered edit methods, read from the registry at import: OpenAPI lists them all."""
 
 
 # -- text checks ----------------------------------------------------------------------------
@@ -153,7 +156,7 @@ class EditSubmit(ApiModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="the same key returns the same job instead of creating another",
     )
-    method: Literal["fe", "memit"] | None = Field(
+    method: MethodName | None = Field(
         None, description="edit method (default: the service's, usually fe)"
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import table, write_json
+from bench.common import add_method_arg, table, write_json
 from editing import Editor
 from editing.delta import model_fingerprint
 from editing.evaluate.data import load_records
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--starts", default="1,3,5,7,9")
     parser.add_argument("--width", type=int, default=5)
-    parser.add_argument("--method", default="fe")
+    add_method_arg(parser)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
 

@@ -19,6 +19,7 @@ from editing.delta import WeightDelta
 from editing.editor import EditState
 from editing.evaluate.cli import add_evaluate_parser
 from editing.evaluate.data import DataError, load_records
+from editing.methods import method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import EditRequest, InvalidEditRequest
 from editing.scoring import target_logprob
@@ -54,7 +55,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
     lm, editor = make_editor(args)
     batch_size = args.batch_size or len(requests)
-    print(f"model {lm.name}, method {args.method} ({editor.hparams.strategy}), layers "
+    print(f"model {lm.name}, method {editor.method.name} ({editor.hparams.strategy}), layers "
           f"{list(editor.hparams.edited_layers)}, {len(requests)} edits in batches of {batch_size}")
     before = [target_logprob(lm.model, lm.tokenizer, r.text, r.target_new) for r in requests]
     state, deltas, bars = EditState(), [], ProgressBars()
@@ -82,12 +83,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_precompute_z(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
-    args.method = {"forward_replay": "fe", "per_layer": "per_layer"}[args.strategy]
+    if args.strategy:  # the older spelling: a strategy's default method
+        args.method = method_for_strategy(args.strategy).name
     lm, editor = make_editor(args)
     bars = ProgressBars()
     started = time.perf_counter()
-    layers = editor.hparams.edited_layers
-    z_layers = layers if args.strategy == "per_layer" else layers[:1]
+    z_layers = editor.method.strategy.z_layers(editor.hparams.edited_layers)
     for layer in z_layers:
         for start in range(0, len(requests), args.batch_size):
             result = editor.z_at(requests[start : start + args.batch_size], layer, bars)
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--data", type=Path, required=True)
     pre.add_argument("--num-edits", type=int, default=10)
     pre.add_argument("--batch-size", type=int, default=64, help="requests optimised together")
-    pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default="forward_replay")
+    pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default=None,
+                     help="older spelling of --method fe / --method per_layer")
     pre.add_argument("--z-cache", type=Path, default=None)
     add_model_args(pre)
     pre.set_defaults(func=cmd_precompute_z)

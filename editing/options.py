@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from editing.editor import Editor
-from editing.hparams import METHODS, EditHparams
+from editing.hparams import EditHparams
+from editing.methods import get_method, method_names
 from editing.presets import preset_for
 from editing.stats import Corpus
 from editing.zcache import ZCache
@@ -31,7 +32,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="shard the model with accelerate: auto, balanced, sequential, or a "
                              "JSON map {module: device}; for models larger than one GPU "
                              "(--device is then ignored)")
-    parser.add_argument("--method", default="fe", choices=sorted(METHODS), help="editing method (default fe)")
+    parser.add_argument("--method", default="fe", choices=method_names(),
+                        help="editing method (default fe): " + "; ".join(
+                            f"{name}: {get_method(name).description}" for name in method_names()))
     parser.add_argument("--layers", default=None, help="edited layers, e.g. 4-8 or 4,5,6 (default: preset)")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                         help="override a hyper-parameter, e.g. --hparam v_steps=30 (repeatable)")

@@ -17,7 +17,7 @@ from editing.delta import DeltaError, WeightDelta, model_fingerprint
 from editing.evaluate.data import DataError, detect_dataset, load_records, requests_of
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
-from editing.hparams import METHODS
+from editing.methods import METHODS, method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
 from models.load import ModelNotAvailable, load_model
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         mark = time.perf_counter()
         result = editor.edit(requests_of(records))
         timings["edit_s"] = time.perf_counter() - mark
-        delta, hparams, method = result.delta, editor.hparams.to_dict(), args.method
+        delta, hparams, method = result.delta, editor.hparams.to_dict(), editor.method.name
         if "residual_ratio" in result.diagnostics:
             extra["residual_ratio"] = result.diagnostics["residual_ratio"]
         if args.save_delta:
@@ -104,7 +104,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _method_of(delta: WeightDelta, fallback: str | None) -> str | None:
-    """The user-facing method name a saved delta was made with (its info records the strategy)."""
+    """The method a saved delta was made with: its info's ``method``, else (files written
+    before methods were recorded) the default method of the strategy it records."""
+    method = delta.info.get("method") or delta.hparams.get("method")
+    if method in METHODS:
+        return method
     strategy = delta.info.get("strategy") or delta.hparams.get("strategy")
-    by_strategy = {s: m for m, s in METHODS.items()}
-    return by_strategy.get(strategy, fallback)
+    try:
+        return method_for_strategy(strategy).name
+    except ValueError:
+        return fallback
