@@ -596,8 +596,7 @@ class VersionStore:
         file_sha = hashlib.sha256(delta_bytes).hexdigest()
         rel = f"{self.DELTA_DIR}/{file_sha}.safetensors"
         path = self.data_dir / rel
-        # Imported here: ``editing`` pulls in torch, which the store itself does not need.
-        from editing.delta import atomic_write
+        from models.files import atomic_write  # no torch (unlike anything under editing/)
 
         try:
             if path.is_file() and _file_sha256(path) == file_sha:

@@ -15,7 +15,7 @@ import time
 import torch
 
 from bench.common import table, write_json
-from editing.delta import model_fingerprint
+from editing.fingerprint import model_fingerprint
 from editing.presets import preset_for
 from editing.stats import CovarianceCache, default_corpus
 from models.load import load_model

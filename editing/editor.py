@@ -27,10 +27,10 @@ from editing.delta import (
     WeightDelta,
     add_layer_update,
     model_dtype,
-    model_fingerprint,
     resident_weight,
 )
 from editing.encoding import encode
+from editing.fingerprint import model_fingerprint
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.memory import z_group_for

@@ -11,7 +11,6 @@ import argparse
 import importlib.util
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from transformers import (
 )
 
 from models.catalog import DEFAULT_MODEL, is_default_model
+from models.files import publish_dir
 from models.placement import input_device
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out_dir.exists():  # another process finished first; keep its copy
-        shutil.rmtree(tmp)
-    else:
-        tmp.replace(out_dir)
+    publish_dir(tmp, out_dir)  # another process finished first: its copy stays
 
 
 def converted_gguf_dir(gguf: Path) -> Path:
