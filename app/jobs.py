@@ -36,10 +36,6 @@ class JobFailed(RuntimeError):
     """A job that cannot succeed; the message is stored as the job's error."""
 
 
-class ActiveMoved(RuntimeError):
-    """The active version changed while a batch was computed on the old one."""
-
-
 def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
     """The model's preset with the operator's overrides (``MODELEDIT_HPARAMS``)."""
     return preset_for(lm.name, lm.model).with_overrides(overrides)
@@ -86,7 +82,8 @@ class _Progress:
             log.debug("progress not recorded", exc_info=True)
 
 
-def requests_of(facts: list[dict[str, Any]]) -> list[EditRequest]:
+def requests_from_facts(facts: list[dict[str, Any]]) -> list[EditRequest]:
+    """Stored fact dicts as validated requests; a bad one fails the job (JobFailed)."""
     try:
         return [EditRequest.from_record(f).validate(i) for i, f in enumerate(facts)]
     except (InvalidEditRequest, KeyError) as exc:
@@ -170,7 +167,7 @@ class JobRunner:
     def edit(self, job: Job) -> Version:
         payload = job.payload
         facts = list(payload.get("facts") or [])
-        requests = requests_of(facts)
+        requests = requests_from_facts(facts)
         method = payload.get("method") or self.default_method
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
@@ -211,7 +208,7 @@ class JobRunner:
             progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
                                  f"{progress_total} ")
             method = old.method or self.default_method
-            done = self.compute(parent, requests_of(list(old.facts or [])), method, progress)
+            done = self.compute(parent, requests_from_facts(list(old.facts or [])), method, progress)
             self.before_commit()
             version = self.store.commit_derived_version(
                 parent, done.data, done.delta.sha256, origin_job=job.id, step=step,
@@ -238,8 +235,8 @@ class JobRunner:
         version = self.store.get_version(str(payload.get("version")))
         records: list[Any] = []
         if payload.get("include_own_facts", True):
-            records += requests_of(list(version.facts or []))
-        records += requests_of(list(payload.get("records") or []))
+            records += requests_from_facts(list(version.facts or []))
+        records += requests_from_facts(list(payload.get("records") or []))
         if payload.get("data_file"):
             from editing.paths import shared_data_dir
 

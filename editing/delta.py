@@ -326,9 +326,3 @@ def model_dtype(model: nn.Module) -> str:
     Read from the input embeddings, which edits never touch.
     """
     return str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
-
-
-def apply_all(model: nn.Module, deltas: Iterable[WeightDelta]) -> None:
-    """Apply deltas in order (a version is base + its ordered deltas)."""
-    for delta in deltas:
-        delta.apply(model)

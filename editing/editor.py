@@ -29,7 +29,7 @@ from editing.delta import (
     model_dtype,
     resident_weight,
 )
-from editing.encoding import encode
+from editing.encoding import encode_requests
 from editing.fingerprint import model_fingerprint
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
@@ -155,15 +155,15 @@ class Editor:
             fresh = self._optimize([requests[i] for i in missing], layer, progress)
             tokens, uncached, group = fresh.tokens_per_step, fresh.tokens_per_step_uncached, fresh.group_size
             for j, i in enumerate(missing):
-                self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
-                hits[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
+                self.z_cache.put(context, requests[i], fresh.h[j], fresh.offset[j], fresh.nll[j])
+                hits[i] = (fresh.h[j], fresh.offset[j], fresh.nll[j])
                 steps[i], already[i] = fresh.steps[j], fresh.already_predicted[j]
         rows = [hit for hit in hits if hit is not None]
         device = module_device(block(self.model, layer))
         return ZResult(
             layer=layer,
             h=torch.stack([h for h, _, _ in rows]).to(device),
-            delta=torch.stack([d for _, d, _ in rows]).to(device),
+            offset=torch.stack([d for _, d, _ in rows]).to(device),
             nll=[nll for _, _, nll in rows],
             steps=steps,
             already_predicted=already,
@@ -258,7 +258,7 @@ class Editor:
         layers = hp.edited_layers
         last = layers[-1]
         n = len(requests)
-        rows = encode(self.tokenizer, requests, prefixes, with_target=False)
+        rows = encode_requests(self.tokenizer, requests, prefixes, with_target=False)
         bare = rows[:: len(prefixes)]
         pad = self.tokenizer.pad_token_id
         strategy, solver = self.method.strategy, self.method.solver

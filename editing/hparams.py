@@ -29,7 +29,7 @@ class EditHparams:
     """The method's target strategy (kept for hyper-parameters stored without ``method``)."""
     method: str | None = None
     """A registered method using ``strategy``; None: the strategy's default method."""
-    # z optimisation (DESIGN §1.3)
+    # z optimisation (docs/design.md §3)
     v_lr: float = 0.5
     v_steps: int = 25
     clamp_norm_factor: float = 0.75
@@ -38,14 +38,14 @@ class EditHparams:
     nll_stop: float = 0.05
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
-    # solve (DESIGN §1.5)
+    # solve (docs/design.md §5)
     mom2_update_weight: float = 15000.0
     l2: float = 0.0
     use_old_keys: bool = True
-    # covariance statistics (DESIGN §1.6)
+    # covariance statistics (docs/design.md §6)
     stats_samples: int = 1000
     stats_seq_len: int = 128
-    # context templates (DESIGN §1.1)
+    # context templates (docs/design.md §1)
     template_prefixes: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     template_tokens: int = 10
 

@@ -27,7 +27,7 @@ Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor",
 
 
 class ZCache:
-    """Files ``<dir>/<key>.safetensors`` holding ``h`` and ``delta`` of one request."""
+    """Files ``<dir>/<key>.safetensors`` holding ``h`` and the z ``offset`` of one request."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
@@ -54,8 +54,8 @@ class ZCache:
         if not path.exists():
             return None
         saved = load_file(path)
-        return saved["h"], saved["delta"], float(saved["nll"])
+        return saved["h"], saved["offset"], float(saved["nll"])
 
-    def put(self, context: str, request: EditRequest, h: torch.Tensor, delta: torch.Tensor, nll: float) -> None:
-        tensors = {"h": h.cpu().contiguous(), "delta": delta.cpu().contiguous(), "nll": torch.tensor(nll)}
+    def put(self, context: str, request: EditRequest, h: torch.Tensor, offset: torch.Tensor, nll: float) -> None:
+        tensors = {"h": h.cpu().contiguous(), "offset": offset.cpu().contiguous(), "nll": torch.tensor(nll)}
         atomic_write(self._path(context, request), save(tensors))

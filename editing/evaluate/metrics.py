@@ -1,4 +1,4 @@
-"""The metric arithmetic of DESIGN §2, on plain tensors (no model, no tokenizer).
+"""The metric arithmetic of docs/design.md §8, on plain tensors (no model, no tokenizer).
 
 Kept apart from the model plumbing so every definition can be checked on hand-built logits:
 a metric that is wrong by a sign or an off-by-one position still produces plausible numbers

@@ -2,7 +2,7 @@
 
 Every metric needs the same few things per row (the target's log-probabilities and argmax
 tokens, or the next-token distribution after a bare prompt), so evaluation is phrased as a set
-of :class:`Row` s scored in padded batches (right padding, as our tokenizers are set), sorted
+of :class:`ScoreRow` s scored in padded batches (right padding, as our tokenizers are set), sorted
 by length so little compute goes to padding. Rows are deduplicated, and rows whose inputs
 are prefixes of another row's share its forward pass (see :func:`score_rows`).
 
@@ -29,7 +29,7 @@ from models.placement import input_device
 
 
 @dataclass(frozen=True)
-class Row:
+class ScoreRow:
     """A prompt teacher-forced on a target, or (``target=None``) a bare prompt whose
     next-token distribution is wanted."""
 
@@ -51,7 +51,7 @@ class RowScore:
     """Next-token log-probabilities after the prompt (rows asked for with ``next_for``)."""
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], list[int]]:
+def encode_row(tokenizer: PreTrainedTokenizerBase, row: ScoreRow) -> tuple[list[int], list[int]]:
     """Prompt ids and target ids by the project's shared rules (``editing.tokens``)."""
     head = prompt_ids(tokenizer, row.prompt)
     if not head:
@@ -64,10 +64,10 @@ def encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], lis
 def score_rows(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    rows: Iterable[Row],
+    rows: Iterable[ScoreRow],
     batch_size: int = 32,
-    next_for: Collection[Row] = (),
-) -> dict[Row, RowScore]:
+    next_for: Collection[ScoreRow] = (),
+) -> dict[ScoreRow, RowScore]:
     """Score distinct rows with ``batch_size`` sequences per padded forward pass.
 
     A row needs the model's logits from its prompt's last token up to its target's
@@ -84,7 +84,7 @@ def score_rows(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     unique = list(dict.fromkeys(rows))
     keep_next = set(next_for)
-    encoded = [encode(tokenizer, row) for row in unique]
+    encoded = [encode_row(tokenizer, row) for row in unique]
     inputs = [tuple(head + tail[:-1]) for head, tail in encoded]
     carrier_of = _carriers(inputs)
     # the earliest position whose logits some row served by the carrier needs
@@ -102,7 +102,7 @@ def score_rows(
         bounds = [(first[seq], len(seq) - 1) for seq in batch]
         logits = _span_logits(model, ids, mask, bounds)
         spans.update(zip(batch, logits, strict=True))
-    out: dict[Row, RowScore] = {}
+    out: dict[ScoreRow, RowScore] = {}
     for row, (head, tail), seq in zip(unique, encoded, inputs, strict=True):
         carrier = carrier_of[seq]
         offset = len(head) - 1 - first[carrier]
@@ -183,12 +183,12 @@ def with_delta(model: nn.Module, delta: WeightDelta | None) -> Iterator[nn.Modul
 def score_two_sided(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    edited_rows: Iterable[Row],
-    base_rows: Iterable[Row],
+    edited_rows: Iterable[ScoreRow],
+    base_rows: Iterable[ScoreRow],
     delta: WeightDelta | None,
     batch_size: int = 32,
-    next_for: Collection[Row] = (),
-) -> tuple[dict[Row, RowScore], dict[Row, RowScore]]:
+    next_for: Collection[ScoreRow] = (),
+) -> tuple[dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]]:
     """Scores of the edited model (``delta`` applied) and of the unedited one (as found).
 
     ``model`` holds the unedited weights. Without a delta both sides are the same model, so
@@ -214,8 +214,8 @@ def score_records(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[RecordT],
-    rows_of: Callable[[RecordT], tuple[list[Row], list[Row]]],
-    metrics_of: Callable[[RecordT, dict[Row, RowScore], dict[Row, RowScore]], dict[str, float | None]],
+    rows_of: Callable[[RecordT], tuple[list[ScoreRow], list[ScoreRow]]],
+    metrics_of: Callable[[RecordT, dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]], dict[str, float | None]],
     delta: WeightDelta | None,
     batch_size: int = 32,
 ) -> list[dict[str, float | None]]:
@@ -228,8 +228,8 @@ def score_records(
     metrics: list[dict[str, float | None]] = []
     for start in range(0, len(records), CHUNK_RECORDS):
         chunk = records[start : start + CHUNK_RECORDS]
-        edited_rows: list[Row] = []
-        base_rows: list[Row] = []
+        edited_rows: list[ScoreRow] = []
+        base_rows: list[ScoreRow] = []
         for record in chunk:
             edited_part, base_part = rows_of(record)
             edited_rows += edited_part
