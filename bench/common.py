@@ -57,6 +57,12 @@ def method_list(text: str) -> list[str]:
     return names
 
 
+def add_methods_arg(parser: argparse.ArgumentParser, default: str = "fe,memit") -> None:
+    """``--methods``, registered method names, comma-separated."""
+    parser.add_argument("--methods", default=default, type=method_list,
+                        help="registered methods, comma-separated (default %(default)s)")
+
+
 def add_method_arg(parser: argparse.ArgumentParser) -> None:
     """``--method``, one of the registered methods (default fe)."""
     parser.add_argument("--method", default="fe", choices=method_names())

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bench.common import method_list, table, write_json
+from bench.common import add_methods_arg, table, write_json
 from editing import Editor, WeightDelta
 from editing.delta import model_dtype
 from editing.evaluate.data import load_records
@@ -83,8 +83,7 @@ def verdict(ref: dict[str, Any], half: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--methods", default="fe,memit", type=method_list,
-                        help="registered methods, comma-separated")
+    add_methods_arg(parser)
     parser.add_argument("--dtypes", default="float32,bf16")
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, method_list, table, write_json
+from bench.common import RESULTS, add_methods_arg, table, write_json
 from editing import Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
@@ -70,8 +70,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--methods", default="fe,memit", type=method_list,
-                        help="registered methods, comma-separated")
+    add_methods_arg(parser)
     parser.add_argument("--lambdas", default="5000,15000,50000,150000")
     parser.add_argument("--layers", default=None, help="edited layers FIRST-LAST (default: the preset's)")
     parser.add_argument("--model", default=None)

@@ -282,7 +282,7 @@ class Editor:
                 gap = (targets[last] - now[last]).norm(dim=-1)
                 initial = gap if initial is None else initial
                 ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
-                residual = strategy.residual(targets, now, layer, i, layers)
+                residual = strategy.residual(targets, now, i, layers)
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer) if hp.use_old_keys else None
                 left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)

@@ -19,6 +19,11 @@ from typing import Any, Protocol
 import torch
 
 Progress = Callable[[str, float], None]
+Hidden = dict[int, torch.Tensor]
+"""(N, d) hidden states per layer."""
+Layers = tuple[int, ...]
+Factors = tuple[torch.Tensor, torch.Tensor]
+"""``(left, right)`` with ``Δ = left @ right``."""
 
 
 class TargetSource(Protocol):
@@ -40,34 +45,26 @@ class TargetStrategy(Protocol):
     name: str
     """The value stored as ``EditHparams.strategy`` (and in old deltas' info)."""
 
-    def edited_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def edited_layers(self, layers: Layers) -> Layers:
         """The layers whose weights change, out of the configured window."""
         ...
 
-    def z_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def z_layers(self, layers: Layers) -> Layers:
         """The layers z is optimised at (what ``precompute-z`` caches), of the edited ones."""
         ...
 
-    def targets(
-        self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
-    ) -> tuple[dict[int, torch.Tensor], list[Any]]:
-        """Absolute target hidden states (N, d) per layer the residual reads, and the z results."""
+    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+                ) -> tuple[Hidden, list[Any]]:
+        """Absolute target hidden states per layer the residual reads, and the z results."""
         ...
 
     def h_on_templates(self, hparams: Any) -> bool:
         """Whether "h now" averages over every templated prompt (else the bare prompt)."""
         ...
 
-    def residual(
-        self,
-        targets: dict[int, torch.Tensor],
-        now: dict[int, torch.Tensor],
-        layer: int,
-        step: int,
-        layers: tuple[int, ...],
-    ) -> torch.Tensor:
+    def residual(self, targets: Hidden, now: Hidden, step: int, layers: Layers) -> torch.Tensor:
         """(N, d) what layer ``layers[step]`` must add, given the hidden states ``now`` (at
-        ``layer`` and the last edited layer) on the model as edited so far."""
+        that layer and the last edited one) on the model as edited so far."""
         ...
 
 
@@ -76,14 +73,8 @@ class Solver(Protocol):
 
     name: str
 
-    def solve(
-        self,
-        keys: torch.Tensor,
-        residuals: torch.Tensor,
-        cov: torch.Tensor,
-        old_kkT: torch.Tensor | None,
-        hparams: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
+              old_kkT: torch.Tensor | None, hparams: Any) -> Factors:
         """Factors ``(left, right)`` with ``Δ = left @ right``: ``keys`` (d_k, N),
         ``residuals`` (d, N), ``cov`` the (d_k, d_k) key statistics E[k kᵀ], ``old_kkT``
         Σ K Kᵀ of earlier batches (None when there are none or they are not used)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from editing.methods.base import Factors
 from editing.solve import regulariser, solve_update
 
 
@@ -14,13 +15,7 @@ class LeastSquares:
 
     name = "least_squares"
 
-    def solve(
-        self,
-        keys: torch.Tensor,
-        residuals: torch.Tensor,
-        cov: torch.Tensor,
-        old_kkT: torch.Tensor | None,
-        hparams: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
+              old_kkT: torch.Tensor | None, hparams: Any) -> Factors:
         reg = regulariser(cov.to(keys.device), hparams.mom2_update_weight, old_kkT, hparams.l2)
         return solve_update(keys, residuals, reg)

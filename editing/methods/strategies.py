@@ -15,24 +15,17 @@ from typing import Any
 
 import torch
 
-from editing.methods.base import Progress, TargetSource
+from editing.methods.base import Hidden, Layers, Progress, TargetSource
 from editing.targets import ZResult, replay_targets
 
 
 class _SameLayerResidual:
     """Residual = this layer's target − this layer's hidden state now."""
 
-    def residual(
-        self,
-        targets: dict[int, torch.Tensor],
-        now: dict[int, torch.Tensor],
-        layer: int,
-        step: int,
-        layers: tuple[int, ...],
-    ) -> torch.Tensor:
-        return targets[layer] - now[layer]
+    def residual(self, targets: Hidden, now: Hidden, step: int, layers: Layers) -> torch.Tensor:
+        return targets[layers[step]] - now[layers[step]]
 
-    def edited_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def edited_layers(self, layers: Layers) -> Layers:
         return layers
 
     def h_on_templates(self, hparams: Any) -> bool:
@@ -42,12 +35,11 @@ class _SameLayerResidual:
 class ForwardReplay(_SameLayerResidual):
     name = "forward_replay"
 
-    def z_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def z_layers(self, layers: Layers) -> Layers:
         return layers[:1]
 
-    def targets(
-        self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
-    ) -> tuple[dict[int, torch.Tensor], list[ZResult]]:
+    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+                ) -> tuple[Hidden, list[ZResult]]:
         layers = source.hparams.edited_layers
         zres = source.z_at(requests, layers[0], progress)
         prefixes = source.prefixes() if source.hparams.replay_on_templates else [""]
@@ -65,12 +57,11 @@ class ForwardReplay(_SameLayerResidual):
 class PerLayer(_SameLayerResidual):
     name = "per_layer"
 
-    def z_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def z_layers(self, layers: Layers) -> Layers:
         return layers
 
-    def targets(
-        self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
-    ) -> tuple[dict[int, torch.Tensor], list[ZResult]]:
+    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+                ) -> tuple[Hidden, list[ZResult]]:
         results = [source.z_at(requests, layer, progress) for layer in source.hparams.edited_layers]
         return {r.layer: r.z for r in results}, results
 
@@ -78,12 +69,11 @@ class PerLayer(_SameLayerResidual):
 class _LastLayerZ:
     """z optimised at the last edited layer only."""
 
-    def z_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def z_layers(self, layers: Layers) -> Layers:
         return layers[-1:]
 
-    def targets(
-        self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
-    ) -> tuple[dict[int, torch.Tensor], list[ZResult]]:
+    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+                ) -> tuple[Hidden, list[ZResult]]:
         last = source.hparams.edited_layers[-1]
         zres = source.z_at(requests, last, progress)
         return {last: zres.z}, [zres]
@@ -95,17 +85,10 @@ class _LastLayerZ:
 class BackwardSpread(_LastLayerZ):
     name = "backward_spread"
 
-    def edited_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def edited_layers(self, layers: Layers) -> Layers:
         return layers
 
-    def residual(
-        self,
-        targets: dict[int, torch.Tensor],
-        now: dict[int, torch.Tensor],
-        layer: int,
-        step: int,
-        layers: tuple[int, ...],
-    ) -> torch.Tensor:
+    def residual(self, targets: Hidden, now: Hidden, step: int, layers: Layers) -> torch.Tensor:
         last = layers[-1]
         return (targets[last] - now[last]) / (len(layers) - step)
 
@@ -113,5 +96,5 @@ class BackwardSpread(_LastLayerZ):
 class OneLayer(_LastLayerZ, _SameLayerResidual):
     name = "one_layer"
 
-    def edited_layers(self, layers: tuple[int, ...]) -> tuple[int, ...]:
+    def edited_layers(self, layers: Layers) -> Layers:
         return layers[-1:]
