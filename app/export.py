@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.runtime import ModelRuntime, digest_mlp_out
+from app.runtime import ModelRuntime
 from app.store import Version, VersionStore
+from editing.fingerprint import weights_digest
 from editing.peft_export import export_peft_adapter
+from models.files import publish_dir
 
 if TYPE_CHECKING:
     from app.services import ModelParts
@@ -54,7 +56,7 @@ def export_version(
         with runtime.serving(version) as served:
             served.model.save_pretrained(tmp)
             served.tokenizer.save_pretrained(tmp)
-            digest = digest_mlp_out(served.model)
+            digest = weights_digest(served.model)
         chain = [v.id for v in store.chain(version)]
         info = {
             "version": version,
@@ -66,10 +68,7 @@ def export_version(
             "exported_at": time.time(),
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.replace(out_dir)
+        publish_dir(tmp, out_dir, overwrite=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -148,15 +147,9 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     """Rename the finished ``tmp`` to ``out_dir`` (an empty directory there is replaced). If a
     concurrent export of the same adapter got there first, its result stays and the caller
     drops ours."""
-    if (out_dir / MARKER).exists():
-        return
-    try:
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty: _reusable refused anything else
-        tmp.replace(out_dir)
-    except OSError:
-        if not (out_dir / MARKER).exists():
-            raise
+    if not publish_dir(tmp, out_dir) and not (out_dir / MARKER).exists():
+        raise FileExistsError(f"{out_dir} appeared while exporting and is not an export of "
+                              "this tool; choose a new directory")
 
 
 def tar_stream(directory: Path, arcname: str) -> Iterator[bytes]:

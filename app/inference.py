@@ -1,7 +1,7 @@
 """Queries against whatever weights the caller holds: score, generate, top-k next tokens.
 
 Pure functions of (model, tokenizer, input): the runtime decides which version's weights they
-see. Scoring uses :func:`editing.tokens.continuation_ids`, the same leading-space rule the
+see. Scoring is :func:`editing.scoring.continuation_logprobs`: the same leading-space rule the
 editor uses for targets, so "the edit made the target likelier" is measured on the very tokens
 the edit optimised.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing.tokens import continuation_ids, prompt_ids
+from editing.scoring import continuation_logprobs
+from editing.tokens import prompt_ids
 from models.placement import input_device
 
 
@@ -20,26 +21,8 @@ def score(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, candidates: list[str]
 ) -> list[tuple[float, int]]:
     """(sum of token log-probs, token count) of ``" " + candidate`` after ``prompt``, each."""
-    head = prompt_ids(tokenizer, prompt)
-    tails = [continuation_ids(tokenizer, prompt, c) for c in candidates]
-    seqs = [head + tail for tail in tails]
-    width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = input_device(model)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    out: list[tuple[float, int]] = []
-    for row, tail in enumerate(tails):
-        start = len(head)
-        positions = torch.arange(start - 1, start - 1 + len(tail), device=device)
-        targets = torch.tensor(tail, device=device)
-        out.append((float(logprobs[row, positions, targets].double().sum()), len(tail)))
-    return out
+    per_token = continuation_logprobs(model, tokenizer, prompt, candidates)
+    return [(float(lp.double().sum()), lp.numel()) for lp in per_token]
 
 
 @torch.no_grad()

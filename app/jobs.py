@@ -21,10 +21,10 @@ from app.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
 from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
+from editing.presets import preset_for
 from editing.requests import InvalidEditRequest
 from models.load import LoadedModel, cache_dir
 from models.plan import InsufficientMemory
-from models.presets import preset_for
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,14 @@ class JobFailed(RuntimeError):
     """A job that cannot succeed; the message is stored as the job's error."""
 
 
-class ActiveMoved(RuntimeError):
-    """The active version changed while a batch was computed on the old one."""
-
-
 def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
     """The model's preset with the operator's overrides (``MODELEDIT_HPARAMS``)."""
-    preset = preset_for(lm.name, lm.model)
-    if not overrides:
-        return preset
-    return EditHparams.from_dict({**preset.to_dict(), **overrides})
+    return preset_for(lm.name, lm.model).with_overrides(overrides)
 
 
 @dataclass
 class Editors:
-    """One :class:`Editor` per method, made on first use (each keeps its caches)."""
+    """One :class:`Editor` per registered method, made on first use (each keeps its caches)."""
 
     lm: LoadedModel
     hparams: EditHparams
@@ -90,7 +83,8 @@ class _Progress:
             log.debug("progress not recorded", exc_info=True)
 
 
-def requests_of(facts: list[dict[str, Any]]) -> list[EditRequest]:
+def requests_from_facts(facts: list[dict[str, Any]]) -> list[EditRequest]:
+    """Stored fact dicts as validated requests; a bad one fails the job (JobFailed)."""
     try:
         return [EditRequest.from_record(f).validate(i) for i, f in enumerate(facts)]
     except (InvalidEditRequest, KeyError) as exc:
@@ -182,7 +176,7 @@ class JobRunner:
 
     def edit(self, job: Job, request: EditJob) -> Version:
         facts = list(request.facts)
-        requests = requests_of(facts)
+        requests = requests_from_facts(facts)
         method = request.method or self.default_method
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
@@ -223,7 +217,7 @@ class JobRunner:
             progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
                                  f"{progress_total} ")
             method = old.method or self.default_method
-            done = self.compute(parent, requests_of(list(old.facts or [])), method, progress)
+            done = self.compute(parent, requests_from_facts(list(old.facts or [])), method, progress)
             self.before_commit()
             version = self.store.commit_derived_version(
                 parent, done.data, done.delta.sha256, origin_job=job.id, step=step,
@@ -249,8 +243,8 @@ class JobRunner:
         version = self.store.get_version(request.version)
         records: list[Any] = []
         if request.include_own_facts:
-            records += requests_of(list(version.facts or []))
-        records += requests_of(list(request.records))
+            records += requests_from_facts(list(version.facts or []))
+        records += requests_from_facts(list(request.records))
         if request.data_file:
             from editing.paths import shared_data_dir
 

@@ -35,7 +35,7 @@ class _Payload(BaseModel):
 class EditJob(_Payload):
     """Write ``facts`` into the active version with ``method`` (the worker's default if None).
 
-    ``facts`` stay raw records here: :func:`app.jobs.requests_of` validates them and names the
+    ``facts`` stay raw records here: :func:`app.jobs.requests_from_facts` validates them and names the
     bad fact, which is the message users have always seen."""
 
     kind: Literal["edit"] = "edit"

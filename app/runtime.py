@@ -15,19 +15,17 @@ model copy per version: memory stays one model, and named-version queries are ra
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing.delta import BaseWeights, WeightDelta, model_fingerprint, restore_weight
+from editing import fingerprint
+from editing.delta import BaseWeights, WeightDelta
 from models.load import LoadedModel
-from models.specs import mlp_out_weight, num_layers
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +86,10 @@ class ModelRuntime:
     def __init__(self, lm: LoadedModel, base_id: str, chain_loader: ChainLoader):
         self.lm = lm
         self.base_id = base_id
-        self.fingerprint = model_fingerprint(lm.model)
+        self.fingerprint = fingerprint.model_fingerprint(lm.model)
         self._chain_loader = chain_loader
         self._lock = RWLock()
-        self._base: dict[int, torch.Tensor] = {}
+        self._base = BaseWeights()
         self._applied: list[str] = []
         self._loaded = base_id
         self._generation = 0
@@ -99,7 +97,7 @@ class ModelRuntime:
         self.active = base_id
         """The version served when a request names none (the one this process follows)."""
         self.switches = 0
-        self.base_digest = digest_mlp_out(lm.model)
+        self.base_digest = fingerprint.weights_digest(lm.model)
         """Digest of the base weights (taken now: the model is loaded unedited)."""
 
     @property
@@ -163,7 +161,7 @@ class ModelRuntime:
             cached = self._digest
             if cached and cached[0] == self._generation:
                 return cached[1]
-            digest = digest_mlp_out(self.lm.model)
+            digest = fingerprint.weights_digest(self.lm.model)
             self._digest = (self._generation, digest)
             return digest
 
@@ -181,7 +179,7 @@ class ModelRuntime:
             self._snapshot(delta)
             saved: BaseWeights = delta.apply(self.lm.model)
             try:
-                return digest_mlp_out(self.lm.model)
+                return fingerprint.weights_digest(self.lm.model)
             finally:
                 WeightDelta.revert(self.lm.model, saved)
         finally:
@@ -214,23 +212,10 @@ class ModelRuntime:
 
     def _snapshot(self, delta: WeightDelta) -> None:
         """Keep an exact copy of each base matrix before the first delta ever changes it."""
-        for layer in delta.layers:
-            if layer not in self._base:  # never changed so far, so these are the base bits
-                self._base[layer] = mlp_out_weight(self.lm.model, layer).detach().clone()
+        self._base.keep(self.lm.model, delta.layers)
 
     def _restore_base(self) -> None:
-        for layer, saved in self._base.items():
-            restore_weight(self.lm.model, layer, saved)
+        self._base.restore(self.lm.model)
         self._applied = []
         self._loaded = self.base_id
         self._generation += 1
-
-
-def digest_mlp_out(model: torch.nn.Module) -> str:
-    """sha256 of the raw bytes of every MLP output matrix, in layer order."""
-    digest = hashlib.sha256()
-    for layer in range(num_layers(model)):
-        weight = mlp_out_weight(model, layer).detach()
-        digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
-        digest.update(weight.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from app.store.records import JobState  # the API reports the states the jobs table holds
+from editing.methods import method_names
 from editing.requests import EditRequest, InvalidEditRequest
 
 MAX_TEXT = 2000
@@ -32,6 +33,10 @@ MAX_CANDIDATES = 32
 MAX_NEW_TOKENS = 256
 MAX_TOP_K = 100
 MAX_EVAL_RECORDS = 2000
+
+MethodName = Literal[method_names()]  # type: ignore[valid-type]
+"""The registered edit methods, read from the registry at import: OpenAPI lists them all."""
+
 
 # -- text checks ----------------------------------------------------------------------------
 def _no_control(value: str, allow: str = "") -> str:
@@ -151,7 +156,7 @@ class EditSubmit(ApiModel):
         pattern=r"^[A-Za-z0-9_.:-]+$",
         description="the same key returns the same job instead of creating another",
     )
-    method: Literal["fe", "memit"] | None = Field(
+    method: MethodName | None = Field(
         None, description="edit method (default: the service's, usually fe)"
     )
 

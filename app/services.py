@@ -22,7 +22,7 @@ from app.redis_server import RedisHandle, ensure_redis
 from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
-from editing.delta import model_fingerprint
+from editing.fingerprint import model_fingerprint
 from models.device_map import parse_device_map
 from models.load import LoadedModel, load_model
 

@@ -15,10 +15,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.catalog import DEFAULT_MODEL  # plain data: ``serve`` starts without torch
 from models.device_map import parse_device_map
-
-DEFAULT_MODEL = "smollm2-135m"
-"""Same as ``models.load.DEFAULT_MODEL``; not imported so ``serve`` starts without torch."""
 
 
 class Settings(BaseSettings):
@@ -65,7 +63,8 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
 
     # -- editing ------------------------------------------------------------------------
-    method: str = Field("fe", description="default edit method: fe or memit")
+    method: str = Field("fe", description="default edit method, a registered one (fe, memit, "
+                        "per_layer, one_layer: editing/methods/)")
     hparams: dict[str, Any] = Field(
         default_factory=dict,
         description="JSON object overriding the model preset's hyper-parameters, e.g. "
@@ -89,6 +88,15 @@ class Settings(BaseSettings):
         """Accept a JSON string from the environment or the CLI."""
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, value: str) -> str:
+        """A bad ``MODELEDIT_METHOD`` fails at start, naming the registered methods."""
+        from editing.methods import get_method  # the registry loads torch: only when checked
+
+        get_method(value)
         return value
 
     @field_validator("device_map")

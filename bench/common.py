@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from editing.methods import get_method, method_names
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,3 +44,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def method_list(text: str) -> list[str]:
+    """``--methods fe,memit``: registered method names (the registry's error otherwise)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        try:
+            get_method(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    return names
+
+
+def add_methods_arg(parser: argparse.ArgumentParser, default: str = "fe,memit") -> None:
+    """``--methods``, registered method names, comma-separated."""
+    parser.add_argument("--methods", default=default, type=method_list,
+                        help="registered methods, comma-separated (default %(default)s)")
+
+
+def add_method_arg(parser: argparse.ArgumentParser) -> None:
+    """``--method``, one of the registered methods (default fe)."""
+    parser.add_argument("--method", default="fe", choices=method_names())

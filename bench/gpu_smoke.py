@@ -25,12 +25,12 @@ from editing.delta import model_dtype
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.stats import Corpus
 from models.device_map import parse_device_map
 from models.load import load_model
 from models.placement import input_device
 from models.plan import plan_for_model
-from models.presets import preset_for
 
 COLUMNS = ["efficacy_success", "generalization_success", "specificity_success", "kl"]
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.common import table, write_json
+from bench.common import add_method_arg, table, write_json
 from editing import Editor
-from editing.delta import model_fingerprint
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
+from editing.fingerprint import model_fingerprint
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.stats import CovarianceCache, default_corpus
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--starts", default="1,3,5,7,9")
     parser.add_argument("--width", type=int, default=5)
-    parser.add_argument("--method", default="fe")
+    add_method_arg(parser)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import torch
 
-from bench.common import table, write_json
+from bench.common import add_methods_arg, table, write_json
 from editing import Editor, WeightDelta
 from editing.delta import model_dtype
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.precision import release_float32, rounding_survival
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 from models.specs import mlp_out, weight_out_in
 
 COLUMNS = ["efficacy_success", "efficacy_accuracy", "generalization_success",
@@ -107,7 +107,7 @@ def verdict(ref: dict[str, Any], half: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--methods", default="fe,memit")
+    add_methods_arg(parser)
     parser.add_argument("--dtypes", default="float32,bf16")
     parser.add_argument("--model", default=None)
     parser.add_argument("--name", default="parity", help="results file bench/results/NAME.json")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="half precision: also edit the first K records one at a time, held "
                              "in float32 vs rounded into the weights (default 20, 0: skip)")
     args = parser.parse_args(argv)
-    methods = args.methods.split(",")
+    methods = args.methods
     dtypes = args.dtypes.split(",")
     report: dict[str, Any] = {"n": args.n, "runs": {}}
     for dtype in dtypes:

@@ -29,10 +29,11 @@ from bench.common import RESULTS, table, write_json
 from editing import EditHparams, Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
+from editing.methods import METHODS
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 FILES = {"mcf": ("mcf_dev.json", "counterfact"), "zsre": ("zsre_dev.json", "zsre")}
 MCF_COLUMNS = ["efficacy_success", "generalization_success", "specificity_success",
@@ -41,14 +42,14 @@ ZSRE_COLUMNS = ["zsre_efficacy", "zsre_generalization", "zsre_specificity"]
 
 
 def method_hparams(base: EditHparams, variants: bool) -> dict[str, EditHparams]:
+    """Every registered method on the preset. FE and MEMIT first: their z (first and last
+    layer) is all the others need from the z cache. ``per_layer`` optimises z at every layer,
+    so it runs on the first and last layer only (the costly part is z, not the solve)."""
     first, last = base.layers[0], base.layers[-1]
-    # FE and MEMIT first: their z (first and last layer) is all the others need from the z cache.
-    methods = {
-        "fe": base.with_method("fe"),
-        "memit": base.with_method("memit"),
-        "one_layer": base.with_method("one_layer"),
-        "per_layer": base.replace(strategy="per_layer", layers=(first, last)),
-    }
+    order = ["fe", "memit", *(name for name in METHODS if name not in ("fe", "memit"))]
+    methods = {name: base.with_method(name) for name in order}
+    if "per_layer" in methods:
+        methods["per_layer"] = methods["per_layer"].replace(layers=(first, last))
     if variants:
         methods["fe_templates"] = base.with_method("fe").replace(replay_on_templates=True)
     return methods
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--datasets", default="mcf,zsre")
-    parser.add_argument("--methods", default=None, help="comma-separated subset")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of the registered methods (and fe_templates)")
     parser.add_argument("--variants", action="store_true", help="also FE replaying on every prefix")
     parser.add_argument("--model", default=None)
     parser.add_argument("--no-baseline", action="store_true", help="skip the unedited model's row")
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     base = preset_for(lm.name, lm.model)
     methods = method_hparams(base, args.variants)
     if args.methods:
-        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
+        wanted = args.methods.split(",")
+        unknown = sorted(set(wanted) - set(methods))
+        if unknown:
+            parser.error(f"--methods {unknown}: use some of {sorted(methods)}")
+        methods = {k: v for k, v in methods.items() if k in wanted}
     z_dir = Path(tempfile.mkdtemp(prefix="z-")) if args.fresh_z else cache_dir() / "z"
     z_cache = ZCache(z_dir)
     report: dict[str, Any] = {"model": lm.name, "n": args.n, "hparams": base.to_dict(), "datasets": {}}

@@ -15,13 +15,13 @@ import dataclasses
 import time
 from typing import Any
 
-from bench.common import RESULTS, table, write_json
+from bench.common import RESULTS, add_method_arg, table, write_json
 from editing import Editor, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 
 def for_tracking(record: Record, neighbors: int) -> Record:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--method", default="fe")
+    add_method_arg(parser)
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate after every k batches (and the last)")
     parser.add_argument("--neighbors", type=int, default=2, help="neighborhood prompts per fact for KL")
     parser.add_argument("--model", default=None)

@@ -15,10 +15,10 @@ import time
 import torch
 
 from bench.common import table, write_json
-from editing.delta import model_fingerprint
+from editing.fingerprint import model_fingerprint
+from editing.presets import preset_for
 from editing.stats import CovarianceCache, default_corpus
 from models.load import load_model
-from models.presets import preset_for
 
 
 def peak_rss_mb() -> float:

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, table, write_json
+from bench.common import RESULTS, add_methods_arg, table, write_json
 from editing import Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.zcache import ZCache
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 COLUMNS = ["efficacy_success", "generalization_success", "specificity_success", "efficacy_accuracy", "kl"]
 
@@ -70,7 +70,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--methods", default="fe,memit")
+    add_methods_arg(parser)
     parser.add_argument("--lambdas", default="5000,15000,50000,150000")
     parser.add_argument("--layers", default=None, help="edited layers FIRST-LAST (default: the preset's)")
     parser.add_argument("--model", default=None)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
-    for method in args.methods.split(","):
+    for method in args.methods:
         for lam in map(float, args.lambdas.split(",")):
             hp = base.with_method(method).replace(mom2_update_weight=lam)
             editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)

@@ -17,9 +17,9 @@ from bench.common import table, write_json
 from editing import Editor
 from editing.evaluate.data import load_records
 from editing.paths import shared_data_dir
+from editing.presets import preset_for
 from editing.targets import optimize_z
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad with: the pad token, else EOS (a masked position's value never matters,
+    but it must be a real id)."""
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad batches with")
+    return int(pad)
 
 
 def pad_right(

@@ -12,97 +12,19 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from editing.delta import WeightDelta
-from editing.editor import Editor, EditState
+from editing.editor import EditState
+from editing.evaluate.cli import add_evaluate_parser
 from editing.evaluate.data import DataError, load_records
-from editing.hparams import METHODS, EditHparams
+from editing.methods import method_for_strategy
+from editing.options import add_model_args, make_editor
 from editing.requests import EditRequest, InvalidEditRequest
-from editing.stats import Corpus
-from editing.tokens import continuation_ids, prompt_ids
-from editing.zcache import ZCache
-from models.device_map import parse_device_map
+from editing.scoring import target_logprob
 from models.load import ModelNotAvailable
-from models.placement import input_device
 from models.plan import InsufficientMemory
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that loads a model and edits it."""
-    parser.add_argument("--model", default=None, help="HF id, local path or .gguf (default: SmolLM2-135M)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"],
-                        help="weights dtype: float32 (default), bf16 or fp16. Half precision runs "
-                             "on the CPU too, slower there than on a GPU (bf16 is fast only on "
-                             "CPUs with AVX512-BF16 or AMX)")
-    parser.add_argument("--device-map", default=None, metavar="MAP", type=device_map_arg,
-                        help="shard the model with accelerate: auto, balanced, sequential, or a "
-                             "JSON map {module: device}; for models larger than one GPU "
-                             "(--device is then ignored)")
-    parser.add_argument("--method", default="fe", choices=sorted(METHODS), help="editing method (default fe)")
-    parser.add_argument("--layers", default=None, help="edited layers, e.g. 4-8 or 4,5,6 (default: preset)")
-    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a hyper-parameter, e.g. --hparam v_steps=30 (repeatable)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="statistics/template cache (default: ~/.cache/modeledit)")
-    parser.add_argument("--corpus", default=None,
-                        help="covariance corpus: .txt, .jsonl, hf:<name> or model-samples (default: WikiText-2)")
-
-
-def device_map_arg(text: str) -> str | dict[str, str | int] | None:
-    """``--device-map`` parsed, with its error as a usage message."""
-    try:
-        return parse_device_map(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    if "-" in text:
-        lo, hi = text.split("-", 1)
-        return tuple(range(int(lo), int(hi) + 1))
-    return tuple(int(x) for x in text.split(","))
-
-
-def build_hparams(args: argparse.Namespace, preset: EditHparams) -> EditHparams:
-    """The preset, then ``--method``, ``--layers`` and each ``--hparam`` override."""
-    hp = preset.with_method(args.method)
-    changes: dict[str, Any] = {}
-    if args.layers:
-        changes["layers"] = parse_layers(args.layers)
-    for item in args.hparam:
-        key, sep, raw = item.partition("=")
-        if not sep or key not in EditHparams.__dataclass_fields__:
-            raise SystemExit(f"--hparam {item!r}: expected KEY=VALUE with KEY one of "
-                             f"{sorted(EditHparams.__dataclass_fields__)}")
-        current = getattr(hp, key)
-        if isinstance(current, bool):
-            changes[key] = raw.lower() in ("1", "true", "yes")
-        elif isinstance(current, tuple):
-            changes[key] = parse_layers(raw) if key == "layers" else tuple(raw.split(","))
-        else:
-            changes[key] = type(current)(raw)
-    return hp.replace(**changes) if changes else hp
-
-
-def make_editor(args: argparse.Namespace) -> tuple[Any, Editor]:
-    """Load the model and build an Editor from the command-line options."""
-    from models.load import cache_dir, load_model
-    from models.presets import preset_for
-
-    lm = load_model(args.model, device=args.device, dtype=args.dtype,
-                    device_map=args.device_map)
-    hp = build_hparams(args, preset_for(lm.name, lm.model))
-    cache = args.cache_dir or cache_dir()
-    z_cache = ZCache(Path(getattr(args, "z_cache", None) or cache / "z"))
-    corpus = Corpus(args.corpus) if args.corpus else None
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache,
-                    corpus=corpus, z_cache=z_cache)
-    return lm, editor
 
 
 def load_requests(path: Path, limit: int | None) -> list[EditRequest]:
@@ -129,22 +51,11 @@ class ProgressBars:
         self.bars.clear()
 
 
-def target_logprob(model: torch.nn.Module, tokenizer: Any, prompt: str, target: str) -> float:
-    """Mean log-prob per token of ``" " + target`` after ``prompt`` (teacher forced)."""
-    ids = prompt_ids(tokenizer, prompt)
-    tgt = continuation_ids(tokenizer, prompt, target)
-    device = input_device(model)
-    with torch.no_grad():
-        logits = model(torch.tensor([ids + tgt], device=device)).logits[0].float()
-    logp = torch.log_softmax(logits, -1)
-    return float(sum(logp[len(ids) - 1 + j, t] for j, t in enumerate(tgt)) / len(tgt))
-
-
 def cmd_edit(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
     lm, editor = make_editor(args)
     batch_size = args.batch_size or len(requests)
-    print(f"model {lm.name}, method {args.method} ({editor.hparams.strategy}), layers "
+    print(f"model {lm.name}, method {editor.method.name} ({editor.hparams.strategy}), layers "
           f"{list(editor.hparams.edited_layers)}, {len(requests)} edits in batches of {batch_size}")
     before = [target_logprob(lm.model, lm.tokenizer, r.text, r.target_new) for r in requests]
     state, deltas, bars = EditState(), [], ProgressBars()
@@ -172,12 +83,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_precompute_z(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
-    args.method = {"forward_replay": "fe", "per_layer": "per_layer"}[args.strategy]
+    if args.strategy:  # the older spelling: a strategy's default method
+        args.method = method_for_strategy(args.strategy).name
     lm, editor = make_editor(args)
     bars = ProgressBars()
     started = time.perf_counter()
-    layers = editor.hparams.edited_layers
-    z_layers = layers if args.strategy == "per_layer" else layers[:1]
+    z_layers = editor.method.strategy.z_layers(editor.hparams.edited_layers)
     for layer in z_layers:
         for start in range(0, len(requests), args.batch_size):
             result = editor.z_at(requests[start : start + args.batch_size], layer, bars)
@@ -209,17 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--data", type=Path, required=True)
     pre.add_argument("--num-edits", type=int, default=10)
     pre.add_argument("--batch-size", type=int, default=64, help="requests optimised together")
-    pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default="forward_replay")
+    pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default=None,
+                     help="older spelling of --method fe / --method per_layer")
     pre.add_argument("--z-cache", type=Path, default=None)
     add_model_args(pre)
     pre.set_defaults(func=cmd_precompute_z)
 
-    try:
-        from editing.evaluate.cli import add_evaluate_parser
-
-        add_evaluate_parser(sub)
-    except ImportError:  # the evaluation package is optional for editing alone
-        pass
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from editing.precision import held_dtype, hold_in_float32, release_float32
+from models.files import atomic_write
 from models.specs import mlp_out, mlp_out_weight, spec_for, weight_out_in
 
 FORMAT_VERSION = "1"
@@ -133,7 +133,15 @@ class BaseWeights:
 
     @classmethod
     def snapshot(cls, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
-        return cls({layer: resident_weight(model, layer).detach().clone() for layer in layers})
+        return cls().keep(model, layers)
+
+    def keep(self, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
+        """Copy the layers not copied yet (a copy already held is of the older weights: the
+        serving runtime keeps the base bits of every layer any delta of a chain changes)."""
+        for layer in layers:
+            if layer not in self.tensors:
+                self.tensors[layer] = resident_weight(model, layer).detach().clone()
+        return self
 
     def restore(self, model: nn.Module) -> None:
         for layer, saved in self.tensors.items():
@@ -325,46 +333,9 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return dict(json.loads(data[8 : 8 + size]).get("__metadata__", {}))
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either absent/old or complete, never partial."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def model_dtype(model: nn.Module) -> str:
     """The dtype a model was loaded in (``float32``, ``bfloat16``, ``float16``).
 
     Read from the input embeddings, which edits never touch.
     """
     return str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Identify a base model by its config and input embeddings (never touched by edits)."""
-    digest = hashlib.sha256()
-    config = model.config.to_dict()
-    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
-        digest.update(f"{key}={config.get(key)}".encode())
-    embedding = model.get_input_embeddings().weight.detach()
-    digest.update(embedding.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def apply_all(model: nn.Module, deltas: Iterable[WeightDelta]) -> None:
-    """Apply deltas in order (a version is base + its ordered deltas)."""
-    for delta in deltas:
-        delta.apply(model)

@@ -1,4 +1,8 @@
-"""The edit pipeline: plan → targets → per-layer closed-form solve → delta.
+"""The edit pipeline: plan → targets → per-layer solve → delta.
+
+The method (:mod:`editing.methods`) supplies the two parts that differ between methods: its
+strategy gives the targets and each layer's residual, its solver the layer's update. The rest
+(statistics, keys, the layer loop, diagnostics) is the same for all of them.
 
 Layers are solved shallow to deep, each on the model as edited so far, because an update at
 one layer changes the keys and hidden states of every later one. The model's weights are
@@ -23,18 +27,19 @@ from editing.delta import (
     WeightDelta,
     add_layer_update,
     model_dtype,
-    model_fingerprint,
     resident_weight,
 )
-from editing.encoding import encode
+from editing.encoding import encode_requests
+from editing.fingerprint import model_fingerprint
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
 from editing.memory import z_group_for
+from editing.methods import get_method
 from editing.precision import landed_error
+from editing.presets import preset_for
 from editing.requests import EditRequest, validate_requests
-from editing.solve import regulariser, solve_update
 from editing.stats import Corpus, CovarianceCache
-from editing.targets import ZResult, optimize_z, replay_targets
+from editing.targets import ZResult, optimize_z
 from editing.templates import context_prefixes
 from editing.zcache import ZCache
 from models.placement import module_device
@@ -107,12 +112,11 @@ class Editor:
         z_cache: ZCache | None = None,
     ) -> None:
         if hparams is None:
-            from models.presets import preset_for  # models/ depends on editing/, not the reverse
-
             hparams = preset_for(model_name, model)
         self.model = model
         self.tokenizer = tokenizer
         self.hparams = hparams
+        self.method = get_method(hparams.method_name)
         self.model_name = model_name
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.z_group_size = z_group_size
@@ -151,15 +155,15 @@ class Editor:
             fresh = self._optimize([requests[i] for i in missing], layer, progress)
             tokens, uncached, group = fresh.tokens_per_step, fresh.tokens_per_step_uncached, fresh.group_size
             for j, i in enumerate(missing):
-                self.z_cache.put(context, requests[i], fresh.h[j], fresh.delta[j], fresh.nll[j])
-                hits[i] = (fresh.h[j], fresh.delta[j], fresh.nll[j])
+                self.z_cache.put(context, requests[i], fresh.h[j], fresh.offset[j], fresh.nll[j])
+                hits[i] = (fresh.h[j], fresh.offset[j], fresh.nll[j])
                 steps[i], already[i] = fresh.steps[j], fresh.already_predicted[j]
         rows = [hit for hit in hits if hit is not None]
         device = module_device(block(self.model, layer))
         return ZResult(
             layer=layer,
             h=torch.stack([h for h, _, _ in rows]).to(device),
-            delta=torch.stack([d for _, d, _ in rows]).to(device),
+            offset=torch.stack([d for _, d, _ in rows]).to(device),
             nll=[nll for _, _, nll in rows],
             steps=steps,
             already_predicted=already,
@@ -179,22 +183,8 @@ class Editor:
     def targets(
         self, requests: Sequence[EditRequest], progress: Progress | None = None
     ) -> tuple[dict[int, torch.Tensor], list[ZResult]]:
-        """Absolute target hidden states per edited layer (N, d), by the chosen strategy."""
-        hp = self.hparams
-        layers = hp.edited_layers
-        if hp.strategy == "forward_replay":
-            zres = self.z_at(requests, layers[0], progress)
-            replay_prefixes = self.prefixes() if hp.replay_on_templates else [""]
-            targets = replay_targets(
-                self.model, self.tokenizer, requests, replay_prefixes, zres, layers[1:], self.batch_size
-            )
-            targets[layers[0]] = zres.z
-            return targets, [zres]
-        if hp.strategy == "per_layer":
-            results = [self.z_at(requests, layer, progress) for layer in layers]
-            return {r.layer: r.z for r in results}, results
-        zres = self.z_at(requests, layers[-1], progress)  # backward_spread and one_layer
-        return {layers[-1]: zres.z}, [zres]
+        """Absolute target hidden states (N, d) per layer, by the method's strategy."""
+        return self.method.strategy.targets(self, requests, progress)
 
     # -- the edit ----------------------------------------------------------------------------
     def edit(
@@ -235,13 +225,14 @@ class Editor:
             model_type=self.model.config.model_type,
             base_fingerprint=self.fingerprint,
             hparams=hp.to_dict(),
-            info={"strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
+            info={"method": self.method.name, "strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
             keys=keys,
             base_dtype=model_dtype(self.model),
         )
         z_main = zresults[0]
         diagnostics = {
             **diag,
+            "method": self.method.name,
             "strategy": hp.strategy,
             "z_layer": [z.layer for z in zresults],
             "z_loss": z_main.nll,
@@ -267,11 +258,11 @@ class Editor:
         layers = hp.edited_layers
         last = layers[-1]
         n = len(requests)
-        rows = encode(self.tokenizer, requests, prefixes, with_target=False)
+        rows = encode_requests(self.tokenizer, requests, prefixes, with_target=False)
         bare = rows[:: len(prefixes)]
         pad = self.tokenizer.pad_token_id
-        # FE's variant replays over all prefixes; then "h now" is the same average.
-        h_rows = rows if hp.replay_on_templates and hp.strategy == "forward_replay" else bare
+        strategy, solver = self.method.strategy, self.method.solver
+        h_rows = rows if strategy.h_on_templates(hp) else bare
 
         def h_now(layer_list: Sequence[int]) -> dict[int, torch.Tensor]:
             _, blocks = fact_activations(self.model, h_rows, pad, (), layer_list, self.batch_size)
@@ -292,14 +283,10 @@ class Editor:
                 gap = (targets[last] - now[last]).norm(dim=-1)
                 initial = gap if initial is None else initial
                 ratios.append(float((gap / initial.clamp(min=1e-12)).mean()))
-                if hp.strategy == "backward_spread":
-                    residual = (targets[last] - now[last]) / (len(layers) - i)
-                else:
-                    residual = targets[layer] - now[layer]
+                residual = strategy.residual(targets, now, i, layers)
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer) if hp.use_old_keys else None
-                reg = regulariser(covs[layer].to(k.device), hp.mom2_update_weight, old, hp.l2)
-                left, right = solve_update(k.T, residual.T, reg)
+                left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()
                 before = weight_out_in(self.model, layer).detach().clone()

@@ -15,7 +15,7 @@ ESSENCE_PROMPT = "{} is a"
 
 
 @dataclass(frozen=True)
-class Row:
+class FactRow:
     """One tokenised prompt: its ids, the fact token's index, its request, its target ids."""
 
     ids: list[int]
@@ -24,13 +24,13 @@ class Row:
     target: list[int]
 
 
-def encode(
+def encode_requests(
     tokenizer: PreTrainedTokenizerBase,
     requests: Sequence[EditRequest],
     prefixes: Sequence[str],
     prompt: str | None = None,
     with_target: bool = True,
-) -> list[Row]:
+) -> list[FactRow]:
     """Rows in request-major order (request 0 with every prefix, then request 1, ...).
 
     ``prompt`` overrides each request's own prompt (e.g. the essence prompt).
@@ -40,9 +40,9 @@ def encode(
         for prefix in prefixes:
             text, end = subject_span(prompt or request.prompt, request.subject, prefix)
             target = continuation_ids(tokenizer, text, request.target_new) if with_target else []
-            rows.append(Row(prompt_ids(tokenizer, text), fact_token_index(tokenizer, text, end), index, target))
+            rows.append(FactRow(prompt_ids(tokenizer, text), fact_token_index(tokenizer, text, end), index, target))
     return rows
 
 
-def encode_essence(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[Row]:
-    return encode(tokenizer, requests, [""], prompt=ESSENCE_PROMPT, with_target=False)
+def encode_essence(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
+    return encode_requests(tokenizer, requests, [""], prompt=ESSENCE_PROMPT, with_target=False)

@@ -1,20 +1,23 @@
-"""Hyper-parameters of one editing run, as a typed value (never a path to a JSON file)."""
+"""Hyper-parameters of one editing run, as a typed value (never a path to a JSON file).
+
+The method is a name in :data:`editing.methods.registry.METHODS`; ``strategy`` stays a field
+because hyper-parameters stored before methods were recorded name only the strategy (their
+method is the strategy's default one).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any
 
-TargetStrategy = Literal["forward_replay", "backward_spread", "per_layer", "one_layer"]
-STRATEGIES: tuple[str, ...] = ("forward_replay", "backward_spread", "per_layer", "one_layer")
 
-METHODS: dict[str, TargetStrategy] = {
-    "fe": "forward_replay",
-    "memit": "backward_spread",
-    "per_layer": "per_layer",
-    "one_layer": "one_layer",
-}
-"""User-facing method names and the target strategy each one uses."""
+def _registry() -> ModuleType:
+    """The method registry, imported at call time: the built-in methods import the modules
+    that take an ``EditHparams``, so a top-level import here would be circular."""
+    from editing.methods import registry
+
+    return registry
 
 @dataclass(frozen=True)
 class EditHparams:
@@ -22,8 +25,11 @@ class EditHparams:
 
     layers: tuple[int, ...]
     """Consecutive edited layers, shallow to deep."""
-    strategy: TargetStrategy = "forward_replay"
-    # z optimisation (DESIGN §1.3)
+    strategy: str = "forward_replay"
+    """The method's target strategy (kept for hyper-parameters stored without ``method``)."""
+    method: str | None = None
+    """A registered method using ``strategy``; None: the strategy's default method."""
+    # z optimisation (docs/design.md §3)
     v_lr: float = 0.5
     v_steps: int = 25
     clamp_norm_factor: float = 0.75
@@ -32,14 +38,14 @@ class EditHparams:
     nll_stop: float = 0.05
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
-    # solve (DESIGN §1.5)
+    # solve (docs/design.md §5)
     mom2_update_weight: float = 15000.0
     l2: float = 0.0
     use_old_keys: bool = True
-    # covariance statistics (DESIGN §1.6)
+    # covariance statistics (docs/design.md §6)
     stats_samples: int = 1000
     stats_seq_len: int = 128
-    # context templates (DESIGN §1.1)
+    # context templates (docs/design.md §1)
     template_prefixes: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     template_tokens: int = 10
 
@@ -48,25 +54,42 @@ class EditHparams:
             raise ValueError("layers must name at least one layer")
         if list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} unknown; use one of {STRATEGIES}")
+        _registry().get_strategy(self.strategy)  # ValueError naming the known ones
+        if self.method is not None:
+            wanted = _registry().get_method(self.method).strategy.name
+            if wanted != self.strategy:
+                raise ValueError(f"method {self.method!r} uses strategy {wanted!r}, "
+                                 f"not {self.strategy!r}")
+
+    @property
+    def method_name(self) -> str:
+        """The method these settings run: ``method``, or the strategy's default one."""
+        return self.method or _registry().method_for_strategy(self.strategy).name
 
     @property
     def edited_layers(self) -> tuple[int, ...]:
-        """The layers whose weights change (``one_layer`` edits only the last one)."""
-        return self.layers[-1:] if self.strategy == "one_layer" else self.layers
+        """The layers whose weights change (the strategy decides: ``one_layer`` edits the last)."""
+        return _registry().get_strategy(self.strategy).edited_layers(self.layers)
 
     def with_method(self, method: str) -> EditHparams:
-        """Same settings, another method (``fe``, ``memit``, ``per_layer``, ``one_layer``)."""
-        if method not in METHODS:
-            raise ValueError(f"method {method!r} unknown; use one of {sorted(METHODS)}")
-        return replace(self, strategy=METHODS[method])
+        """Same settings, another registered method (``fe``, ``memit``, ``per_layer``, ...)."""
+        chosen = _registry().get_method(method)
+        return replace(self, strategy=chosen.strategy.name, method=chosen.name)
 
     def replace(self, **changes: Any) -> EditHparams:
         return replace(self, **changes)
 
+    def with_overrides(self, overrides: dict[str, Any]) -> EditHparams:
+        """These settings with ``overrides`` (a plain dict: the CLI's ``--hparam``s, or
+        ``MODELEDIT_HPARAMS``); unknown keys raise ValueError, lists become tuples."""
+        if not overrides:
+            return self
+        return EditHparams.from_dict({**self.to_dict(), **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["method"] is None:  # as stored before methods were recorded: the same hashes
+            del d["method"]
         d["layers"] = list(self.layers)
         d["template_prefixes"] = list(self.template_prefixes)
         return d

@@ -1,6 +1,6 @@
 """Activations at the fact token: keys (MLP-output inputs) and block outputs.
 
-Keys are averaged over the context prefixes of each request (DESIGN §1.1), because the
+Keys are averaged over the context prefixes of each request (docs/design.md §1), because the
 update must map the subject's key to the new value whatever precedes it.
 """
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from editing.batch import chunks, pad_right
-from editing.encoding import Row
+from editing.encoding import FactRow
 from editing.hooks import capture, run_until
 from models.placement import input_device
 
@@ -20,7 +20,7 @@ from models.placement import input_device
 @torch.no_grad()
 def fact_activations(
     model: nn.Module,
-    rows: Sequence[Row],
+    rows: Sequence[FactRow],
     pad_id: int,
     key_layers: Sequence[int] = (),
     block_layers: Sequence[int] = (),
@@ -54,7 +54,7 @@ def _at_fact(values: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) 
     return values[rows.to(values.device), positions.to(values.device)].float()
 
 
-def mean_by_request(values: torch.Tensor, rows: Sequence[Row], n_requests: int) -> torch.Tensor:
+def mean_by_request(values: torch.Tensor, rows: Sequence[FactRow], n_requests: int) -> torch.Tensor:
     """Average row values per request: (rows, dim) -> (n_requests, dim)."""
     index = torch.tensor([r.request for r in rows], device=values.device)
     total = torch.zeros(n_requests, values.shape[1], dtype=values.dtype, device=values.device)

@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
-from editing.delta import LayerUpdate, WeightDelta, atomic_write
+from editing.delta import LayerUpdate, WeightDelta
+from models.files import atomic_write
 from models.specs import ArchSpec, spec_for
 
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

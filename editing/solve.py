@@ -1,4 +1,4 @@
-"""The closed-form MEMIT update of one layer (DESIGN §1.5).
+"""The closed-form MEMIT update of one layer (docs/design.md §5).
 
 Minimising ``‖ΔK − R‖² + λ·tr(Δ C Δᵀ) + tr(Δ C_old Δᵀ) + μ‖Δ‖²`` over Δ gives
 ``Δ = R Kᵀ (K Kᵀ + λC + C_old + μI)⁻¹``: the new keys map to the residuals while keys of

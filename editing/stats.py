@@ -26,10 +26,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.batch import chunks
-from editing.delta import atomic_write
 from editing.hooks import capture, run_until
 from editing.paths import shared_data_dir
 from editing.rng import cuda_devices
+from models.files import atomic_write
 from models.placement import input_device
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,12 @@
 """Target hidden states: z by gradient descent on a vector, and forward replay of z.
 
-``optimize_z`` finds, for every request at once, a ``delta`` added to the block output of
+``optimize_z`` finds, for every request at once, an ``offset`` added to the block output of
 ``layer`` at the fact token such that the model continues the prompt with the new target
-(DESIGN §1.3). Requests are independent rows of one batch and the loss is their *sum*, so
-Adam (elementwise) moves each request's delta exactly as a one-request run would; a request
+(docs/design.md §3). Requests are independent rows of one batch and the loss is their *sum*, so
+Adam (elementwise) moves each request's offset exactly as a one-request run would; a request
 whose NLL falls below ``nll_stop`` is frozen, as its own early stop would have done.
 
-Causality: tokens before the fact token cannot see ``delta``, so their keys/values are the
+Causality: tokens before the fact token cannot see ``offset``, so their keys/values are the
 same at every step. With ``prefix_cache`` they are computed once and reused from the
 model's KV cache; each step then runs only the fact token and what follows it.
 """
@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.batch import chunks, pad_right
-from editing.encoding import Row, encode, encode_essence
+from editing.encoding import FactRow, encode_essence, encode_requests
 from editing.hooks import edit_block_output
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
@@ -35,13 +35,13 @@ Progress = Callable[[str, float], None]
 
 @dataclass
 class ZResult:
-    """The optimised delta per request at one layer, and how the optimisation went."""
+    """The optimised offset per request at one layer, and how the optimisation went."""
 
     layer: int
     h: torch.Tensor
     """(N, d) block output at ``layer`` at the bare prompt's fact token, before any change."""
-    delta: torch.Tensor
-    """(N, d) the optimised change; ``z = h + delta``."""
+    offset: torch.Tensor
+    """(N, d) the optimised change; ``z = h + offset``."""
     nll: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     already_predicted: list[bool] = field(default_factory=list)
@@ -52,7 +52,7 @@ class ZResult:
 
     @property
     def z(self) -> torch.Tensor:
-        return self.h + self.delta
+        return self.h + self.offset
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _reset_to_prefix(cache: object, prefix_kv: list[tuple[torch.Tensor, torch.Te
 
 
 def _prepare(
-    model: nn.Module, layer: int, rows: list[Row], essence: list[Row], pad_id: int, prefix_cache: bool
+    model: nn.Module, layer: int, rows: list[FactRow], essence: list[FactRow], pad_id: int, prefix_cache: bool
 ) -> tuple[_Batch, int]:
     """Split each row at its fact token; cache the prefixes' keys/values once.
 
@@ -139,21 +139,21 @@ def _prepare(
     return batch, uncached
 
 
-def _log_probs(model: nn.Module, layer: int, batch: _Batch, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs at the prediction positions with ``delta`` added at the fact tokens.
+def _log_probs(model: nn.Module, layer: int, batch: _Batch, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs at the prediction positions with ``offset`` added at the fact tokens.
 
-    Returns ``(log_probs, h)``: h is the block output at the hook positions (before delta),
-    in float32. ``delta`` stays float32 (the optimiser's precision); it is cast to the hidden
+    Returns ``(log_probs, h)``: h is the block output at the hook positions (before offset),
+    in float32. ``offset`` stays float32 (the optimiser's precision); it is cast to the hidden
     state's dtype where it is added, so gradients reach it through the cast.
     """
     seen: dict[str, torch.Tensor] = {}
 
-    def add_delta(hidden: torch.Tensor) -> torch.Tensor:
+    def add_offset(hidden: torch.Tensor) -> torch.Tensor:
         seen["h"] = hidden[batch.hook_rows, batch.hook_pos].detach().float()
-        shift = delta[batch.hook_req].to(hidden.device, hidden.dtype)
+        shift = offset[batch.hook_req].to(hidden.device, hidden.dtype)
         return hidden.index_put((batch.hook_rows, batch.hook_pos), shift, accumulate=True)
 
-    with edit_block_output(model, layer, add_delta):
+    with edit_block_output(model, layer, add_offset):
         out = model.base_model(
             input_ids=batch.ids,
             attention_mask=batch.mask,
@@ -180,7 +180,7 @@ def optimize_z(
     prefix_cache: bool = True,
     progress: Progress | None = None,
 ) -> ZResult:
-    """Optimise one delta per request at ``layer`` (batched, in groups of ``group_size``)."""
+    """Optimise one offset per request at ``layer`` (batched, in groups of ``group_size``)."""
     parts = [
         _optimize_group(model, tokenizer, list(requests[s]), prefixes, layer, hp, prefix_cache,
                         progress, (s.start, len(requests)))
@@ -189,7 +189,7 @@ def optimize_z(
     return ZResult(
         layer=layer,
         h=torch.cat([p.h for p in parts]),
-        delta=torch.cat([p.delta for p in parts]),
+        offset=torch.cat([p.offset for p in parts]),
         nll=[x for p in parts for x in p.nll],
         steps=[x for p in parts for x in p.steps],
         already_predicted=[x for p in parts for x in p.already_predicted],
@@ -211,15 +211,15 @@ def _optimize_group(
     where: tuple[int, int],
 ) -> ZResult:
     n, n_prefixes = len(requests), len(prefixes)
-    rows = encode(tokenizer, requests, prefixes)
+    rows = encode_requests(tokenizer, requests, prefixes)
     essence = encode_essence(tokenizer, requests)
     batch, uncached = _prepare(model, layer, rows, essence, tokenizer.pad_token_id, prefix_cache)
     device = batch.pred_tokens.device  # the loss is computed where the logits are
     hidden_size = model.config.hidden_size
     # float32 whatever the model's dtype: Adam's small steps would vanish in bf16/fp16.
-    delta = torch.zeros(n, hidden_size, device=batch.hook_req.device, dtype=torch.float32,
+    offset = torch.zeros(n, hidden_size, device=batch.hook_req.device, dtype=torch.float32,
                         requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
+    optimizer = torch.optim.Adam([offset], lr=hp.v_lr)
     n_targets = [len(r.target) for r in rows]
     token_row = batch.pred_row_of_token
     n_tokens = len(token_row)
@@ -231,7 +231,7 @@ def _optimize_group(
     h = kl_init = None
     already: list[bool] = []
     for step in range(hp.v_steps):
-        log_probs, h_rows = _log_probs(model, layer, batch, delta)
+        log_probs, h_rows = _log_probs(model, layer, batch, offset)
         token_lp = log_probs[:n_tokens].gather(1, batch.pred_tokens[:, None]).squeeze(1)
         row_nll = torch.zeros(len(rows), device=device).index_add(0, token_row, -token_lp)
         row_nll = row_nll / torch.tensor(n_targets, device=device, dtype=row_nll.dtype)
@@ -244,7 +244,7 @@ def _optimize_group(
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
         kl = F.kl_div(essence_lp, kl_init, log_target=True, reduction="none").sum(-1)
-        decay = hp.weight_decay * delta.pow(2).sum(-1) / h.pow(2).sum(-1)
+        decay = hp.weight_decay * offset.pow(2).sum(-1) / h.pow(2).sum(-1)
         loss_each = nll + hp.kl_factor * kl + decay.to(device)
 
         active = ~frozen
@@ -258,18 +258,18 @@ def _optimize_group(
             break
         optimizer.zero_grad()
         loss_each[~frozen].sum().backward()
-        keep = delta.detach().clone()
+        keep = offset.detach().clone()
         optimizer.step()
         with torch.no_grad():
-            stay = frozen.to(delta.device)
-            delta[stay] = keep[stay]
+            stay = frozen.to(offset.device)
+            offset[stay] = keep[stay]
             limit = hp.clamp_norm_factor * h.norm(dim=-1)
-            norms = delta.norm(dim=-1)
+            norms = offset.norm(dim=-1)
             scale = torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))
-            delta.mul_(scale[:, None])
+            offset.mul_(scale[:, None])
     assert h is not None
     return ZResult(
-        layer=layer, h=h.float(), delta=delta.detach().float(), nll=final_nll.tolist(),
+        layer=layer, h=h.float(), offset=offset.detach().float(), nll=final_nll.tolist(),
         steps=[s + 1 for s in steps], already_predicted=already,
         tokens_per_step=int(batch.mask[:, batch.prefix_len:].sum()), tokens_per_step_uncached=uncached,
     )
@@ -292,9 +292,9 @@ def replay_targets(
     """
     if not later_layers:
         return {}
-    rows = encode(tokenizer, requests, prefixes, with_target=False)
+    rows = encode_requests(tokenizer, requests, prefixes, with_target=False)
     device = module_device(block(model, zres.layer))
-    delta = zres.delta.to(device)
+    offset = zres.offset.to(device)
     outs: list[dict[int, torch.Tensor]] = []
     for part in chunks(len(rows), batch_size):
         chunk = rows[part]
@@ -302,10 +302,10 @@ def replay_targets(
         fact = torch.tensor([r.fact for r in chunk], device=device)
         owner = torch.tensor([r.request for r in chunk], device=device)
 
-        def add_delta(hidden: torch.Tensor, at=at, fact=fact, owner=owner) -> torch.Tensor:
-            return hidden.index_put((at, fact), delta[owner].to(hidden.dtype), accumulate=True)
+        def add_offset(hidden: torch.Tensor, at=at, fact=fact, owner=owner) -> torch.Tensor:
+            return hidden.index_put((at, fact), offset[owner].to(hidden.dtype), accumulate=True)
 
-        with edit_block_output(model, zres.layer, add_delta):
+        with edit_block_output(model, zres.layer, add_offset):
             _, blocks = fact_activations(model, chunk, tokenizer.pad_token_id, (), later_layers, len(chunk))
         outs.append(blocks)
     return {

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import atomic_write
 from editing.rng import cuda_devices
+from models.files import atomic_write
 from models.placement import input_device
 
 

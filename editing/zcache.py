@@ -1,9 +1,10 @@
 """A disk cache of optimised z, so `precompute-z` work is reused by `edit`.
 
 z depends on the model's current weights, the layer, the z hyper-parameters, the context
-prefixes and the request; the key hashes all of them (the weights through a digest of the
-editable matrices, the only ones edits change), so a cached z is never used for another
-model state.
+prefixes and the request; the key hashes all of them, so a cached z is never used for another
+model state. The weights enter through :func:`editing.fingerprint.weights_digest` of *every*
+editable matrix: z at layer l is optimised on the layers above l, but the hidden state it
+starts from (h at l) comes out of the layers below, so an edit anywhere changes z.
 """
 
 from __future__ import annotations
@@ -17,25 +18,16 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from editing.delta import atomic_write
+from editing.fingerprint import weights_digest
 from editing.hparams import EditHparams
 from editing.requests import EditRequest
-from models.specs import mlp_out_weight
+from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
 
 
-def weights_digest(model: nn.Module, layers: Sequence[int]) -> str:
-    """sha256 of the editable matrices of ``layers`` (identifies a version's weights)."""
-    digest = hashlib.sha256()
-    for layer in layers:
-        weight = mlp_out_weight(model, layer).detach().cpu().contiguous()
-        digest.update(weight.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 class ZCache:
-    """Files ``<dir>/<key>.safetensors`` holding ``h`` and ``delta`` of one request."""
+    """Files ``<dir>/<key>.safetensors`` holding ``h`` and the z ``offset`` of one request."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
@@ -46,7 +38,7 @@ class ZCache:
         """Everything but the request: computed once per batch."""
         payload = {
             "model": fingerprint,
-            "weights": weights_digest(model, range(layer, model.config.num_hidden_layers)),
+            "weights": weights_digest(model),  # every layer: those below set h at ``layer``
             "layer": layer,
             "hp": {name: getattr(hp, name) for name in Z_FIELDS},
             "prefixes": list(prefixes),
@@ -62,8 +54,8 @@ class ZCache:
         if not path.exists():
             return None
         saved = load_file(path)
-        return saved["h"], saved["delta"], float(saved["nll"])
+        return saved["h"], saved["offset"], float(saved["nll"])
 
-    def put(self, context: str, request: EditRequest, h: torch.Tensor, delta: torch.Tensor, nll: float) -> None:
-        tensors = {"h": h.cpu().contiguous(), "delta": delta.cpu().contiguous(), "nll": torch.tensor(nll)}
+    def put(self, context: str, request: EditRequest, h: torch.Tensor, offset: torch.Tensor, nll: float) -> None:
+        tensors = {"h": h.cpu().contiguous(), "offset": offset.cpu().contiguous(), "nll": torch.tensor(nll)}
         atomic_write(self._path(context, request), save(tensors))

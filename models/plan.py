@@ -44,8 +44,8 @@ Not modelled: the CUDA context (~0.5 GiB, outside ``torch.cuda.mem_get_info``'s 
 once created), allocator fragmentation (hence the margin in :func:`device_budget`), small
 buffers (rotary tables).
 
-Importable by the editor: depends on torch, transformers and ``models.*`` only; presets are
-imported lazily because ``models.presets`` imports ``editing``.
+Importable by the editor: depends on torch, transformers and ``models.*`` only (the layering
+rule in docs/INTERFACES.md); default layers come from :mod:`models.catalog`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
+from models import catalog
+from models.load import DTYPES
 from models.specs import get_submodule, key_dim, mlp_out_weight, spec_for
 
 GIB = 1024**3
@@ -76,12 +78,6 @@ EDIT_COPY_SETS = 2
 (or an apply) takes while it runs."""
 SOLVE_MATRICES = 5
 """float64 d_k×d_k matrices alive while one layer is solved (C, λC + C_old, Gram, LU, slack)."""
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 
 
 class InsufficientMemory(ValueError):
@@ -456,13 +452,8 @@ def load_config(name_or_path: str | None) -> tuple[str, PretrainedConfig]:
 
 
 def default_layers(name: str, config: PretrainedConfig) -> tuple[int, ...]:
-    """The preset's edited layers for ``name``, else the generic preset's for its depth."""
-    from models.presets import generic_preset, preset_for  # lazily: presets import editing
-
-    try:
-        return tuple(preset_for(name).edited_layers)
-    except KeyError:
-        return tuple(generic_preset(config.num_hidden_layers).edited_layers)
+    """The preset's edited layers for ``name``, else the generic ones for its depth."""
+    return catalog.default_layers(name, config.num_hidden_layers)
 
 
 def parse_layers(text: str) -> tuple[int, ...]:

@@ -80,12 +80,6 @@ def mlp_out(model: nn.Module, layer: int, spec: ArchSpec | None = None) -> nn.Mo
     return get_submodule(block(model, layer, spec), spec.mlp_out)
 
 
-def mlp_out_path(model: nn.Module, layer: int) -> str:
-    """Full dotted name of a layer's MLP output module (as in ``model.named_modules()``)."""
-    spec = spec_for(model)
-    return f"{spec.blocks}.{layer}.{spec.mlp_out}"
-
-
 def mlp_out_weight(model: nn.Module, layer: int) -> torch.nn.Parameter:
     """The stored weight parameter, in its native orientation."""
     return mlp_out(model, layer).weight

@@ -92,7 +92,7 @@ class DeltaFiles:
         rel = f"{self.DIR}/{file_sha}.safetensors"
         path = self.data_dir / rel
         # Imported here: ``editing`` pulls in torch, which the store itself does not need.
-        from editing.delta import atomic_write
+        from models.files import atomic_write  # no torch (unlike anything under editing/)
 
         try:
             if not (path.is_file() and _file_sha256(path) == file_sha):

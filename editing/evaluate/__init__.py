@@ -1,4 +1,4 @@
-"""CounterFact / zsRE evaluation of an edit against the unedited model (DESIGN §2).
+"""CounterFact / zsRE evaluation of an edit against the unedited model (docs/design.md §8).
 
 Typical use::
 

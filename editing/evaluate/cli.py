@@ -13,18 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from editing.delta import DeltaError, WeightDelta, model_fingerprint
+from editing.delta import DeltaError, WeightDelta
 from editing.evaluate.data import DataError, detect_dataset, load_records, requests_of
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
-from editing.hparams import METHODS
+from editing.fingerprint import model_fingerprint
+from editing.methods import METHODS, method_for_strategy
+from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
+from models.load import ModelNotAvailable, load_model
+from models.plan import InsufficientMemory
 
 
 def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``evaluate`` sub-command (with the shared model/edit options)."""
-    from editing.cli import add_model_args
-
     parser = subparsers.add_parser(
         "evaluate",
         help="edit the first N records in one batch (or load --delta), evaluate, write a report",
@@ -53,9 +55,6 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the command; 0 on success, 2 (with a message on stderr) for bad input."""
-    from models.load import ModelNotAvailable  # models/ sits above editing/: import late
-    from models.plan import InsufficientMemory
-
     try:
         report = _run(args)
     except (DataError, DeltaError, InvalidEditRequest, FileNotFoundError, ModelNotAvailable,
@@ -69,8 +68,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    from models.load import load_model
-
     timings: dict[str, float] = {}
     started = time.perf_counter()
     records = load_records(args.data, limit=args.n)
@@ -85,14 +82,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         delta.check_compatible(lm.model, model_fingerprint(lm.model))
         hparams, method = delta.hparams, _method_of(delta, args.method)
     else:
-        from editing.cli import make_editor
-
         lm, editor = make_editor(args)
         timings["load_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         result = editor.edit(requests_of(records))
         timings["edit_s"] = time.perf_counter() - mark
-        delta, hparams, method = result.delta, editor.hparams.to_dict(), args.method
+        delta, hparams, method = result.delta, editor.hparams.to_dict(), editor.method.name
         if "residual_ratio" in result.diagnostics:
             extra["residual_ratio"] = result.diagnostics["residual_ratio"]
         if args.save_delta:
@@ -110,7 +105,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _method_of(delta: WeightDelta, fallback: str | None) -> str | None:
-    """The user-facing method name a saved delta was made with (its info records the strategy)."""
+    """The method a saved delta was made with: its info's ``method``, else (files written
+    before methods were recorded) the default method of the strategy it records."""
+    method = delta.info.get("method") or delta.hparams.get("method")
+    if method in METHODS:
+        return method
     strategy = delta.info.get("strategy") or delta.hparams.get("strategy")
-    by_strategy = {s: m for m, s in METHODS.items()}
-    return by_strategy.get(strategy, fallback)
+    try:
+        return method_for_strategy(strategy).name
+    except ValueError:
+        return fallback

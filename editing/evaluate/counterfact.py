@@ -1,4 +1,4 @@
-"""CounterFact metrics (DESIGN §2) of an edited model against its unedited base.
+"""CounterFact metrics (docs/design.md §8) of an edited model against its unedited base.
 
 Per record: efficacy on the rewrite prompt, generalization on the paraphrases (Success:
 target_new has a lower mean per-token NLL than target_true; Accuracy: every target_new token
@@ -19,7 +19,7 @@ from editing.delta import WeightDelta
 from editing.evaluate.data import Record, requests_of
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, mean_nll, prefers
-from editing.evaluate.scoring import Row, RowScore, score_records
+from editing.evaluate.scoring import RowScore, ScoreRow, score_records
 from editing.requests import EditRequest
 
 METRIC_KEYS: tuple[str, ...] = (
@@ -58,29 +58,29 @@ def evaluate_counterfact(
     return summarise(requests, metrics, per_record)
 
 
-def _rows(req: EditRequest) -> tuple[list[Row], list[Row]]:
+def _rows(req: EditRequest) -> tuple[list[ScoreRow], list[ScoreRow]]:
     """Edited side: every prompt with both targets; unedited side: the locality rows."""
     return _target_rows(req), _locality_rows(req)
 
 
-def _target_rows(req: EditRequest) -> list[Row]:
+def _target_rows(req: EditRequest) -> list[ScoreRow]:
     rows = []
     for prompt in (req.text, *req.paraphrase_prompts, *req.neighborhood_prompts):
-        rows.append(Row(prompt, req.target_new))
+        rows.append(ScoreRow(prompt, req.target_new))
         if req.target_true:
-            rows.append(Row(prompt, req.target_true))
+            rows.append(ScoreRow(prompt, req.target_true))
     return rows
 
 
-def _locality_rows(req: EditRequest) -> list[Row]:
+def _locality_rows(req: EditRequest) -> list[ScoreRow]:
     """Rows whose next-token distribution (after the neighborhood prompt) locality compares:
     the edited side scores them anyway, so only the unedited side spends a pass on them."""
     target = req.target_true or req.target_new
-    return [Row(prompt, target) for prompt in req.neighborhood_prompts]
+    return [ScoreRow(prompt, target) for prompt in req.neighborhood_prompts]
 
 
 def record_metrics(
-    req: EditRequest, edited: dict[Row, RowScore], base: dict[Row, RowScore]
+    req: EditRequest, edited: dict[ScoreRow, RowScore], base: dict[ScoreRow, RowScore]
 ) -> dict[str, float | None]:
     """One record's fractions (0–1; ``kl`` in nats) from scored rows; ``None`` if undefined."""
 
@@ -91,10 +91,10 @@ def record_metrics(
         return prefers(nll(prompt, req.target_true or ""), nll(prompt, req.target_new))
 
     def nll(prompt: str, target: str) -> float:
-        return mean_nll(edited[Row(prompt, target)].logprobs)
+        return mean_nll(edited[ScoreRow(prompt, target)].logprobs)
 
     def hit(prompt: str) -> bool:
-        score = edited[Row(prompt, req.target_new)]
+        score = edited[ScoreRow(prompt, req.target_new)]
         return all_tokens_hit(score.argmax, score.target_ids)
 
     has_true = bool(req.target_true)

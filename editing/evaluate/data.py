@@ -22,6 +22,7 @@ from typing import Any
 
 from editing.paths import shared_data_dir as shared_data_dir  # re-export
 from editing.requests import EditRequest, InvalidEditRequest
+from models.files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,12 @@ def download(name: str, download_dir: str | os.PathLike[str] | None = None) -> P
     dest = Path(download_dir) / url.rsplit("/", 1)[1]
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
     log.info("downloading %s to %s", url, dest)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as fh:
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_file(dest) as fh:
             while chunk := response.read(1 << 20):
                 fh.write(chunk)
-        tmp.replace(dest)
     except (urllib.error.URLError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
         raise DataError(
             f"cannot download {name} from {url}: {exc}. Pass a local file with --data instead."
         ) from exc

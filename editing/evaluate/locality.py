@@ -12,15 +12,15 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from editing.evaluate.metrics import kl_divergence, topk_overlap
-from editing.evaluate.scoring import Row, RowScore
+from editing.evaluate.scoring import RowScore, ScoreRow
 
 TOP_KS: tuple[int, ...] = (1, 5, 10)
 
 
 def record_locality(
-    rows: Sequence[Row],
-    edited: Mapping[Row, RowScore],
-    base: Mapping[Row, RowScore],
+    rows: Sequence[ScoreRow],
+    edited: Mapping[ScoreRow, RowScore],
+    base: Mapping[ScoreRow, RowScore],
 ) -> dict[str, float | None]:
     """Mean KL(unedited ‖ edited) and top-k overlaps (fractions) over one record's rows;
     every key ``None`` for a record without such rows.

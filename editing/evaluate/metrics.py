@@ -1,4 +1,4 @@
-"""The metric arithmetic of DESIGN §2, on plain tensors (no model, no tokenizer).
+"""The metric arithmetic of docs/design.md §8, on plain tensors (no model, no tokenizer).
 
 Kept apart from the model plumbing so every definition can be checked on hand-built logits:
 a metric that is wrong by a sign or an off-by-one position still produces plausible numbers
@@ -11,22 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from editing.scoring import target_logprobs  # the one definition; re-exported here
 
-def target_logprobs(
-    logits: torch.Tensor, target_ids: torch.Tensor, prompt_len: int
-) -> torch.Tensor:
-    """Log-probabilities of a teacher-forced target, one per target token.
-
-    ``logits`` is ``[seq, vocab]`` for the sequence ``prompt + target``; the token at position
-    ``prompt_len + j`` is predicted by the logits at ``prompt_len + j - 1``.
-    """
-    if prompt_len < 1:
-        raise ValueError("a prompt needs at least one token to predict the target from")
-    n = target_ids.shape[0]
-    rows = logits[prompt_len - 1 : prompt_len - 1 + n].float()
-    if rows.shape[0] != n:
-        raise ValueError(f"logits hold {logits.shape[0]} positions, need {prompt_len + n - 1}")
-    return rows.log_softmax(-1).gather(-1, target_ids.view(-1, 1).to(rows.device)).view(-1)
+__all__ = ["target_logprobs"]
 
 
 def target_argmax(logits: torch.Tensor, n_target: int, prompt_len: int) -> torch.Tensor:

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from editing.delta import atomic_write
 from editing.evaluate.counterfact import METRIC_KEYS
 from editing.evaluate.zsre import ZSRE_KEYS
+from models.files import atomic_write
 
 SCHEMA_VERSION = 1
 

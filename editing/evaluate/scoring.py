@@ -2,7 +2,7 @@
 
 Every metric needs the same few things per row (the target's log-probabilities and argmax
 tokens, or the next-token distribution after a bare prompt), so evaluation is phrased as a set
-of :class:`Row` s scored in padded batches (right padding, as our tokenizers are set), sorted
+of :class:`ScoreRow` s scored in padded batches (right padding, as our tokenizers are set), sorted
 by length so little compute goes to padding. Rows are deduplicated, and rows whose inputs
 are prefixes of another row's share its forward pass (see :func:`score_rows`).
 
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from editing.batch import pad_id, pad_right
 from editing.delta import WeightDelta
 from editing.evaluate.metrics import target_argmax, target_logprobs
 from editing.tokens import continuation_ids, prompt_ids
@@ -28,7 +29,7 @@ from models.placement import input_device
 
 
 @dataclass(frozen=True)
-class Row:
+class ScoreRow:
     """A prompt teacher-forced on a target, or (``target=None``) a bare prompt whose
     next-token distribution is wanted."""
 
@@ -50,7 +51,7 @@ class RowScore:
     """Next-token log-probabilities after the prompt (rows asked for with ``next_for``)."""
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], list[int]]:
+def encode_row(tokenizer: PreTrainedTokenizerBase, row: ScoreRow) -> tuple[list[int], list[int]]:
     """Prompt ids and target ids by the project's shared rules (``editing.tokens``)."""
     head = prompt_ids(tokenizer, row.prompt)
     if not head:
@@ -59,23 +60,14 @@ def encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], lis
     return head, tail
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad batches with")
-    return int(pad)
-
-
 @torch.inference_mode()
 def score_rows(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    rows: Iterable[Row],
+    rows: Iterable[ScoreRow],
     batch_size: int = 32,
-    next_for: Collection[Row] = (),
-) -> dict[Row, RowScore]:
+    next_for: Collection[ScoreRow] = (),
+) -> dict[ScoreRow, RowScore]:
     """Score distinct rows with ``batch_size`` sequences per padded forward pass.
 
     A row needs the model's logits from its prompt's last token up to its target's
@@ -92,7 +84,7 @@ def score_rows(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     unique = list(dict.fromkeys(rows))
     keep_next = set(next_for)
-    encoded = [encode(tokenizer, row) for row in unique]
+    encoded = [encode_row(tokenizer, row) for row in unique]
     inputs = [tuple(head + tail[:-1]) for head, tail in encoded]
     carrier_of = _carriers(inputs)
     # the earliest position whose logits some row served by the carrier needs
@@ -102,20 +94,15 @@ def score_rows(
         first[carrier] = min(first.get(carrier, len(carrier)), len(head) - 1)
     carriers = sorted(first, key=len)
     device = input_device(model)
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     spans: dict[tuple[int, ...], torch.Tensor] = {}
     for start in range(0, len(carriers), batch_size):
         batch = carriers[start : start + batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, seq in enumerate(batch):
-            ids[j, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[j, : len(seq)] = 1
+        ids, mask = pad_right(batch, pad, device)
         bounds = [(first[seq], len(seq) - 1) for seq in batch]
-        logits = _span_logits(model, ids.to(device), mask.to(device), bounds)
+        logits = _span_logits(model, ids, mask, bounds)
         spans.update(zip(batch, logits, strict=True))
-    out: dict[Row, RowScore] = {}
+    out: dict[ScoreRow, RowScore] = {}
     for row, (head, tail), seq in zip(unique, encoded, inputs, strict=True):
         carrier = carrier_of[seq]
         offset = len(head) - 1 - first[carrier]
@@ -196,12 +183,12 @@ def with_delta(model: nn.Module, delta: WeightDelta | None) -> Iterator[nn.Modul
 def score_two_sided(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    edited_rows: Iterable[Row],
-    base_rows: Iterable[Row],
+    edited_rows: Iterable[ScoreRow],
+    base_rows: Iterable[ScoreRow],
     delta: WeightDelta | None,
     batch_size: int = 32,
-    next_for: Collection[Row] = (),
-) -> tuple[dict[Row, RowScore], dict[Row, RowScore]]:
+    next_for: Collection[ScoreRow] = (),
+) -> tuple[dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]]:
     """Scores of the edited model (``delta`` applied) and of the unedited one (as found).
 
     ``model`` holds the unedited weights. Without a delta both sides are the same model, so
@@ -227,8 +214,8 @@ def score_records(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     records: Sequence[RecordT],
-    rows_of: Callable[[RecordT], tuple[list[Row], list[Row]]],
-    metrics_of: Callable[[RecordT, dict[Row, RowScore], dict[Row, RowScore]], dict[str, float | None]],
+    rows_of: Callable[[RecordT], tuple[list[ScoreRow], list[ScoreRow]]],
+    metrics_of: Callable[[RecordT, dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]], dict[str, float | None]],
     delta: WeightDelta | None,
     batch_size: int = 32,
 ) -> list[dict[str, float | None]]:
@@ -241,8 +228,8 @@ def score_records(
     metrics: list[dict[str, float | None]] = []
     for start in range(0, len(records), CHUNK_RECORDS):
         chunk = records[start : start + CHUNK_RECORDS]
-        edited_rows: list[Row] = []
-        base_rows: list[Row] = []
+        edited_rows: list[ScoreRow] = []
+        base_rows: list[ScoreRow] = []
         for record in chunk:
             edited_part, base_part = rows_of(record)
             edited_rows += edited_part

@@ -1,4 +1,4 @@
-"""zsRE metrics (DESIGN §2): per-token accuracy, as the MEMIT paper reports them.
+"""zsRE metrics (docs/design.md §8): per-token accuracy, as the MEMIT paper reports them.
 
 zsRE has no ``target_true``, so there is no Success metric: efficacy and generalization are
 the fraction of ``target_new`` tokens that are the argmax under teacher forcing on the
@@ -21,7 +21,7 @@ from editing.evaluate.counterfact import METRIC_KEYS
 from editing.evaluate.data import Record
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, token_accuracy
-from editing.evaluate.scoring import Row, RowScore, score_records
+from editing.evaluate.scoring import RowScore, ScoreRow, score_records
 from editing.requests import EditRequest
 
 ZSRE_KEYS: tuple[str, ...] = (
@@ -53,41 +53,41 @@ def evaluate_zsre(
     return _summarise(cases, metrics, per_record)
 
 
-def _rows(case: Record) -> tuple[list[Row], list[Row]]:
+def _rows(case: Record) -> tuple[list[ScoreRow], list[ScoreRow]]:
     """Edited side: question and paraphrases on target_new, plus the neighborhood rows, which
     the unedited side scores too (for specificity and locality)."""
     req = case.request
-    edited = [Row(p, req.target_new) for p in (req.text, *req.paraphrase_prompts)]
+    edited = [ScoreRow(p, req.target_new) for p in (req.text, *req.paraphrase_prompts)]
     return edited + _locality_rows(case), _locality_rows(case)
 
 
-def _neighborhood_rows(case: Record) -> list[Row]:
+def _neighborhood_rows(case: Record) -> list[ScoreRow]:
     """Neighborhood questions teacher-forced on their dataset answers."""
     return [
-        Row(p, a)
+        ScoreRow(p, a)
         for p, a in zip(case.request.neighborhood_prompts, case.neighborhood_answers, strict=False)
     ]
 
 
-def _locality_rows(case: Record) -> list[Row]:
+def _locality_rows(case: Record) -> list[ScoreRow]:
     """One row per neighborhood question (its answer row, or the bare question without one):
     both sides score it, for specificity and for the next-token locality metrics."""
     answered = _neighborhood_rows(case)
-    return answered + [Row(p) for p in case.request.neighborhood_prompts[len(answered) :]]
+    return answered + [ScoreRow(p) for p in case.request.neighborhood_prompts[len(answered) :]]
 
 
 def record_metrics(
-    case: Record, edited: dict[Row, RowScore], base: dict[Row, RowScore]
+    case: Record, edited: dict[ScoreRow, RowScore], base: dict[ScoreRow, RowScore]
 ) -> dict[str, float | None]:
     """One record's fractions (0–1; ``kl`` in nats) from scored rows; ``None`` if undefined."""
     req = case.request
 
     def acc(prompt: str) -> float:
-        score = edited[Row(prompt, req.target_new)]
+        score = edited[ScoreRow(prompt, req.target_new)]
         return token_accuracy(score.argmax, score.target_ids)
 
     def hit(prompt: str) -> bool:
-        score = edited[Row(prompt, req.target_new)]
+        score = edited[ScoreRow(prompt, req.target_new)]
         return all_tokens_hit(score.argmax, score.target_ids)
 
     neighborhood = _neighborhood_rows(case)

@@ -19,10 +19,10 @@ import httpx
 import redis
 
 from app.queue import worker_info
-from app.runtime import digest_mlp_out
 from app.store import VersionStore
 from app.worker import MAX_ATTEMPTS
 from editing.delta import WeightDelta
+from editing.fingerprint import weights_digest
 from models.load import load_model
 from tests.e2e.harness import Proc, Service, redis_client
 
@@ -71,7 +71,7 @@ def replay_digest(model_dir: Path, data_dir: Path, version: str) -> str:
         lm = load_model(str(model_dir), "cpu", None)
         for link in chain[1:]:
             WeightDelta.load(store.delta_file(link)).apply(lm.model)
-        return digest_mlp_out(lm.model)
+        return weights_digest(lm.model)
     finally:
         store.close()
 

@@ -16,7 +16,7 @@ import tarfile
 import httpx
 from transformers import AutoModelForCausalLM
 
-from app.runtime import digest_mlp_out
+from editing.fingerprint import weights_digest
 from tests.e2e.harness import Service, wait_for, wait_job, wait_ready
 
 CLEAN_EXIT = (0, -signal.SIGTERM)
@@ -112,7 +112,7 @@ def test_edit_query_rollback_revert_follow_restart(tiny_service: Service) -> Non
     with tarfile.open(fileobj=io.BytesIO(exported.content)) as tar:
         tar.extractall(service.root / "export", filter="data")
     merged = AutoModelForCausalLM.from_pretrained(service.root / "export" / v1)
-    assert digest_mlp_out(merged) == record["weights_sha256"]
+    assert weights_digest(merged) == record["weights_sha256"]
 
     # -- two more batches ---------------------------------------------------------------
     v2 = commit(client, [FACTS[1]])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from editing import Editor
-from editing.cli import target_logprob
 from editing.evaluate.data import load_records
+from editing.presets import preset_for
+from editing.scoring import target_logprob
 from models.load import cache_dir, load_model
-from models.presets import preset_for
 from tests.shared_data import shared_data_file
 
 pytestmark = pytest.mark.default_model

@@ -10,8 +10,9 @@ import time
 import pytest
 import torch
 
-from app.runtime import Chain, ModelRuntime, digest_mlp_out
+from app.runtime import Chain, ModelRuntime
 from editing.delta import DeltaError, LayerUpdate, WeightDelta
+from editing.fingerprint import weights_digest
 from models.load import LoadedModel
 from models.specs import mlp_out_weight, num_layers, weight_out_in
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -58,7 +59,7 @@ def replay_digest(deltas: dict[str, WeightDelta], version: str, like: ModelRunti
     fresh = tiny_model().to(like.lm.model.get_input_embeddings().weight.dtype)
     for v in lineage(version):
         deltas[v].apply(fresh)
-    return digest_mlp_out(fresh)
+    return weights_digest(fresh)
 
 
 def test_any_version_any_number_of_switches_is_bit_exact(setup) -> None:
@@ -72,7 +73,7 @@ def test_any_version_any_number_of_switches_is_bit_exact(setup) -> None:
         version = rng.choice(versions)
         runtime.set_active(version)
         assert runtime.active == version == runtime.loaded
-        assert digest_mlp_out(runtime.lm.model) == expected[version], version
+        assert weights_digest(runtime.lm.model) == expected[version], version
     runtime.set_active("v0")
     assert runtime.weights_digest() == expected["v0"]
 
@@ -90,9 +91,9 @@ def test_named_version_queries_never_see_a_half_switched_model(setup) -> None:
         while not stop.is_set():
             want = rng.choice([None, *versions])
             with runtime.serving(want) as view:
-                first = digest_mlp_out(view.model)
+                first = weights_digest(view.model)
                 time.sleep(0.001)
-                second = digest_mlp_out(view.model)
+                second = weights_digest(view.model)
                 if not first == second == expected[view.version]:
                     errors.append(f"{want} -> {view.version}")
                 served[view.version] += 1
@@ -117,7 +118,7 @@ def test_named_version_queries_never_see_a_half_switched_model(setup) -> None:
 def test_delta_that_does_not_fit_is_never_applied(setup) -> None:
     runtime, deltas = setup
     runtime.set_active("v2")
-    before = digest_mlp_out(runtime.lm.model)
+    before = weights_digest(runtime.lm.model)
     bad_shape = WeightDelta(updates={1: LayerUpdate(torch.ones(3, 3))})
     foreign = WeightDelta(updates={}, model_type="gpt2")
     beyond = WeightDelta(updates={num_layers(runtime.lm.model) + 3: LayerUpdate(torch.ones(1))})
@@ -127,6 +128,6 @@ def test_delta_that_does_not_fit_is_never_applied(setup) -> None:
             runtime.set_active("v3")
         deltas["v3"] = good
         assert runtime.active == "v2"
-        assert digest_mlp_out(runtime.lm.model) == before
+        assert weights_digest(runtime.lm.model) == before
     runtime.set_active("v3")
     assert mlp_out_weight(runtime.lm.model, 0).abs().sum() > 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editing.delta import DeltaError, LayerUpdate, WeightDelta, model_fingerprint
+from editing.delta import DeltaError, LayerUpdate, WeightDelta
+from editing.fingerprint import model_fingerprint
 from models.specs import mlp_out_weight, weight_out_in
 from tests.tiny import tiny_model
 

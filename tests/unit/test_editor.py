@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from editing import Editor, EditRequest, EditState, WeightDelta
-from editing.cli import target_logprob
+from editing.scoring import target_logprob
 from editing.tokens import continuation_ids
 from editing.zcache import ZCache
 from models.specs import mlp_out_weight
@@ -97,6 +97,23 @@ def test_z_cache_is_reused(tiny, corpus, tmp_path) -> None:
     assert second.diagnostics["z_steps"] == [0, 0], "cached z needs no steps"
     for layer in first.delta.layers:
         torch.testing.assert_close(first.delta.updates[layer].dense(), second.delta.updates[layer].dense())
+
+
+def test_z_cache_misses_after_an_edit_below_the_z_layer(tiny, corpus, tmp_path) -> None:
+    """z at layer 1 starts from h at layer 1, which layer 0's MLP changes: the key must too."""
+    model, tok = tiny
+    cache = ZCache(tmp_path / "z")
+    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
+    z_layer = HP.edited_layers[0]
+    assert z_layer >= 1
+    first = editor.z_at(FACTS[:1], z_layer)
+    assert editor.z_at(FACTS[:1], z_layer).steps == [0], "same weights: the cached z is used"
+    weight = mlp_out_weight(model, z_layer - 1)
+    with torch.no_grad():
+        weight.add_(0.05 * torch.randn_like(weight))  # an edit below z's layer
+    again = editor.z_at(FACTS[:1], z_layer)
+    assert again.steps[0] > 0, "an edit below z's layer must not reuse the cached z"
+    assert not torch.equal(again.h, first.h.to(again.h.device))
 
 
 def _greedy_request(model, tok) -> EditRequest:

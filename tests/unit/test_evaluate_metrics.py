@@ -21,7 +21,7 @@ from editing.evaluate.metrics import (
     token_accuracy,
     topk_overlap,
 )
-from editing.evaluate.scoring import Row, RowScore
+from editing.evaluate.scoring import RowScore, ScoreRow
 from editing.evaluate.zsre import record_metrics as zsre_record_metrics
 from editing.requests import EditRequest
 
@@ -127,21 +127,21 @@ def test_counterfact_record_metrics_compare_the_right_targets() -> None:
     new_ids, true_ids = [7], [8]
     same = [0.7, 0.2, 0.1]
     edited = {
-        Row("S speaks", "English"): score(0.1, [7], new_ids),  # new wins, is the argmax
-        Row("S speaks", "French"): score(2.0, [7], true_ids),
-        Row("P1", "English"): score(0.5, [7], new_ids),  # new wins, argmax
-        Row("P1", "French"): score(1.0, [7], true_ids),
-        Row("P2", "English"): score(3.0, [8], new_ids),  # true wins, not argmax
-        Row("P2", "French"): score(1.0, [8], true_ids),
-        Row("N1", "English"): score(3.0, [8], new_ids),  # neighborhood kept: true wins
-        Row("N1", "French"): score(0.2, [8], true_ids, nxt=same),
-        Row("N2", "English"): score(0.1, [7], new_ids),  # neighborhood broken: new wins
-        Row("N2", "French"): score(0.9, [7], true_ids, nxt=[0.1, 0.2, 0.7]),
-        Row("N3", "English"): score(1.5, [8], new_ids),  # kept: true wins
-        Row("N3", "French"): score(1.0, [8], true_ids, nxt=same),
+        ScoreRow("S speaks", "English"): score(0.1, [7], new_ids),  # new wins, is the argmax
+        ScoreRow("S speaks", "French"): score(2.0, [7], true_ids),
+        ScoreRow("P1", "English"): score(0.5, [7], new_ids),  # new wins, argmax
+        ScoreRow("P1", "French"): score(1.0, [7], true_ids),
+        ScoreRow("P2", "English"): score(3.0, [8], new_ids),  # true wins, not argmax
+        ScoreRow("P2", "French"): score(1.0, [8], true_ids),
+        ScoreRow("N1", "English"): score(3.0, [8], new_ids),  # neighborhood kept: true wins
+        ScoreRow("N1", "French"): score(0.2, [8], true_ids, nxt=same),
+        ScoreRow("N2", "English"): score(0.1, [7], new_ids),  # neighborhood broken: new wins
+        ScoreRow("N2", "French"): score(0.9, [7], true_ids, nxt=[0.1, 0.2, 0.7]),
+        ScoreRow("N3", "English"): score(1.5, [8], new_ids),  # kept: true wins
+        ScoreRow("N3", "French"): score(1.0, [8], true_ids, nxt=same),
     }
     base = {
-        Row(n, "French"): score(0.2, [8], true_ids, nxt=same) for n in ("N1", "N2", "N3")
+        ScoreRow(n, "French"): score(0.2, [8], true_ids, nxt=same) for n in ("N1", "N2", "N3")
     }
     m = record_metrics(req, edited, base)
     assert m["efficacy_success"] == 1.0 and m["efficacy_accuracy"] == 1.0
@@ -158,11 +158,11 @@ def test_zsre_record_metrics_compare_neighborhood_with_the_unedited_argmax() -> 
     case = Record(0, req, ("Paris France",))
     nxt = [0.5, 0.5]
     edited = {
-        Row("Where is S?", "Rome Italy"): score(0.1, [3, 9], [3, 4]),  # 1 of 2 tokens
-        Row("Where lies S?", "Rome Italy"): score(0.1, [3, 4], [3, 4]),  # 2 of 2
-        Row("nq: q?", "Paris France"): score(0.1, [5, 1], [5, 6], nxt=nxt),
+        ScoreRow("Where is S?", "Rome Italy"): score(0.1, [3, 9], [3, 4]),  # 1 of 2 tokens
+        ScoreRow("Where lies S?", "Rome Italy"): score(0.1, [3, 4], [3, 4]),  # 2 of 2
+        ScoreRow("nq: q?", "Paris France"): score(0.1, [5, 1], [5, 6], nxt=nxt),
     }
-    base = {Row("nq: q?", "Paris France"): score(0.1, [2, 1], [5, 6], nxt=nxt)}
+    base = {ScoreRow("nq: q?", "Paris France"): score(0.1, [2, 1], [5, 6], nxt=nxt)}
     m = zsre_record_metrics(case, edited, base)
     assert m["zsre_efficacy"] == 0.5 and m["efficacy_accuracy"] == 0.0
     assert m["zsre_generalization"] == 1.0 and m["generalization_accuracy"] == 1.0

@@ -8,22 +8,22 @@ import torch
 from editing.delta import LayerUpdate, WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.data import Record
-from editing.evaluate.scoring import Row, _carriers, encode, score_rows, with_delta
+from editing.evaluate.scoring import ScoreRow, _carriers, encode_row, score_rows, with_delta
 from editing.evaluate.zsre import evaluate_zsre
 from editing.requests import EditRequest
 from models.specs import mlp_out_weight, weight_out_in
 from tests.tiny import tiny_model, tiny_tokenizer
 
 ROWS = [
-    Row("The mother tongue of Danielle Darrieux is", "English"),
-    Row("The mother tongue of Danielle Darrieux is", "French"),
-    Row("The mother tongue of Danielle Darrieux is", "Illinois Institute of Technology"),
-    Row("Paris is the capital of", "France"),
-    Row("Paris is the capital of", "the French Republic"),
-    Row("Toko Yasuda plays the", "guitar"),
-    Row("What university did Watts Humphrey attend?", "Illinois Institute of Technology"),
-    Row("Rome is in"),  # bare prompt: next-token distribution only
-    Row("I"),
+    ScoreRow("The mother tongue of Danielle Darrieux is", "English"),
+    ScoreRow("The mother tongue of Danielle Darrieux is", "French"),
+    ScoreRow("The mother tongue of Danielle Darrieux is", "Illinois Institute of Technology"),
+    ScoreRow("Paris is the capital of", "France"),
+    ScoreRow("Paris is the capital of", "the French Republic"),
+    ScoreRow("Toko Yasuda plays the", "guitar"),
+    ScoreRow("What university did Watts Humphrey attend?", "Illinois Institute of Technology"),
+    ScoreRow("Rome is in"),  # bare prompt: next-token distribution only
+    ScoreRow("I"),
 ]
 
 CF = [
@@ -40,9 +40,9 @@ CF = [
 ]
 
 
-def reference(model: torch.nn.Module, tok, row: Row) -> tuple:
+def reference(model: torch.nn.Module, tok, row: ScoreRow) -> tuple:
     """One unpadded full forward per row: (target log-probs, argmax, next-token log-probs)."""
-    head, tail = encode(tok, row)
+    head, tail = encode_row(tok, row)
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([head + tail])).logits[0].float()
     logp = logits.log_softmax(-1)
@@ -65,7 +65,7 @@ def test_batched_scores_equal_unbatched(arch: str, style: str, batch_size: int) 
         if row.target is not None:
             assert torch.allclose(got.logprobs, lp, atol=1e-5), row
             assert torch.equal(got.argmax, argmax), row
-            assert got.target_ids.tolist() == encode(tok, row)[1]
+            assert got.target_ids.tolist() == encode_row(tok, row)[1]
         if row in ROWS[:4] or row.target is None:
             assert got.next_logprobs is not None
             assert torch.allclose(got.next_logprobs, nxt, atol=1e-5), row

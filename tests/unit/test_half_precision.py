@@ -14,10 +14,10 @@ import torch
 
 from app.inference import next_tokens, score
 from editing import Editor, WeightDelta
-from editing.cli import target_logprob
 from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate
 from editing.precision import rounding_survival
+from editing.scoring import target_logprob
 from editing.stats import CovarianceCache
 from tests.conftest import FACTS, TINY_HPARAMS
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -87,8 +87,8 @@ def test_z_offset_and_optimiser_stay_float32(dtype: torch.dtype, corpus, tmp_pat
     model, tok = half_tiny("llama", dtype)
     editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
     z = editor.z_at(FACTS, HP.layers[0])
-    assert z.delta.dtype == torch.float32 and z.h.dtype == torch.float32
-    assert torch.isfinite(z.delta).all() and z.delta.norm() > 0
+    assert z.offset.dtype == torch.float32 and z.h.dtype == torch.float32
+    assert torch.isfinite(z.offset).all() and z.offset.norm() > 0
     assert max(z.nll) < 10
 
 

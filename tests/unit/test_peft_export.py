@@ -21,10 +21,16 @@ from editing.peft_export import (
     layer_factors,
     vllm_rank,
 )
-from models.specs import mlp_out_path, weight_out_in
+from models.specs import spec_for, weight_out_in
 from tests.tiny import tiny_model
 
 peft = pytest.importorskip("peft")
+
+
+def mlp_out_path(model, layer: int) -> str:
+    """Full dotted name of a layer's MLP output module (as in ``model.named_modules()``)."""
+    spec = spec_for(model)
+    return f"{spec.blocks}.{layer}.{spec.mlp_out}"
 
 
 def low_rank_delta(model: torch.nn.Module, ranks: dict[int, int], seed: int,

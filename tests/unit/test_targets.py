@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from editing.encoding import encode
+from editing.encoding import encode_requests
 from editing.hooks import capture, edit_block_output
+from editing.scoring import target_logprobs
 from editing.targets import optimize_z, replay_targets
 from editing.tokens import continuation_ids, prompt_ids
 from tests.conftest import FACTS, TINY_HPARAMS
@@ -13,19 +14,19 @@ from tests.conftest import FACTS, TINY_HPARAMS
 PREFIXES = ["", "Because I. ", "The a. "]
 
 
-def target_nll(model, tokenizer, request, layer: int, delta: torch.Tensor) -> float:
-    """NLL of the target on the bare prompt with ``delta`` added at the fact token."""
-    row = encode(tokenizer, [request], [""])[0]
+def target_nll(model, tokenizer, request, layer: int, offset: torch.Tensor) -> float:
+    """NLL of the target on the bare prompt with ``offset`` added at the fact token."""
+    row = encode_requests(tokenizer, [request], [""])[0]
     ids = torch.tensor([row.ids + row.target[:-1]])
 
     def add(hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.clone()
-        hidden[0, row.fact] += delta
+        hidden[0, row.fact] += offset
         return hidden
 
     with edit_block_output(model, layer, add), torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0], -1)
-    return -float(sum(logp[len(row.ids) - 1 + j, t] for j, t in enumerate(row.target)) / len(row.target))
+        logits = model(ids).logits[0]
+    return -float(target_logprobs(logits, torch.tensor(row.target), len(row.ids)).mean())
 
 
 def test_z_lowers_the_target_nll(tiny) -> None:
@@ -35,7 +36,7 @@ def test_z_lowers_the_target_nll(tiny) -> None:
     gains = []
     for i, request in enumerate(FACTS):
         before = target_nll(model, tok, request, 1, torch.zeros(model.config.hidden_size))
-        after = target_nll(model, tok, request, 1, result.delta[i])
+        after = target_nll(model, tok, request, 1, result.offset[i])
         assert after < before, (request.subject, before, after)
         gains.append(before - after)
     assert sum(gains) / len(gains) > 0.3, gains
@@ -45,7 +46,7 @@ def test_clamp_bounds_the_delta(tiny) -> None:
     model, tok = tiny
     hp = TINY_HPARAMS.replace(v_steps=10, v_lr=5.0, clamp_norm_factor=0.1)
     result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
-    assert torch.all(result.delta.norm(dim=-1) <= 0.1 * result.h.norm(dim=-1) * (1 + 1e-4))
+    assert torch.all(result.offset.norm(dim=-1) <= 0.1 * result.h.norm(dim=-1) * (1 + 1e-4))
 
 
 def test_batched_z_equals_one_at_a_time(tiny) -> None:
@@ -53,7 +54,7 @@ def test_batched_z_equals_one_at_a_time(tiny) -> None:
     batched = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS)
     for i, request in enumerate(FACTS):
         single = optimize_z(model, tok, [request], PREFIXES, 1, TINY_HPARAMS)
-        torch.testing.assert_close(batched.delta[i], single.delta[0], atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(batched.offset[i], single.offset[0], atol=1e-4, rtol=1e-3)
         torch.testing.assert_close(batched.h[i], single.h[0], atol=1e-5, rtol=1e-5)
         assert batched.steps[i] == single.steps[0]
 
@@ -62,7 +63,7 @@ def test_prefix_cache_gives_the_same_z_with_fewer_tokens(tiny) -> None:
     model, tok = tiny
     cached = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS, prefix_cache=True)
     full = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS, prefix_cache=False)
-    torch.testing.assert_close(cached.delta, full.delta, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(cached.offset, full.offset, atol=1e-4, rtol=1e-3)
     assert cached.tokens_per_step < full.tokens_per_step
 
 
@@ -74,7 +75,7 @@ def test_early_stop_freezes_a_request() -> None:
     hp = TINY_HPARAMS.replace(v_steps=30, nll_stop=1e9)  # everything is "already learned"
     result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
     assert result.steps == [1, 1, 1]
-    assert torch.count_nonzero(result.delta) == 0
+    assert torch.count_nonzero(result.offset) == 0
 
 
 def test_forward_replay_equals_manual_forward_with_z(tiny) -> None:
@@ -82,7 +83,7 @@ def test_forward_replay_equals_manual_forward_with_z(tiny) -> None:
     zres = optimize_z(model, tok, FACTS, PREFIXES, 1, TINY_HPARAMS)
     targets = replay_targets(model, tok, FACTS, [""], zres, [2, 3])
     for i, request in enumerate(FACTS):
-        row = encode(tok, [request], [""], with_target=False)[0]
+        row = encode_requests(tok, [request], [""], with_target=False)[0]
         ids = torch.tensor([prompt_ids(tok, request.text)])
 
         def put_z(hidden: torch.Tensor, i: int = i, fact: int = row.fact) -> torch.Tensor:
@@ -94,4 +95,6 @@ def test_forward_replay_equals_manual_forward_with_z(tiny) -> None:
             model(ids)
         for layer in (2, 3):
             torch.testing.assert_close(targets[layer][i], seen["block"][layer][0, row.fact], atol=1e-5, rtol=1e-4)
-    assert continuation_ids(tok, FACTS[0].text, FACTS[0].target_new)
+    for request in FACTS:  # z was optimised on the very target tokens scoring reads
+        target = encode_requests(tok, [request], [""])[0].target
+        assert target and target == continuation_ids(tok, request.text, request.target_new)

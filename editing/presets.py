@@ -1,5 +1,8 @@
 """Hyper-parameter presets per model, as typed values.
 
+Edited layers come from :data:`models.catalog.PRESET_LAYERS` (the memory planner needs them
+without editing); the rest of each preset is here.
+
 ``smollm2-135m``: layers chosen by ``python -m bench.layer_sweep --n 20 --starts 2,4,6`` (FE on
 the last 20 MCF records, which the reproduction benchmark does not use). Efficacy /
 generalization / specificity Success: layers 2-6 100 / 85 / 91.5 (KL 0.017), 4-8 95 / 72.5 /
@@ -21,53 +24,38 @@ from __future__ import annotations
 from torch import nn
 
 from editing.hparams import EditHparams
+from models.catalog import PRESET_LAYERS, canonical_name, generic_layers
 
 PRESETS: dict[str, EditHparams] = {
     "smollm2-135m": EditHparams(
-        layers=(2, 3, 4, 5, 6), v_lr=0.5, v_steps=25, clamp_norm_factor=0.75, weight_decay=0.5,
-        kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=1000, stats_seq_len=128,
+        layers=PRESET_LAYERS["smollm2-135m"], v_lr=0.5, v_steps=25, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=1000,
+        stats_seq_len=128,
     ),
     "llama3-8b": EditHparams(
-        layers=(4, 5, 6, 7, 8), v_lr=0.1, v_steps=35, clamp_norm_factor=0.75, weight_decay=0.5,
-        kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000, stats_seq_len=128,
+        layers=PRESET_LAYERS["llama3-8b"], v_lr=0.1, v_steps=35, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
+        stats_seq_len=128,
     ),
     "gpt2-xl": EditHparams(
-        layers=(13, 14, 15, 16, 17), v_lr=0.5, v_steps=20, clamp_norm_factor=0.75,
+        layers=PRESET_LAYERS["gpt2-xl"], v_lr=0.5, v_steps=20, clamp_norm_factor=0.75,
         weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
     ),
     "gpt-j-6b": EditHparams(
-        layers=(3, 4, 5, 6, 7, 8), v_lr=0.5, v_steps=25, clamp_norm_factor=0.75,
+        layers=PRESET_LAYERS["gpt-j-6b"], v_lr=0.5, v_steps=25, clamp_norm_factor=0.75,
         weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
     ),
-}
-
-ALIASES: dict[str, str] = {
-    "smollm2-135m-instruct": "smollm2-135m",
-    "huggingfacetb/smollm2-135m-instruct": "smollm2-135m",
-    "huggingfacetb/smollm2-135m": "smollm2-135m",
-    "meta-llama/meta-llama-3-8b": "llama3-8b",
-    "meta-llama/meta-llama-3-8b-instruct": "llama3-8b",
-    "meta-llama/llama-3.1-8b": "llama3-8b",
-    "openai-community/gpt2-xl": "gpt2-xl",
-    "eleutherai/gpt-j-6b": "gpt-j-6b",
 }
 
 
 def generic_preset(n_layers: int) -> EditHparams:
-    """For models without a preset: up to five consecutive layers starting ~15% deep.
-
-    Early-middle MLPs are where causal tracing finds factual recall in every model family
-    studied (ROME/MEMIT); a sweep (bench/layer_sweep.py) should replace this for real use.
-    """
-    width = max(1, min(5, n_layers // 2))
-    start = min(max(0, round(0.15 * n_layers)), max(0, n_layers - 1 - width))
-    return EditHparams(layers=tuple(range(start, start + width)))
+    """For models without a preset: default settings on :func:`models.catalog.generic_layers`."""
+    return EditHparams(layers=generic_layers(n_layers))
 
 
 def preset_for(name: str | None, model: nn.Module | None = None) -> EditHparams:
     """The preset for a model name (or alias); for unknown names, :func:`generic_preset`."""
-    key = (name or "").lower()
-    key = ALIASES.get(key, key)
+    key = canonical_name(name)
     if key in PRESETS:
         return PRESETS[key]
     if model is None:

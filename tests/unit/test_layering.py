@@ -1,0 +1,120 @@
+"""The import layering of docs/INTERFACES.md: ``app → editing → models``, and no cycles.
+
+Read from the source (AST), so an import inside a function counts as much as one at the top:
+a lazy import hides a wrong dependency from Python, not from this test.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYERS = {"models": 0, "editing": 1, "app": 2}
+"""A package may import packages of its own rank or lower, never higher."""
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _sources() -> dict[str, Path]:
+    return {_module_name(p): p for top in LAYERS for p in sorted((ROOT / top).rglob("*.py"))}
+
+
+def _imported(module: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules ``module`` imports anywhere in its body (a name imported from a
+    package counts as its submodule when there is one)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                     for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    sources = _sources()
+    known = set(sources)
+    return {module: _imported(module, path, known) for module, path in sources.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_imports_follow_the_arrow() -> None:
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if LAYERS[target.split(".")[0]] > LAYERS[module.split(".")[0]]
+    ]
+    assert not wrong, "imports against app → editing → models:\n" + "\n".join(wrong)
+
+
+def test_the_two_command_lines_do_not_import_each_other() -> None:
+    graph = import_graph()
+    assert "editing.evaluate.cli" in graph["editing.cli"]  # the evaluate sub-command is always there
+    assert "editing.cli" not in graph["editing.evaluate.cli"]
+
+
+def test_no_import_cycles_in_editing_and_models() -> None:
+    graph = import_graph()
+    found = [c for c in cycles(graph) if not all(m.startswith("app") for m in c)]
+    assert not found, f"import cycles: {found}"
+
+
+def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
+    """The detector itself: a lazy upward import is still an import."""
+    source = tmp_path / "lazy.py"
+    source.write_text("def f():\n    from app.store import VersionStore\n")
+    assert _imported("models.lazy", source, {"app.store", "models.lazy"}) == {"app.store"}
