@@ -298,22 +298,16 @@ def plan_for_config(
     layers: Sequence[int],
     *,
     z_layer: int | None = None,
-    n_prefixes: int = 6,
-    tokens_per_row: int = 24,
-    prefix_tokens: int = 12,
-    target_tokens: int = 2,
-    stats_batch: int = 16,
-    stats_seq_len: int = 128,
-    eval_batch: int = 32,
+    **settings: int,
 ) -> MemoryPlan:
     """Plan from a config alone (the model is built on ``meta``: no weights needed).
 
-    ``z_layer`` defaults to the first edited layer (FE; MEMIT optimises z at the last); the
-    other settings are :class:`PlanSettings`' fields.
+    ``z_layer`` defaults to the first edited layer (FE; MEMIT optimises z at the last);
+    ``settings`` are :class:`PlanSettings`' fields (``n_prefixes``, ``tokens_per_row``, ...).
     """
-    settings = PlanSettings(n_prefixes, tokens_per_row, prefix_tokens, target_tokens,
-                            stats_batch, stats_seq_len, eval_batch)
-    return plan_for_shapes(shapes_of(meta_model(config, dtype)), dtype, layers, settings, z_layer)
+    plan_settings = PlanSettings(**settings)
+    return plan_for_shapes(shapes_of(meta_model(config, dtype)), dtype, layers, plan_settings,
+                           z_layer)
 
 
 def plan_for_model(
@@ -321,19 +315,11 @@ def plan_for_model(
     layers: Sequence[int],
     *,
     z_layer: int | None = None,
-    n_prefixes: int = 6,
-    tokens_per_row: int = 24,
-    prefix_tokens: int = 12,
-    target_tokens: int = 2,
-    stats_batch: int = 16,
-    stats_seq_len: int = 128,
-    eval_batch: int = 32,
+    **settings: int,
 ) -> MemoryPlan:
     """The same figures for a loaded model (its own shapes and dtype; nothing is allocated)."""
-    settings = PlanSettings(n_prefixes, tokens_per_row, prefix_tokens, target_tokens,
-                            stats_batch, stats_seq_len, eval_batch)
     dtype = mlp_out_weight(model, 0).dtype
-    return plan_for_shapes(shapes_of(model), dtype, layers, settings, z_layer)
+    return plan_for_shapes(shapes_of(model), dtype, layers, PlanSettings(**settings), z_layer)
 
 
 # -- budgets ------------------------------------------------------------------------------------
