@@ -12,7 +12,7 @@ measures each new version against its parent before moving the active pointer:
   facts (per fact the mean over its paraphrases; ``None`` when no fact has any);
 * **logprob_gain** (nats): mean over facts of the change of ``target_new``'s mean per-token
   log-probability on the rewrite prompt, new version minus parent (how far the edit moved it);
-* **drift** on the fixed probe prompts of ``app/probes.json``: mean KL(parent ‖ new) of the
+* **drift** on the 40 fixed probe prompts of ``app/probes.json``: mean KL(parent ‖ new) of the
   next-token distribution in nats, and top-1 agreement with the parent in percent.
 
 Scoring reuses ``editing.evaluate`` (batched teacher-forced rows, KL, top-k): both sides come
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from app.runtime import ModelRuntime
+from app.store import VersionStore
 from editing.delta import WeightDelta
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import all_tokens_hit, mean, mean_nll, percent, prefers
@@ -43,7 +44,15 @@ from editing.evaluate.scoring import Row, RowScore, score_two_sided
 from editing.memory import eval_batch_for
 from editing.requests import EditRequest
 
-__all__ = ["PROBES_FILE", "GateThresholds", "QualityGate", "judge", "load_probes", "measure"]
+__all__ = [
+    "PROBES_FILE",
+    "GateThresholds",
+    "QualityGate",
+    "judge",
+    "load_probes",
+    "measure",
+    "measure_probed",
+]
 
 PROBES_FILE = Path(__file__).with_name("probes.json")
 
@@ -110,12 +119,32 @@ def measure(
 ) -> dict[str, Any]:
     """The gate's figures for ``delta`` on top of the weights ``model`` holds (the parent);
     the model is left as found."""
+    return measure_probed(model, tokenizer, requests, delta, probes, batch_size)[0]
+
+
+def measure_probed(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    delta: WeightDelta,
+    probes: Sequence[str],
+    batch_size: int = 32,
+    parent_probes: Mapping[Row, RowScore] | None = None,
+) -> tuple[dict[str, Any], dict[Row, RowScore], dict[Row, RowScore]]:
+    """:func:`measure`, also returning the probe scores of the parent and of the new version.
+
+    ``parent_probes``: the parent's probe scores from an earlier gate (the new version of the
+    previous batch is usually the next parent), so only the new side runs the probes: the
+    probes are most of the gate's cost.
+    """
     probe_rows = [Row(p) for p in probes]
     rewrite_new = [Row(r.text, r.target_new) for r in requests]
     edited_rows = [row for r in requests for row in _fact_rows(r)] + probe_rows
-    edited, base = score_two_sided(
-        model, tokenizer, edited_rows, rewrite_new + probe_rows, delta, batch_size
-    )
+    reuse = parent_probes is not None and all(r in parent_probes for r in probe_rows)
+    base_rows = rewrite_new + ([] if reuse else probe_rows)
+    edited, base = score_two_sided(model, tokenizer, edited_rows, base_rows, delta, batch_size)
+    if reuse:
+        base = {**base, **{r: parent_probes[r] for r in probe_rows}}  # type: ignore[index]
     efficacy = percent(float(_succeeds(r, r.text, edited)) for r in requests)
     generalization = percent(
         mean(float(_succeeds(r, p, edited)) for p in r.paraphrase_prompts)
@@ -126,7 +155,7 @@ def measure(
         for row in rewrite_new
     )
     drift = record_locality(probe_rows, edited, base)
-    return {
+    figures = {
         "efficacy": efficacy,
         "generalization": generalization,
         "logprob_gain": gain,
@@ -135,7 +164,9 @@ def measure(
         "facts": len(requests),
         "paraphrases": sum(len(r.paraphrase_prompts) for r in requests),
         "probes": len(probe_rows),
+        "parent_probes_reused": reuse,
     }
+    return figures, {r: base[r] for r in probe_rows}, {r: edited[r] for r in probe_rows}
 
 
 def _num(value: float, unit: str = "") -> str:
@@ -158,11 +189,20 @@ def judge(figures: Mapping[str, Any], thresholds: GateThresholds) -> list[str]:
 @dataclass
 class QualityGate:
     """Measures and judges each new batch in the worker (one per worker, thresholds from the
-    settings)."""
+    settings).
+
+    It remembers the probe scores of the last parent and of the last new version: the next
+    batch's parent is one of them unless an operator rolled back meanwhile (the store says
+    which version a parent is: its parent and delta digest), and reusing them halves the
+    gate's cost. The scores are exactly those a fresh pass gives, since a version's weights
+    are its parent's plus the same delta bytes."""
 
     runtime: ModelRuntime
     thresholds: GateThresholds
+    store: VersionStore | None = None
     probes: tuple[str, ...] = ()
+    _parent: tuple[str, dict[Row, RowScore]] | None = field(default=None, repr=False)
+    _last: tuple[str, str, dict[Row, RowScore]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.probes:
@@ -181,9 +221,14 @@ class QualityGate:
         """
         started = time.perf_counter()
         thresholds = self.thresholds.overridden(requested)
+        known = self._known(parent)
         with self.runtime.exclusive(parent) as served:
-            figures = measure(served.model, served.tokenizer, requests, delta, self.probes,
-                              eval_batch_for(served.model))
+            figures, before, after = measure_probed(
+                served.model, served.tokenizer, requests, delta, self.probes,
+                eval_batch_for(served.model), known,
+            )
+        self._parent = (parent, before)
+        self._last = (parent, delta.sha256, after)
         reasons = judge(figures, thresholds)
         return {
             **figures,
@@ -194,3 +239,17 @@ class QualityGate:
             "gate_s": round(time.perf_counter() - started, 4),
         }
 
+    def _known(self, parent: str) -> dict[Row, RowScore] | None:
+        """The probe scores of ``parent`` if an earlier gate computed them."""
+        if self._parent is not None and self._parent[0] == parent:
+            return self._parent[1]
+        if self._last is None or self.store is None:
+            return None
+        try:
+            version = self.store.get_version(parent)
+        except Exception:  # a cache miss, never a failed job
+            return None
+        last_parent, last_sha, scores = self._last
+        if version.parent == last_parent and version.delta_sha256 == last_sha:
+            return scores
+        return None

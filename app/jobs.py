@@ -132,7 +132,7 @@ class JobRunner:
         before_commit: Callable[[], None] = lambda: None,
         gate: QualityGate | None = None,
     ):
-        self.gate = gate or QualityGate(runtime, GateThresholds())
+        self.gate = gate or QualityGate(runtime, GateThresholds(), store)
         """Measures every new batch before it becomes active (app/gate.py)."""
         self.store = store
         self.runtime = runtime

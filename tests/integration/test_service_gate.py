@@ -82,9 +82,12 @@ def test_without_thresholds_the_batch_activates_with_its_figures(service) -> Non
     assert 0 <= gate["efficacy"] <= 100 and 0 <= gate["generalization"] <= 100
     assert gate["kl"] > 0 and 0 <= gate["top1_agreement"] <= 100
     assert gate["probes"] >= 40 and gate["facts"] == 2 and gate["paraphrases"] == 1
+    assert gate["parent_probes_reused"] is False
     assert job["gate"] == gate
-    timings = record["timings"]
-    assert timings["gate_s"] == gate["gate_s"]
+    assert record["timings"]["gate_s"] == gate["gate_s"]
+    again = version(client, edit(client)["version"])
+    assert again["gate"]["parent_probes_reused"] is True  # the previous batch's new side
+    timings = again["timings"]
     assert timings["gate_s"] <= MAX_GATE_SHARE * timings["compute_s"], timings
 
 
@@ -105,6 +108,7 @@ def test_a_batch_that_misses_the_gate_is_held_until_rolled_back(service) -> None
     # the same batch with a per-request threshold it meets: the request wins over the setting
     passed = edit(client, gate={"max_kl": 50})
     assert passed["activated"] is True and passed["gate"]["thresholds"]["max_kl"] == 50
+    assert passed["gate"]["parent_probes_reused"] is True  # v0's, from the held batch
     record = version(client, passed["version"])
     assert record["parent"] == "v0", "built on the active version, not on the held one"
     assert record["state"] == "committed" and active(client) == passed["version"]

@@ -10,6 +10,7 @@ from app.gate import GateThresholds, judge, load_probes, measure
 from app.strength import STRENGTHS, replay_weight, request_hparams, requested
 from editing.delta import WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
+from editing.evaluate.scoring import with_delta
 from editing.hparams import EditHparams
 from editing.requests import EditRequest
 from models.specs import mlp_out_weight
@@ -116,3 +117,21 @@ def test_unchanged_weights_give_zero_kl_even_when_the_delta_is_empty() -> None:
     empty = WeightDelta(updates={}, model_type=model.config.model_type)
     figures = measure(model, tok, CF[:1], empty, PROBES)
     assert figures["kl"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_remembered_parent_probes_give_the_same_figures() -> None:
+    from app.gate import measure_probed
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    first = random_delta(model, (1,), scale=0.3)
+    fresh, before, after = measure_probed(model, tok, CF, first, PROBES)
+    reused, _, _ = measure_probed(model, tok, CF, first, PROBES, parent_probes=before)
+    assert reused.pop("parent_probes_reused") and not fresh.pop("parent_probes_reused")
+    assert reused == fresh
+    # the new version's probe scores serve as the parent's for the next batch
+    second = random_delta(model, (2,), scale=0.3)
+    with with_delta(model, first):
+        chained, _, _ = measure_probed(model, tok, CF, second, PROBES, parent_probes=after)
+        plain, _, _ = measure_probed(model, tok, CF, second, PROBES)
+    assert chained["kl"] == pytest.approx(plain["kl"], rel=1e-9, abs=1e-15)
+    assert chained["top1_agreement"] == plain["top1_agreement"]
