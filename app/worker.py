@@ -148,6 +148,7 @@ class Worker:
                 continue
             if item is None:
                 self.follow_active()
+                self.runner.gate.warm(self.parts.runtime.active)  # no-op once known
                 continue
             entry_id, job_id = item
             self.lock.check()  # LockLost ends the loop: another worker may own the queue now

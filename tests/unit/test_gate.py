@@ -135,3 +135,20 @@ def test_remembered_parent_probes_give_the_same_figures() -> None:
         plain, _, _ = measure_probed(model, tok, CF, second, PROBES)
     assert chained["kl"] == pytest.approx(plain["kl"], rel=1e-9, abs=1e-15)
     assert chained["top1_agreement"] == plain["top1_agreement"]
+
+
+def test_gate_settings_are_bounded_and_blank_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    assert Settings().gate_min_efficacy is None and Settings().gate_max_kl is None
+    monkeypatch.setenv("MODELEDIT_GATE_MIN_EFFICACY", "90")
+    monkeypatch.setenv("MODELEDIT_GATE_MAX_KL", "")
+    assert (Settings().gate_min_efficacy, Settings().gate_max_kl) == (90.0, None)
+    for name, value in (("MODELEDIT_GATE_MIN_EFFICACY", "101"),
+                        ("MODELEDIT_GATE_MAX_KL", "-1"), ("MODELEDIT_GATE_MAX_KL", "nan")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError, match=name.removeprefix("MODELEDIT_").lower()):
+            Settings()
+        monkeypatch.delenv(name)
