@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, assert_never
 
 from app.deltas import DeltaSource, UnusableDelta
+from app.gate import GateThresholds, QualityGate
 from app.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
 from app.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
+from app.strength import replay_weight, requested, solved_with
 from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
 from editing.presets import preset_for
@@ -122,7 +124,10 @@ class JobRunner:
         default_method: str = "fe",
         shared_data: Path | None = None,
         before_commit: Callable[[], None] = lambda: None,
+        gate: QualityGate | None = None,
     ):
+        self.gate = gate or QualityGate(runtime, GateThresholds(), store)
+        """Measures every new batch before it becomes active (app/gate.py)."""
         self.store = store
         self.runtime = runtime
         self.deltas = deltas
@@ -181,7 +186,11 @@ class JobRunner:
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
-            done = self.compute(parent, requests, method, progress)
+            with solved_with(self.editors.get(method), request.strength,
+                             request.mom2_update_weight):
+                done = self.compute(parent, requests, method, progress)
+            progress("gate", 0.0)
+            gate = self.gate.check(parent, requests, done.delta, request.gate)
             if self.store.active_version() != parent:
                 log.info("active version moved during job %s; recomputing", job.id)
                 continue
@@ -190,8 +199,11 @@ class JobRunner:
             version = self.store.commit_version(
                 job.id, parent, done.data, done.delta.sha256,
                 method=method, hparams=done.delta.hparams, facts=facts,
-                layer_stats=layer_stats(done.delta), diagnostics=done.diagnostics,
-                timings=done.timings, only_if_parent_active=True,
+                layer_stats=layer_stats(done.delta),
+                diagnostics={**done.diagnostics, "gate": gate,
+                             "request": requested(request.strength, request.mom2_update_weight)},
+                timings={**done.timings, "gate_s": gate["gate_s"]},
+                make_active=not gate["held"], only_if_parent_active=True,
             )
             return version
         raise JobFailed(f"the active version kept changing; submit the job again "
@@ -217,7 +229,10 @@ class JobRunner:
             progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
                                  f"{progress_total} ")
             method = old.method or self.default_method
-            done = self.compute(parent, requests_from_facts(list(old.facts or [])), method, progress)
+            with solved_with(self.editors.get(method), None,
+                             replay_weight(old.hparams, old.diagnostics)):
+                done = self.compute(parent, requests_from_facts(list(old.facts or [])), method,
+                                    progress)
             self.before_commit()
             version = self.store.commit_derived_version(
                 parent, done.data, done.delta.sha256, origin_job=job.id, step=step,

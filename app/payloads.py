@@ -41,6 +41,20 @@ class EditJob(_Payload):
     kind: Literal["edit"] = "edit"
     facts: list[Any] = Field(default_factory=list)
     method: str | None = None
+    gate: dict[str, float | None] | None = None
+    """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``); see app/gate.py."""
+    strength: str | None = None
+    mom2_update_weight: float | None = None
+    """The batch's λ, named relative to the service's or absolute; see app/strength.py."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Options the request did not use are left out, so a job's stored JSON (and the
+        idempotency hash over it) is what it was before these options existed."""
+        data = super().to_json()
+        for key in ("gate", "strength", "mom2_update_weight"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class RevertJob(_Payload):

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from app.store.records import JobState  # the API reports the states the jobs table holds
+from app.strength import MOM2_BOUNDS
 from editing.methods import method_names
 from editing.requests import EditRequest, InvalidEditRequest
 
@@ -33,6 +34,8 @@ MAX_CANDIDATES = 32
 MAX_NEW_TOKENS = 256
 MAX_TOP_K = 100
 MAX_EVAL_RECORDS = 2000
+MAX_GATE_KL = 100.0
+"""Nats; far above any edit worth keeping, low enough to catch a unit mistake."""
 
 MethodName = Literal[method_names()]  # type: ignore[valid-type]
 """The registered edit methods, read from the registry at import: OpenAPI lists them all."""
@@ -145,6 +148,23 @@ class Fact(ApiModel):
         )
 
 
+class GateIn(ApiModel):
+    """Quality-gate thresholds of one batch; an omitted one falls back to the service's."""
+
+    min_efficacy: float | None = Field(
+        None, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="percent of the batch's facts that must succeed on their rewrite prompt",
+    )
+    max_kl: float | None = Field(
+        None, ge=0.0, le=MAX_GATE_KL, allow_inf_nan=False,
+        description="largest mean KL(parent ‖ new) in nats on the service's probe prompts",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"min_efficacy": 90, "max_kl": 0.05}}
+    )
+
+
 class EditSubmit(ApiModel):
     """A batch of facts edited together into one new version."""
 
@@ -159,6 +179,28 @@ class EditSubmit(ApiModel):
     method: MethodName | None = Field(
         None, description="edit method (default: the service's, usually fe)"
     )
+    gate: GateIn | None = Field(
+        None,
+        description="quality-gate thresholds for this batch, overriding the service's "
+        "(MODELEDIT_GATE_MIN_EFFICACY / MODELEDIT_GATE_MAX_KL); a batch that misses them is "
+        "committed but held, not activated",
+    )
+    strength: Literal["conservative", "default", "strong"] | None = Field(
+        None,
+        description="how hard to write the facts: conservative / default / strong solve with "
+        "3x / 1x / 1/3x the service's mom2_update_weight (λ; larger changes the model less)",
+    )
+    mom2_update_weight: float | None = Field(
+        None, ge=MOM2_BOUNDS[0], le=MOM2_BOUNDS[1], allow_inf_nan=False,
+        description=f"an explicit λ for this batch, within [{MOM2_BOUNDS[0]:g}, "
+        f"{MOM2_BOUNDS[1]:g}]; not together with strength",
+    )
+
+    @model_validator(mode="after")
+    def _one_strength(self) -> EditSubmit:
+        if self.strength is not None and self.mom2_update_weight is not None:
+            raise ValueError("give either strength or mom2_update_weight, not both")
+        return self
 
     model_config = ConfigDict(
         extra="forbid",
@@ -201,6 +243,14 @@ class JobOut(BaseModel):
     progress: Progress | None = None
     target: str | None = Field(None, description="the version a revert/evaluate job acts on")
     n_facts: int = Field(0, description="number of facts in an edit job")
+    activated: bool | None = Field(
+        None,
+        description="edit jobs, once committed: whether the commit made the version active "
+        "(false when the quality gate held it; see `gate`)",
+    )
+    gate: dict[str, Any] | None = Field(
+        None, description="edit jobs, once committed: the version's quality-gate figures"
+    )
     attempts: int = 0
     created_at: str | None = None
     updated_at: str | None = None
@@ -224,7 +274,10 @@ class JobOut(BaseModel):
 class VersionSummary(BaseModel):
     id: str
     parent: str | None
-    state: str
+    state: str = Field(
+        description="committed, failed, or held (committed but kept inactive by the quality "
+        "gate until an operator rolls back to it)"
+    )
     kind: str = Field(description="base, edit or revert")
     active: bool = False
     created_at: str | None = None
@@ -263,6 +316,12 @@ class VersionDetail(VersionSummary):
     diagnostics: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
+    gate: dict[str, Any] | None = Field(
+        None,
+        description="quality-gate figures measured before activation: efficacy and "
+        "generalization (percent), logprob_gain, probe kl (nats) and top1_agreement "
+        "(percent), thresholds, passed/held, reason, gate_s",
+    )
     weights_sha256: str | None = Field(
         None, description="sha256 of every MLP output matrix of this version's weights"
     )

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     )
     shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
 
+    # -- quality gate (app/gate.py) -------------------------------------------------------
+    gate_min_efficacy: float | None = Field(
+        None, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="percent of a batch's facts that must succeed before it becomes active "
+        "(unset: no efficacy check); a batch that misses it is committed but held",
+    )
+    gate_max_kl: float | None = Field(
+        None, ge=0.0, allow_inf_nan=False,
+        description="largest mean KL(parent || new) in nats on the probe prompts before a "
+        "batch becomes active (unset: no drift check)",
+    )
+
     # -- behaviour ----------------------------------------------------------------------
     follow_poll_s: float = Field(2.0, gt=0, description="API re-reads the active version this often")
     worker_block_ms: int = Field(1000, ge=10)
@@ -104,6 +116,14 @@ class Settings(BaseSettings):
     def _check_device_map(cls, value: str | None) -> str | None:
         """A JSON map must parse now, not when the model loads."""
         parse_device_map(value)
+        return value
+
+    @field_validator("gate_min_efficacy", "gate_max_kl", mode="before")
+    @classmethod
+    def _blank_threshold_is_off(cls, value: Any) -> Any:
+        """``MODELEDIT_GATE_MAX_KL=`` (empty) turns the check off rather than failing."""
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @field_validator("api_token", "read_token", mode="before")

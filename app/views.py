@@ -6,8 +6,10 @@ from app.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
 
 
-def job_out(job: Job) -> JobOut:
+def job_out(job: Job, version: Version | None = None) -> JobOut:
+    """``version``: the version an edit job committed, for its gate verdict (else omitted)."""
     payload = job.payload or {}
+    gate = version.gate if version is not None and version.job_id == job.id else None
     progress = None
     if job.progress and "stage" in job.progress:
         progress = Progress(stage=str(job.progress["stage"]),
@@ -21,6 +23,8 @@ def job_out(job: Job) -> JobOut:
         progress=progress,
         target=payload.get("version"),
         n_facts=len(payload.get("facts") or []),
+        activated=None if gate is None else not gate.get("held", False),
+        gate=gate,
         attempts=job.attempts,
         created_at=job.created_at or None,
         updated_at=job.updated_at or None,
@@ -31,7 +35,7 @@ def _summary_fields(version: Version, active: str) -> dict:
     return {
         "id": version.id,
         "parent": version.parent,
-        "state": version.state,
+        "state": version.shown_state,
         "kind": version.kind,
         "active": version.id == active,
         "created_at": version.created_at or None,
@@ -56,6 +60,7 @@ def version_detail(version: Version, active: str) -> VersionDetail:
         diagnostics=diagnostics or None,
         timings=version.timings or None,
         evaluation=version.evaluation,
+        gate=version.gate,
         weights_sha256=diagnostics.get("weights_sha256"),
         source=version.source,
         error=version.error,

@@ -18,6 +18,7 @@ from types import FrameType
 
 import redis
 
+from app.gate import GateThresholds, QualityGate
 from app.jobs import Editors, JobFailed, JobRunner, base_hparams
 from app.queue import (
     Consumer,
@@ -64,6 +65,8 @@ class Worker:
             self.parts.store, self.parts.runtime, self.parts.deltas, editors,
             default_method=self.settings.method, shared_data=self.settings.shared_data,
             before_commit=self.lock.check,
+            gate=QualityGate(self.parts.runtime, GateThresholds(
+                self.settings.gate_min_efficacy, self.settings.gate_max_kl), self.parts.store),
         )
         self.stop = threading.Event()
         self.busy = False
@@ -145,6 +148,7 @@ class Worker:
                 continue
             if item is None:
                 self.follow_active()
+                self.runner.gate.warm(self.parts.runtime.active)  # no-op once known
                 continue
             entry_id, job_id = item
             self.lock.check()  # LockLost ends the loop: another worker may own the queue now

@@ -12,7 +12,7 @@ from app.payloads import EditJob
 from app.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
 from app.security import require_read, require_write
 from app.settings import Settings
-from app.store import JobState, NotFound, VersionStore
+from app.store import Job, JobState, NotFound, VersionStore
 from app.views import job_out
 
 router = APIRouter(tags=["edits"])
@@ -40,7 +40,9 @@ def submit_edits(
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
-    version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`)."""
+    version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`); a committed
+    job whose batch missed the quality gate has `activated: false` and the reason under
+    `gate`."""
     limit = settings.max_batch
     if len(body.facts) > limit:
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
@@ -48,6 +50,9 @@ def submit_edits(
     payload = EditJob(
         facts=[f.model_dump(exclude_none=True) for f in body.facts],
         method=body.method or settings.method,
+        gate=(body.gate.model_dump(exclude_none=True) or None) if body.gate else None,
+        strength=body.strength,
+        mom2_update_weight=body.mom2_update_weight,
     )
     accepted = submitter.submit(payload, body.idempotency_key)
     if accepted.created:
@@ -69,9 +74,20 @@ def get_edit(
     _who: str = Depends(require_read),
 ) -> JobOut:
     try:
-        return job_out(store.get_job(job_id))
+        return _job_view(store, store.get_job(job_id))
     except NotFound as exc:
         raise ApiError(404, str(exc), field="job_id") from exc
+
+
+def _job_view(store: VersionStore, job: Job) -> JobOut:
+    """The job with its committed version's gate verdict (edit jobs only)."""
+    version = None
+    if job.version is not None and job.payload.get("kind", "edit") == "edit":
+        try:
+            version = store.get_version(job.version)
+        except NotFound:
+            version = None
+    return job_out(job, version)
 
 
 @router.get(
@@ -86,4 +102,4 @@ def list_edits(
     _who: str = Depends(require_read),
 ) -> list[JobOut]:
     jobs = store.list_jobs([state] if state else None, limit)
-    return [job_out(j) for j in jobs]
+    return [_job_view(store, j) for j in jobs]

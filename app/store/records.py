@@ -105,6 +105,26 @@ class Version:
     def is_base(self) -> bool:
         return self.kind == "base"
 
+    @property
+    def gate(self) -> dict[str, Any] | None:
+        """The quality gate's figures and verdict (``app/gate.py``), kept in diagnostics."""
+        gate = (self.diagnostics or {}).get("gate")
+        return gate if isinstance(gate, dict) else None
+
+    @property
+    def held(self) -> bool:
+        """Committed, but kept inactive by the quality gate and not activated since by an
+        operator (a rollback to it releases it). Its weights are usable like any committed
+        version's; only the API reports its state as ``held``."""
+        gate = self.gate
+        return bool(self.state == "committed" and gate and gate.get("held")
+                    and not gate.get("released_at"))
+
+    @property
+    def shown_state(self) -> str:
+        """The state the API reports: ``held`` for a held version, else the stored one."""
+        return "held" if self.held else self.state
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -171,13 +171,26 @@ def move_active(conn: sqlite3.Connection, vid: str, parent: str, guarded: bool) 
 
 def set_active(db: Database, vid: str) -> Version:
     """Make ``vid`` active (rollback). Refuses unknown versions and any version whose
-    chain contains a failed one: its weights could not be rebuilt."""
+    chain contains a failed one: its weights could not be rebuilt. Activating a version the
+    quality gate held releases it."""
     with db.write() as conn:
         version = get(conn, vid)
         for link in chain(conn, vid):
             require_usable(link)
         set_meta(conn, "active", vid)
+        if version.held:
+            version = _release(conn, version)
         return version
+
+
+def _release(conn: sqlite3.Connection, version: Version) -> Version:
+    """An operator activated a version the quality gate held: it is no longer held (its gate
+    figures stay, with the time it was released)."""
+    diagnostics = dict(version.diagnostics or {})
+    diagnostics["gate"] = {**(version.gate or {}), "released_at": now()}
+    conn.execute("UPDATE versions SET diagnostics = ? WHERE id = ?",
+                  (dumps(diagnostics), version.id))
+    return get(conn, version.id)
 
 
 def mark_failed(db: Database, vid: str, reason: str) -> Version:

@@ -32,7 +32,7 @@ export function lineageOf(list, id) {
 export function fillVersionSelect(select, list, selected) {
   select.replaceChildren();
   for (const version of [...list.versions].reverse()) {
-    if (version.state !== 'committed') continue;
+    if (version.state !== 'committed' && version.state !== 'held') continue;
     const label = `${version.id}${version.active ? ' (active)' : ''} · ${version.kind}`
       + (version.n_facts ? ` · ${version.n_facts} fact${version.n_facts === 1 ? '' : 's'}` : '');
     const option = document.createElement('option');

@@ -18,6 +18,11 @@ function plural(n, word) {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
 
+/** A held version (kept inactive by the quality gate) has usable weights like a committed one. */
+function usable(version) {
+  return version.state === 'committed' || version.state === 'held';
+}
+
 function stateBadge(version) {
   return h('span', {class: `badge ${version.state === 'committed' ? 'ok' : 'bad'}`,
     text: version.state});
@@ -131,7 +136,7 @@ function actionsFor(detail) {
   const activeLineage = lineageOf(list, active);
   const buttons = [];
   const jobs = h('div', {class: 'jobs'});
-  if (detail.id !== active && detail.state === 'committed') {
+  if (detail.id !== active && usable(detail)) {
     const back = activeLineage.includes(detail.id);
     const verb = back ? 'Roll back' : 'Roll forward';
     buttons.push({label: `${verb} to ${detail.id}`, confirm: {
@@ -161,7 +166,7 @@ function actionsFor(detail) {
       followJob(jobs, job.job_id, {onDone: (done) => show(done.version || detail.id)});
     }});
   }
-  if (detail.state === 'committed' && detail.facts.length) {
+  if (usable(detail) && detail.facts.length) {
     buttons.push({label: 'Evaluate', confirm: {
       title: `Evaluate ${detail.id}?`,
       body: `Queues an evaluation of ${detail.id} on its own ${plural(detail.facts.length, 'fact')} `
@@ -199,7 +204,7 @@ function actionsFor(detail) {
   const row = h('div', {class: 'actions'}, buttons.map((action) => mutating(h('button', {
     type: 'button', class: action.danger ? 'danger' : '', text: action.label,
     onclick: () => runAction(detail, action)}))));
-  if (detail.state === 'committed') row.append(mutating(exportLink));
+  if (usable(detail)) row.append(mutating(exportLink));
   return [row, jobs];
 }
 
