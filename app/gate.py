@@ -41,7 +41,7 @@ from app.store import VersionStore
 from editing.delta import WeightDelta
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import all_tokens_hit, mean, mean_nll, percent, prefers
-from editing.evaluate.scoring import Row, RowScore, score_rows, with_delta
+from editing.evaluate.scoring import RowScore, ScoreRow, score_rows, with_delta
 from editing.memory import eval_batch_for
 from editing.requests import EditRequest
 
@@ -94,20 +94,20 @@ def load_probes(path: Path = PROBES_FILE) -> tuple[str, ...]:
     return tuple(prompts)
 
 
-def _fact_rows(req: EditRequest) -> list[Row]:
+def _fact_rows(req: EditRequest) -> list[ScoreRow]:
     rows = []
     for prompt in (req.text, *req.paraphrase_prompts):
-        rows.append(Row(prompt, req.target_new))
+        rows.append(ScoreRow(prompt, req.target_new))
         if req.target_true:
-            rows.append(Row(prompt, req.target_true))
+            rows.append(ScoreRow(prompt, req.target_true))
     return rows
 
 
-def _succeeds(req: EditRequest, prompt: str, scores: Mapping[Row, RowScore]) -> bool:
+def _succeeds(req: EditRequest, prompt: str, scores: Mapping[ScoreRow, RowScore]) -> bool:
     """The module docstring's definition of one fact succeeding on one prompt."""
-    new = scores[Row(prompt, req.target_new)]
+    new = scores[ScoreRow(prompt, req.target_new)]
     if req.target_true:
-        true = scores[Row(prompt, req.target_true)]
+        true = scores[ScoreRow(prompt, req.target_true)]
         return prefers(mean_nll(new.logprobs), mean_nll(true.logprobs))
     return all_tokens_hit(new.argmax, new.target_ids)
 
@@ -132,16 +132,16 @@ def measure_probed(
     delta: WeightDelta,
     probes: Sequence[str],
     batch_size: int = 32,
-    parent_probes: Mapping[Row, RowScore] | None = None,
-) -> tuple[dict[str, Any], dict[Row, RowScore], dict[Row, RowScore]]:
+    parent_probes: Mapping[ScoreRow, RowScore] | None = None,
+) -> tuple[dict[str, Any], dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]]:
     """:func:`measure`, also returning the probe scores of the parent and of the new version.
 
     ``parent_probes``: the parent's probe scores from an earlier gate (the new version of the
     previous batch is usually the next parent), so only the new side runs the probes: the
     probes are most of the gate's cost.
     """
-    probe_rows = [Row(p) for p in probes]
-    rewrite_new = [Row(r.text, r.target_new) for r in requests]
+    probe_rows = [ScoreRow(p) for p in probes]
+    rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
     fact_rows = [row for r in requests for row in _fact_rows(r)]
     reuse = parent_probes is not None and all(r in parent_probes for r in probe_rows)
     # probes and facts in separate passes: in one, the short probes sharing a batch with the
@@ -208,8 +208,8 @@ class QualityGate:
     thresholds: GateThresholds
     store: VersionStore | None = None
     probes: tuple[str, ...] = ()
-    _parent: tuple[str, dict[Row, RowScore]] | None = field(default=None, repr=False)
-    _last: tuple[str, str, dict[Row, RowScore]] | None = field(default=None, repr=False)
+    _parent: tuple[str, dict[ScoreRow, RowScore]] | None = field(default=None, repr=False)
+    _last: tuple[str, str, dict[ScoreRow, RowScore]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.probes:
@@ -252,7 +252,7 @@ class QualityGate:
         effort: a failure here only means the next gate computes them itself."""
         if self._known(version) is not None:
             return
-        rows = [Row(p) for p in self.probes]
+        rows = [ScoreRow(p) for p in self.probes]
         try:
             with self.runtime.exclusive(version) as served:
                 scores = score_rows(served.model, served.tokenizer, rows,
@@ -262,7 +262,7 @@ class QualityGate:
             return
         self._parent = (version, scores)
 
-    def _known(self, parent: str) -> dict[Row, RowScore] | None:
+    def _known(self, parent: str) -> dict[ScoreRow, RowScore] | None:
         """The probe scores of ``parent`` if an earlier gate computed them."""
         if self._parent is not None and self._parent[0] == parent:
             return self._parent[1]
