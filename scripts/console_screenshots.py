@@ -1,10 +1,11 @@
 """Screenshots of the web console for the docs: ``docs/console/{teach,versions,ledger,playground}.png``.
 
-Starts a throwaway service on the tiny random model (API + worker, real Redis), teaches a few
-batches through the API and one through the console, evaluates them, then photographs each
-page in Debian's chromium. The model is random, so the figures only show the layout.
+Starts a throwaway service (API + worker, real Redis), teaches a few batches through the API
+and one through the console, evaluates them, then photographs each page in Debian's chromium.
+By default on the tiny random model (seconds; its figures only show the layout); with
+``--model smollm2-135m`` on the real default model (a few minutes; the README's pictures).
 
-    PYTHONPATH=. .venv/bin/python scripts/console_screenshots.py [--out docs/console]
+    PYTHONPATH=. .venv/bin/python scripts/console_screenshots.py [--model smollm2-135m] [--out docs/console]
 """
 
 from __future__ import annotations
@@ -98,14 +99,18 @@ def shoot(url: str, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/console"))
+    parser.add_argument("--model", default=None,
+                        help="a model the service can load (default: the tiny random model)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="console-shots-") as tmp:
         root = Path(tmp)
-        model = save_tiny_model(root / "model")
-        service = Service(root, str(model), extra_env={
-            "MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
-            "MODELEDIT_CACHE_DIR": str(root / "cache"),
-        })
+        if args.model:  # its preset and the usual statistics cache
+            service = Service(root, args.model)
+        else:
+            service = Service(root, str(save_tiny_model(root / "model")), extra_env={
+                "MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
+                "MODELEDIT_CACHE_DIR": str(root / "cache"),
+            })
         with running(service):
             service.start("worker")
             api = service.start("api")
