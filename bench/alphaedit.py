@@ -31,6 +31,11 @@ COLUMNS = ["efficacy_success", "efficacy_accuracy", "generalization_success",
            "generalization_accuracy", "specificity_success", "kl", "top1"]
 
 
+def _cell(column: str, value: float) -> float | str:
+    """KL is small: three decimals, where the table's default would round it to 0.01."""
+    return f"{value:.3f}" if column == "kl" else value
+
+
 def null_space_sizes(editor: Editor, threshold: float) -> dict[int, int]:
     """How many key directions each edited layer may change at ``threshold`` (rank of P)."""
     return {layer: int((torch.linalg.eigvalsh(cov.double()) < threshold).sum())
@@ -82,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                                   "results": results})
     print(table(["method", "threshold", *COLUMNS, "final residual ratio"],
                 [[r["method"], "-" if r["threshold"] is None else f"{r['threshold']:g}",
-                  *[r["metrics"][c] for c in COLUMNS], r["residual_ratio"][-1]] for r in results]))
+                  *[_cell(c, r["metrics"][c]) for c in COLUMNS], r["residual_ratio"][-1]]
+                 for r in results]))
     print(f"wrote {path}")
 
 
