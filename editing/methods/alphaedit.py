@@ -20,6 +20,7 @@ kept in the solver instance, not per edit.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -30,7 +31,6 @@ DEFAULT_THRESHOLD = 0.02
 """The reference's ``nullspace_threshold`` (on eigenvalues of E[k kᵀ], a mean)."""
 DEFAULT_L2 = 10.0
 """The reference's ``L2`` (μ): keeps ``U₀ᵀAU₀ + μI`` invertible when N < rank P."""
-_CACHE_SIZE = 64
 
 
 def null_space_basis(cov: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -54,20 +54,20 @@ class NullSpaceProjection:
     name = "null_space_projection"
 
     def __init__(self) -> None:
-        # (data_ptr, shape, device, threshold) -> (cov it was computed from, U₀). Keeping
-        # the cov alive means its address cannot be reused by another tensor meanwhile.
-        self._bases: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        # (id of the statistics tensor, threshold) -> (weak reference to it, U₀). An entry
+        # lives exactly as long as its statistics (the Editor's CovarianceCache keeps them),
+        # so a d_k×r basis is never held for statistics nobody uses any more.
+        self._bases: dict[tuple[int, float], tuple[weakref.ref, torch.Tensor]] = {}
 
     def basis(self, cov: torch.Tensor, threshold: float) -> torch.Tensor:
         """U₀ for ``cov``, from the cache when this very tensor was seen with ``threshold``."""
-        key = (cov.data_ptr(), tuple(cov.shape), str(cov.device), float(threshold))
+        key = (id(cov), float(threshold))
         hit = self._bases.get(key)
-        if hit is not None and hit[0] is cov:
+        if hit is not None and hit[0]() is cov:
             return hit[1]
         basis = null_space_basis(cov, threshold)
-        if len(self._bases) >= _CACHE_SIZE:
-            self._bases.pop(next(iter(self._bases)))
-        self._bases[key] = (cov, basis)
+        self._bases[key] = (weakref.ref(cov), basis)
+        weakref.finalize(cov, self._bases.pop, key, None)
         return basis
 
     def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,

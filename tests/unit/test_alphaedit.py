@@ -3,6 +3,8 @@ reduction to plain least squares when nothing is preserved, old keys, and real e
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -107,6 +109,9 @@ def test_the_projector_is_computed_once_per_statistics_and_threshold() -> None:
     assert solver.basis(cov, 0.5) is not first
     assert solver.basis(cov.clone(), 0.01) is not first
     assert null_space_basis(cov, 1e-9).shape == (D_K, 0)
+    del cov
+    gc.collect()
+    assert not solver._bases  # entries go with their statistics
 
 
 def test_a_threshold_below_every_eigenvalue_changes_nothing() -> None:
