@@ -7,6 +7,7 @@ use). z does not depend on the solver, so with the z cache (``precompute-z``, or
 each point costs a solve and an evaluation.
 
     python -m bench.alphaedit [--n 100] [--methods fe,fe_alphaedit] [--thresholds 0.002,0.02,0.2]
+                              [--nullspace-l2 10]
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ def main(argv: list[str] | None = None) -> None:
     add_methods_arg(parser, default="fe,fe_alphaedit")
     parser.add_argument("--thresholds", default="0.002,0.02,0.2",
                         help="null-space thresholds, comma-separated (null-space methods only)")
+    parser.add_argument("--nullspace-l2", type=float, default=None,
+                        help="μ of the null-space solve (default: the hyper-parameters')")
     parser.add_argument("--model", default=None)
     parser.add_argument("--name", default="alphaedit", help="results file name")
     args = parser.parse_args(argv)
 
     lm = load_model(args.model)
     base = preset_for(lm.name, lm.model)
+    if args.nullspace_l2 is not None:
+        base = base.replace(nullspace_l2=args.nullspace_l2)
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
