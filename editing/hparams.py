@@ -42,6 +42,10 @@ class EditHparams:
     mom2_update_weight: float = 15000.0
     l2: float = 0.0
     use_old_keys: bool = True
+    # null-space solver only (editing/methods/alphaedit.py): AlphaEdit's threshold on the
+    # eigenvalues of E[k kᵀ] and its μ; left out of to_dict() at these defaults
+    nullspace_threshold: float = 0.02
+    nullspace_l2: float = 10.0
     # covariance statistics (docs/design.md §6)
     stats_samples: int = 1000
     stats_seq_len: int = 128
@@ -90,6 +94,9 @@ class EditHparams:
         d = asdict(self)
         if d["method"] is None:  # as stored before methods were recorded: the same hashes
             del d["method"]
+        for key, default in _OMITTED_AT_DEFAULT.items():  # added later: same hashes as before
+            if d[key] == default:
+                del d[key]
         d["layers"] = list(self.layers)
         d["template_prefixes"] = list(self.template_prefixes)
         return d
@@ -105,3 +112,8 @@ class EditHparams:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+_OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0}
+"""Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
+before they existed keep their hashes, and ``from_dict`` fills them back in."""
