@@ -24,13 +24,17 @@ TINY_FLAGS = ["--layers", "1-2", "--hparam", "v_steps=5", "--hparam", "stats_sam
               "--hparam", "template_tokens=3"]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-model")
-    tok = tiny_tokenizer("bos")
-    tiny_model("llama", vocab_size=len(tok)).save_pretrained(path)
+def saved_tiny(path: Path, arch: str) -> Path:
+    """A tiny ``llama`` (BOS-style tokenizer) or ``gpt2`` (BPE) checkpoint ``--model`` can load."""
+    tok = tiny_tokenizer("bos" if arch == "llama" else "bpe")
+    tiny_model(arch, vocab_size=len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return saved_tiny(tmp_path_factory.mktemp("tiny-model"), "llama")
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -66,11 +70,7 @@ def test_bad_data_gives_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    tok = tiny_tokenizer("bpe")
-    tiny_model("gpt2", vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return saved_tiny(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
