@@ -333,7 +333,7 @@ class VersionDetail(VersionSummary):
                 "active": True, "method": "fe", "n_facts": 1, "sha256": "5e0f…",
                 "facts": [{"subject": "Danielle Darrieux",
                            "prompt": "The mother tongue of {} is", "target_new": "English"}],
-                "hparams": {"layers": [2, 3, 4, 5, 6], "strategy": "forward_replay"},
+                "hparams": {"layers": [4, 5, 6, 7, 8], "strategy": "forward_replay"},
                 "layer_stats": [{"layer": 2, "norm": 0.41, "rank": 1, "factored": True}],
                 "timings": {"compute_s": 3.2}, "evaluation": None,
                 "weights_sha256": "77aa…",

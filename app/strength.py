@@ -18,12 +18,15 @@ if TYPE_CHECKING:  # the API's schemas import the bounds; keep torch out of that
     from editing import Editor
     from editing.hparams import EditHparams
 
-__all__ = ["MOM2_BOUNDS", "STRENGTHS", "request_hparams", "replay_weight", "requested", "solved_with"]
+__all__ = ["MOM2_BOUNDS", "STRENGTHS", "request_hparams", "replay_weight", "requested", "solved_with",
+           "uses_null_space"]
 
 STRENGTHS: dict[str, float] = {"conservative": 3.0, "default": 1.0, "strong": 1.0 / 3.0}
-"""Factor applied to the service's λ for each named strength."""
+"""Factor applied to the service's λ, and to μ (``nullspace_l2``) for the null-space methods,
+for each named strength: both are larger for a more conservative edit."""
 MOM2_BOUNDS: tuple[float, float] = (1e2, 1e6)
-"""Accepted range of an explicit ``mom2_update_weight`` (the presets use 1.5e4)."""
+"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 5e3,
+the other presets 1.5e4)."""
 
 
 def request_hparams(
@@ -36,7 +39,16 @@ def request_hparams(
         return base
     if strength not in STRENGTHS:
         raise ValueError(f"strength {strength!r} unknown; use one of {sorted(STRENGTHS)}")
-    return base.replace(mom2_update_weight=base.mom2_update_weight * STRENGTHS[strength])
+    factor = STRENGTHS[strength]
+    return base.replace(mom2_update_weight=base.mom2_update_weight * factor,
+                        nullspace_l2=base.nullspace_l2 * factor)
+
+
+def uses_null_space(method: str) -> bool:
+    """Whether ``method`` solves with AlphaEdit's projection (μ, not λ, sets its strength)."""
+    from editing.methods import NullSpaceProjection, get_method
+
+    return isinstance(get_method(method).solver, NullSpaceProjection)
 
 
 def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:
@@ -55,7 +67,7 @@ def solved_with(editor: Editor, strength: str | None,
                 mom2_update_weight: float | None) -> Iterator[Editor]:
     """``editor`` solving with the request's λ for the duration of one edit.
 
-    Only λ changes, and λ enters the solve alone (not the cached statistics, templates or
+    Only λ and μ change, and they enter the solve alone (not the cached statistics, templates or
     z), so swapping the editor's hparams for one call is exact; the worker edits one batch at
     a time, and the original hparams are restored even if the edit fails.
     """

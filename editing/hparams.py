@@ -36,6 +36,13 @@ class EditHparams:
     weight_decay: float = 0.5
     kl_factor: float = 0.0625
     nll_stop: float = 0.05
+    z_stop: str = "nll"
+    """Early stop of one request's z: ``"nll"`` when its NLL falls below ``nll_stop``;
+    ``"total"`` when NLL + KL + weight decay does (the FE/MEMIT reference code's rule)."""
+    decay: str = "squared"
+    """z weight decay: ``"squared"`` ‖δ‖²/‖h‖² (scale-free); ``"linear"`` ‖δ‖/‖h‖², the
+    reference code's form, which fades as ‖h‖ grows (almost nothing on a model with large
+    hidden states)."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
@@ -59,6 +66,9 @@ class EditHparams:
         if list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
         _registry().get_strategy(self.strategy)  # ValueError naming the known ones
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.method is not None:
             wanted = _registry().get_method(self.method).strategy.name
             if wanted != self.strategy:
@@ -114,6 +124,9 @@ class EditHparams:
         return cls(**data)
 
 
-_OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0}
+_CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear")}
+
+_OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0,
+                                       "z_stop": "nll", "decay": "squared"}
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

@@ -244,14 +244,15 @@ def _optimize_group(
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
         kl = F.kl_div(essence_lp, kl_init, log_target=True, reduction="none").sum(-1)
-        decay = hp.weight_decay * offset.pow(2).sum(-1) / h.pow(2).sum(-1)
+        decay = hp.weight_decay * _decay_norm(offset, h, hp.decay)
         loss_each = nll + hp.kl_factor * kl + decay.to(device)
 
         active = ~frozen
         final_nll = torch.where(active, nll.detach(), final_nll)
         for i in torch.nonzero(active).flatten().tolist():
             steps[i] = step
-        frozen = frozen | (nll.detach() < hp.nll_stop)
+        stop_on = loss_each if hp.z_stop == "total" else nll
+        frozen = frozen | (stop_on.detach() < hp.nll_stop)
         if progress:
             progress("z", (where[0] + n * (step + 1) / hp.v_steps) / where[1])
         if bool(frozen.all()) or step == hp.v_steps - 1:
@@ -273,6 +274,14 @@ def _optimize_group(
         steps=[s + 1 for s in steps], already_predicted=already,
         tokens_per_step=int(batch.mask[:, batch.prefix_len:].sum()), tokens_per_step_uncached=uncached,
     )
+
+
+def _decay_norm(offset: torch.Tensor, h: torch.Tensor, form: str) -> torch.Tensor:
+    """Per request: ‖δ‖²/‖h‖² (``squared``) or the reference code's ‖δ‖/‖h‖² (``linear``)."""
+    h_sq = h.pow(2).sum(-1)
+    if form == "linear":
+        return offset.norm(dim=-1) / h_sq
+    return offset.pow(2).sum(-1) / h_sq
 
 
 @torch.no_grad()

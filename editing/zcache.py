@@ -24,6 +24,9 @@ from editing.requests import EditRequest
 from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
+Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared"}
+"""z settings added later: part of the key only when they differ from these defaults, so z
+cached before they existed is still found."""
 
 
 class ZCache:
@@ -40,7 +43,9 @@ class ZCache:
             "model": fingerprint,
             "weights": weights_digest(model),  # every layer: those below set h at ``layer``
             "layer": layer,
-            "hp": {name: getattr(hp, name) for name in Z_FIELDS},
+            "hp": {name: getattr(hp, name) for name in Z_FIELDS}
+            | {name: getattr(hp, name) for name, default in Z_FIELDS_AT_DEFAULT.items()
+               if getattr(hp, name) != default},
             "prefixes": list(prefixes),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

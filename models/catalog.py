@@ -26,7 +26,7 @@ _DEFAULT_SPELLINGS = frozenset({"", "default", DEFAULT_MODEL, "smollm2-135m-inst
 """Names that load the shipped GGUF rather than asking the Hugging Face hub (no ``org/``)."""
 
 PRESET_LAYERS: dict[str, tuple[int, ...]] = {
-    "smollm2-135m": (2, 3, 4, 5, 6),
+    "smollm2-135m": (4, 5, 6, 7, 8),
     "llama3-8b": (4, 5, 6, 7, 8),
     "gpt2-xl": (13, 14, 15, 16, 17),
     "gpt-j-6b": (3, 4, 5, 6, 7, 8),

@@ -138,3 +138,33 @@ def test_target_already_predicted_is_reported(tiny, corpus, tmp_path) -> None:
     request = _greedy_request(model, tok)
     result = make_editor(tiny, corpus, tmp_path).edit([FACTS[0], request])
     assert result.diagnostics["already_predicted"] == [1]
+
+
+def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None:
+    from editing.stats import Corpus
+
+    (tmp_path / "b.txt").write_text("second file\n")
+    (tmp_path / "a.txt").write_text("= Heading =\nfirst file\n")
+    corpus = Corpus(str(tmp_path))
+    assert list(corpus.texts()) == ["first file", "second file"]
+    single = Corpus(str(tmp_path / "a.txt"))
+    assert corpus.id != single.id and corpus.id == Corpus(str(tmp_path)).id
+
+
+def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
+    from editing.zcache import Z_FIELDS_AT_DEFAULT
+
+    hp = TINY_HPARAMS
+    assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
+    assert hp.replace(z_stop="total").to_dict()["z_stop"] == "total"
+    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay}
+    with pytest.raises(ValueError, match="z_stop must be one of"):
+        hp.replace(z_stop="never")
+
+
+def test_the_z_cache_key_follows_the_stop_rule_and_the_decay_form(tiny, tmp_path) -> None:
+    model, _ = tiny
+    cache = ZCache(tmp_path)
+    keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
+        TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"))}
+    assert len(keys) == 3

@@ -89,6 +89,8 @@ def test_strength_scales_the_services_lambda() -> None:
     assert request_hparams(base, "strong").mom2_update_weight == pytest.approx(5000.0)
     assert request_hparams(base, None, 2e5).mom2_update_weight == 2e5
     assert request_hparams(base, "strong").layers == base.layers
+    # the null-space methods' strength is μ: a named strength scales it the same way
+    assert request_hparams(base.replace(nullspace_l2=30.0), "conservative").nullspace_l2 == 90.0
     with pytest.raises(ValueError, match="strength"):
         request_hparams(base, "extreme")
     assert set(STRENGTHS) == {"conservative", "default", "strong"}

@@ -180,7 +180,7 @@ def test_default_model_config_when_converted() -> None:
     name, config = mp.load_config("smollm2-135m")
     assert name == "smollm2-135m"
     plan = mp.plan_for_config(config, torch.float32, mp.default_layers(name, config))
-    assert plan.layers == (2, 3, 4, 5, 6) and 0.1e9 < plan.n_params < 0.2e9
+    assert plan.layers == (4, 5, 6, 7, 8) and 0.1e9 < plan.n_params < 0.2e9
 
 
 def test_budgets_and_sizes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from editing.encoding import encode_requests
@@ -98,3 +99,27 @@ def test_forward_replay_equals_manual_forward_with_z(tiny) -> None:
     for request in FACTS:  # z was optimised on the very target tokens scoring reads
         target = encode_requests(tok, [request], [""])[0].target
         assert target and target == continuation_ids(tok, request.text, request.target_new)
+
+
+def test_total_loss_stop_never_stops_earlier_than_the_nll_stop(tiny) -> None:
+    """``z_stop="total"`` (the reference code's rule) stops on NLL + KL + decay, which is at
+    least the NLL: a request the NLL rule freezes at some step runs on under it."""
+    model, tok = tiny
+    hp = TINY_HPARAMS.replace(v_steps=20, v_lr=0.5, weight_decay=1.0, kl_factor=0.0,
+                              clamp_norm_factor=10.0, nll_stop=0.0)
+    after_8 = optimize_z(model, tok, FACTS, [""], 1, hp.replace(v_steps=8)).nll
+    hp = hp.replace(nll_stop=max(after_8) + 1e-3)  # the NLL rule stops one request by step 8
+    by_nll = optimize_z(model, tok, FACTS, [""], 1, hp).steps
+    by_total = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z_stop="total")).steps
+    assert min(by_nll) <= 8
+    assert all(t >= n for t, n in zip(by_total, by_nll, strict=True))
+    assert sum(by_total) > sum(by_nll)
+
+
+def test_linear_decay_is_the_reference_form() -> None:
+    from editing.targets import _decay_norm
+
+    offset = torch.tensor([[3.0, 4.0]])
+    h = torch.tensor([[0.0, 10.0]])
+    assert float(_decay_norm(offset, h, "squared")) == pytest.approx(25.0 / 100.0)
+    assert float(_decay_norm(offset, h, "linear")) == pytest.approx(5.0 / 100.0)
