@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench-z bench-stats reproduce sequential clean
+.PHONY: install serve test lint bench-z bench-stats reproduce frontier sequential clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-stats: install
 
 reproduce: install
 	$(PY) -m bench.reproduce
+
+frontier: install
+	$(PY) -m bench.frontier
 
 sequential: install
 	$(PY) -m bench.sequential
