@@ -80,7 +80,12 @@ class Corpus:
 
     def _files(self) -> list[Path]:
         path = Path(self.source)
-        return sorted(path.glob("*.txt")) if path.is_dir() else [path]
+        if not path.is_dir():
+            return [path]
+        files = sorted(path.glob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"corpus directory {self.source!r} holds no .txt files")
+        return files
 
 
 def _hf_texts(name: str) -> Iterator[str]:

@@ -149,6 +149,9 @@ def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None
     assert list(corpus.texts()) == ["first file", "second file"]
     single = Corpus(str(tmp_path / "a.txt"))
     assert corpus.id != single.id and corpus.id == Corpus(str(tmp_path)).id
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .txt files"):
+        list(Corpus(str(tmp_path / "empty")).texts())
 
 
 def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
