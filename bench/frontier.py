@@ -21,6 +21,7 @@ T·B facts at the end.
     python -m bench.frontier [--split dev] [--n 100] [--methods fe,memit]
         [--lambdas 5000,15000,50000] [--mus 10,100] [--setting 'label:v_lr=0.1,v_steps=35' ...]
         [--sequential 10x10] [--corpus PATH] [--name frontier] [--out-dir DIR]
+    python -m bench.frontier --replot a.json b.json --name merged   # no editing: one PNG/table
 """
 
 from __future__ import annotations
