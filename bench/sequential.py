@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         plot(runs, args.out_dir / "sequential.png")
         print_tables(runs)
         return runs
-    args.hparams = {k: json.loads(v) for k, _, v in (h.partition("=") for h in args.hparam)}
+    try:
+        args.hparams = {k: json.loads(v) for k, _, v in (h.partition("=") for h in args.hparam)}
+    except json.JSONDecodeError as exc:
+        parser.error(f"--hparam wants KEY=JSON (e.g. layers=[4,5,6] or v_lr=0.1): {exc}")
 
     lm = load_model(args.model)
     everything = load_records(shared_data_dir() / "mcf_dev.json")
