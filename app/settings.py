@@ -118,18 +118,11 @@ class Settings(BaseSettings):
         parse_device_map(value)
         return value
 
-    @field_validator("gate_min_efficacy", "gate_max_kl", mode="before")
-    @classmethod
-    def _blank_threshold_is_off(cls, value: Any) -> Any:
-        """``MODELEDIT_GATE_MAX_KL=`` (empty) turns the check off rather than failing."""
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-    @field_validator("api_token", "read_token", mode="before")
+    @field_validator("gate_min_efficacy", "gate_max_kl", "api_token", "read_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
-        """``MODELEDIT_API_TOKEN=`` (empty) means no token, not a token equal to ''."""
+        """An empty setting is an unset one: ``MODELEDIT_GATE_MAX_KL=`` turns the check off
+        rather than failing, ``MODELEDIT_API_TOKEN=`` means no token, not a token equal to ''."""
         if isinstance(value, str) and not value.strip():
             return None
         return value

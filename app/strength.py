@@ -18,8 +18,7 @@ if TYPE_CHECKING:  # the API's schemas import the bounds; keep torch out of that
     from editing import Editor
     from editing.hparams import EditHparams
 
-__all__ = ["MOM2_BOUNDS", "STRENGTHS", "request_hparams", "replay_weight", "requested", "solved_with",
-           "uses_null_space"]
+__all__ = ["MOM2_BOUNDS", "STRENGTHS", "request_hparams", "replay_weight", "requested", "solved_with"]
 
 STRENGTHS: dict[str, float] = {"conservative": 3.0, "default": 1.0, "strong": 1.0 / 3.0}
 """Factor applied to the service's λ, and to μ (``nullspace_l2``) for the null-space methods,
@@ -43,12 +42,6 @@ def request_hparams(
     return base.replace(mom2_update_weight=base.mom2_update_weight * factor,
                         nullspace_l2=base.nullspace_l2 * factor)
 
-
-def uses_null_space(method: str) -> bool:
-    """Whether ``method`` solves with AlphaEdit's projection (μ, not λ, sets its strength)."""
-    from editing.methods import NullSpaceProjection, get_method
-
-    return isinstance(get_method(method).solver, NullSpaceProjection)
 
 
 def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:

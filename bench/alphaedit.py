@@ -22,7 +22,7 @@ from bench.common import add_methods_arg, table, write_json
 from editing import Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
-from editing.methods import NullSpaceProjection, get_method
+from editing.methods import is_null_space
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
 from editing.zcache import ZCache
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
     for method in args.methods:
-        null_space = isinstance(get_method(method).solver, NullSpaceProjection)
+        null_space = is_null_space(method)
         thresholds = [float(t) for t in args.thresholds.split(",")] if null_space else [None]
         for threshold in thresholds:
             hp = base.with_method(method)

@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, add_methods_arg, table, write_json
+from bench.sequential import edit_after
 from editing import Editor, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.hparams import EditHparams
-from editing.methods import NullSpaceProjection, get_method
+from editing.methods import is_null_space
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
 from editing.stats import Corpus
@@ -105,7 +106,7 @@ def parse_sequential(text: str) -> tuple[int, int]:
 
 def strengths(method: str, lambdas: list[float], mus: list[float]) -> list[tuple[str, float]]:
     """The knob that sets a method's strength and the values to sweep."""
-    if isinstance(get_method(method).solver, NullSpaceProjection):
+    if is_null_space(method):
         return [("nullspace_l2", mu) for mu in mus]
     return [("mom2_update_weight", lam) for lam in lambdas]
 
@@ -136,20 +137,12 @@ def edit_once(editor: Editor, records: list[Record]) -> tuple[WeightDelta, dict[
 
 def edit_sequentially(editor: Editor, records: list[Record], batch_size: int) -> tuple[WeightDelta, dict[str, Any]]:
     """Batch after batch on the model as edited so far; the combined delta of all of them."""
-    model = editor.model
     state, deltas = EditState(), []
     diagnostics: dict[str, Any] = {}
     for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        so_far = WeightDelta.combine(deltas).apply(model) if deltas else None
-        try:
-            result = editor.edit([r.request for r in batch], state=state)
-        finally:
-            if so_far is not None:
-                WeightDelta.revert(model, so_far)
-        state = result.state
+        result = edit_after(editor, [r.request for r in records[start:start + batch_size]], deltas, state)
+        state, diagnostics = result.state, result.diagnostics
         deltas.append(result.delta)
-        diagnostics = result.diagnostics
     return WeightDelta.combine(deltas), diagnostics
 
 
@@ -253,10 +246,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     for setting in settings:
         for method in args.methods:
+            hp = setting.apply(preset).with_method(method)
+            # one editor per method and setting: statistics and templates load once, and the
+            # strength enters the solve alone, so swapping it between points is exact
+            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+                            z_cache=z_cache, corpus=corpus)
             for knob, strength in strengths(method, lambdas, mus):
-                hp = setting.apply(preset).with_method(method).replace(**{knob: strength})
-                editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
-                                z_cache=z_cache, corpus=corpus)
+                editor.hparams = hp.replace(**{knob: strength})
                 started = time.perf_counter()
                 if args.sequential:
                     delta, diag = edit_sequentially(editor, records, args.sequential[1])

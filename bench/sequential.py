@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, add_methods_arg, table, write_json
-from editing import Editor, EditState, WeightDelta
+from editing import Editor, EditRequest, EditResult, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
@@ -89,6 +89,18 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+def edit_after(editor: Editor, requests: list[EditRequest], earlier: list[WeightDelta],
+               state: EditState) -> EditResult:
+    """One batch on the model as the ``earlier`` deltas left it (their keys are in ``state``),
+    as a service edits; the model's weights are back as they were when it returns."""
+    base = WeightDelta.combine(earlier).apply(editor.model) if earlier else None
+    try:
+        return editor.edit(requests, state=state)
+    finally:
+        if base is not None:
+            WeightDelta.revert(editor.model, base)
+
+
 def print_tables(runs: dict[str, list[dict[str, Any]]]) -> None:
     for method, rows in runs.items():
         print(f"\n{method}")
@@ -107,13 +119,7 @@ def run_method(lm: Any, method: str, args: argparse.Namespace, records: list[Rec
     name = f"sequential_{method}"
     for t in range(args.batches):
         batch = records[t * args.batch_size : (t + 1) * args.batch_size]
-        so_far = WeightDelta.combine(deltas) if deltas else None
-        base = so_far.apply(lm.model) if so_far else None  # edit on the model as edited so far
-        try:
-            result = editor.edit([r.request for r in batch], state=state)
-        finally:
-            if base is not None:
-                WeightDelta.revert(lm.model, base)
+        result = edit_after(editor, [r.request for r in batch], deltas, state)
         state = result.state
         deltas.append(result.delta)
         if (t + 1) % args.eval_every and t + 1 != args.batches:

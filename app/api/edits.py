@@ -13,8 +13,8 @@ from app.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
 from app.security import require_read, require_write
 from app.settings import Settings
 from app.store import Job, JobState, NotFound, VersionStore
-from app.strength import uses_null_space
 from app.views import job_out
+from editing.methods import is_null_space
 
 router = APIRouter(tags=["edits"])
 
@@ -49,7 +49,7 @@ def submit_edits(
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
                        "the batch into several jobs", field="facts")
     method = body.method or settings.method
-    if body.mom2_update_weight is not None and uses_null_space(method):
+    if body.mom2_update_weight is not None and is_null_space(method):
         raise ApiError(422, f"method {method!r} solves in the null space and has no λ: "
                        "mom2_update_weight would change nothing; ask for a strength "
                        "(conservative, default, strong) instead", field="mom2_update_weight")

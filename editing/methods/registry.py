@@ -8,6 +8,7 @@ this module imports nothing of ``editing`` so ``EditHparams`` can look names up 
 
 from __future__ import annotations
 
+from editing.methods.alphaedit import NullSpaceProjection
 from editing.methods.base import Method, Solver, TargetStrategy
 
 METHODS: dict[str, Method] = {}
@@ -66,3 +67,9 @@ def method_for_strategy(name: str) -> Method:
         if method.strategy.name == name:
             return method
     raise ValueError(f"no method uses strategy {name!r}")
+
+
+def is_null_space(name: str) -> bool:
+    """Whether method ``name`` solves with AlphaEdit's null-space projection: its strength is
+    μ (``nullspace_l2``), and λ (``mom2_update_weight``) does not enter its solve."""
+    return isinstance(get_method(name).solver, NullSpaceProjection)
