@@ -32,7 +32,7 @@ from editing.delta import (
 from editing.encoding import encode_requests
 from editing.fingerprint import model_fingerprint
 from editing.hparams import EditHparams
-from editing.keys import fact_activations, mean_by_request
+from editing.keys import context_keys, fact_activations, mean_by_request
 from editing.memory import z_group_for
 from editing.methods import get_method
 from editing.precision import landed_error
@@ -286,6 +286,10 @@ class Editor:
                 residual = strategy.residual(targets, now, i, layers)
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer) if hp.use_old_keys else None
+                if hp.context_key_weight:
+                    ctx = context_keys(self.model, bare, pad, layer, self.batch_size).double()
+                    kept = hp.context_key_weight * (ctx.T @ ctx)
+                    old = kept if old is None else old.to(kept.device, torch.float64) + kept
                 left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()

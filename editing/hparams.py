@@ -49,6 +49,11 @@ class EditHparams:
     mom2_update_weight: float = 15000.0
     l2: float = 0.0
     use_old_keys: bool = True
+    context_key_weight: float = 0.0
+    """w: the edit prompts' own other tokens (every token of the bare prompt but the fact
+    token) join the regulariser as ``w·Σ k kᵀ``, so the update leaves the MLP output at the
+    relation's words ("... mother tongue is") alone: the tokens that prompts about *other*
+    subjects share with the edited one. 0: off, as in the MEMIT/FE/AlphaEdit papers."""
     # null-space solver only (editing/methods/alphaedit.py): AlphaEdit's threshold on the
     # eigenvalues of E[k kᵀ] and its μ; left out of to_dict() at these defaults
     nullspace_threshold: float = 0.02
@@ -66,6 +71,8 @@ class EditHparams:
         if list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
         _registry().get_strategy(self.strategy)  # ValueError naming the known ones
+        if self.context_key_weight < 0:
+            raise ValueError(f"context_key_weight must be >= 0, got {self.context_key_weight}")
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -127,6 +134,7 @@ class EditHparams:
 _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear")}
 
 _OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0,
-                                       "z_stop": "nll", "decay": "squared"}
+                                       "z_stop": "nll", "decay": "squared",
+                                       "context_key_weight": 0.0}
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

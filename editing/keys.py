@@ -61,3 +61,27 @@ def mean_by_request(values: torch.Tensor, rows: Sequence[FactRow], n_requests: i
     total.index_add_(0, index, values)
     counts = torch.bincount(index, minlength=n_requests).clamp(min=1).to(values.dtype)
     return total / counts[:, None]
+
+
+@torch.no_grad()
+def context_keys(
+    model: nn.Module, rows: Sequence[FactRow], pad_id: int, layer: int, batch_size: int = 64
+) -> torch.Tensor:
+    """(M, d_k) float32 keys at ``layer`` of every real token of ``rows`` but the fact token.
+
+    Why: these are the tokens a prompt about another subject shares with the edited one (the
+    relation's words); keeping their keys' outputs in place is what ``context_key_weight``
+    asks of the solver.
+    """
+    device = input_device(model)
+    found: list[torch.Tensor] = []
+    for part in chunks(len(rows), batch_size):
+        batch = rows[part]
+        ids, mask = pad_right([r.ids for r in batch], pad_id, device)
+        with capture(model, (), (layer,), stop_after=layer) as seen:
+            run_until(model, input_ids=ids, attention_mask=mask)
+        keys = seen["key"][layer]
+        keep = mask.bool().clone()
+        keep[torch.arange(len(batch), device=device), torch.tensor([r.fact for r in batch], device=device)] = False
+        found.append(keys[keep.to(keys.device)].float())
+    return torch.cat(found)

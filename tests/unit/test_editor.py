@@ -171,3 +171,27 @@ def test_the_z_cache_key_follows_the_stop_rule_and_the_decay_form(tiny, tmp_path
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
         TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"))}
     assert len(keys) == 3
+
+
+def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:
+    from editing.encoding import encode_requests
+    from editing.keys import context_keys
+
+    model, tok = tiny
+    facts = FACTS[:1]
+    plain = make_editor(tiny, corpus, tmp_path).edit(facts)
+    held = make_editor(tiny, corpus, tmp_path, context_key_weight=100.0).edit(facts)
+    assert "context_key_weight" not in plain.delta.hparams
+    assert held.delta.hparams["context_key_weight"] == 100.0
+    rows = encode_requests(tok, facts, [""], with_target=False)
+    layer = HP.layers[0]  # solved first: its keys are the unedited model's
+    others = context_keys(model, rows, tok.pad_token_id, layer).double()
+    assert others.shape[0] == len(rows[0].ids) - 1
+    moved = (plain.delta.updates[layer].dense().double() @ others.T).norm()
+    kept = (held.delta.updates[layer].dense().double() @ others.T).norm()
+    assert kept < 0.5 * moved, (kept, moved)
+    before = target_logprob(model, tok, facts[0].text, facts[0].target_new)
+    held.delta.apply(model)
+    assert target_logprob(model, tok, facts[0].text, facts[0].target_new) > before + 0.2
+    with pytest.raises(ValueError, match="context_key_weight must be >= 0"):
+        HP.replace(context_key_weight=-1.0)
