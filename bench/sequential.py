@@ -162,7 +162,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         runs = {}
         for path in args.replot:
             run = json.loads(path.read_text())
-            runs[run["method"]] = run["rows"]
+            label = run["method"]
+            if label in runs:  # two variants of one method: the file tells them apart
+                label = f"{label} ({path})"
+            runs[label] = run["rows"]
         plot(runs, args.out_dir / "sequential.png")
         print_tables(runs)
         return runs

@@ -104,3 +104,6 @@ def test_sequential_tracks_every_fact_so_far_the_probe_set_and_norm_growth(tmp_p
     assert saved["probe_records"] == 2 and len(saved["rows"]) == 2
     replot = sequential.main(["--replot", str(tmp_path / "sequential_fe.json"), "--out-dir", str(tmp_path)])
     assert replot == {"fe": saved["rows"]} and (tmp_path / "sequential.png").exists()
+    path = tmp_path / "sequential_fe.json"
+    twice = sequential.main(["--replot", str(path), str(path), "--out-dir", str(tmp_path)])
+    assert list(twice) == ["fe", f"fe ({path})"]  # a second run of one method is not dropped
