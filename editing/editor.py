@@ -286,10 +286,11 @@ class Editor:
                 residual = strategy.residual(targets, now, i, layers)
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer) if hp.use_old_keys else None
-                if hp.context_key_weight:
+                if hp.context_key_weight:  # one d_k × d_k float64 matrix, like C_old
                     ctx = context_keys(self.model, bare, pad, layer, self.batch_size).double()
-                    kept = hp.context_key_weight * (ctx.T @ ctx)
-                    old = kept if old is None else old.to(kept.device, torch.float64) + kept
+                    old = (torch.zeros(ctx.shape[1], ctx.shape[1], dtype=torch.float64, device=ctx.device)
+                           if old is None else old.to(ctx.device, torch.float64))
+                    old.addmm_(ctx.T, ctx, alpha=hp.context_key_weight)
                 left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()
