@@ -164,6 +164,10 @@ class WeightDelta:
     base_dtype: str = ""
     """The dtype of the weights the delta was computed on (``bfloat16``, ...); the factors
     themselves are always float32. Empty for deltas written before it was recorded."""
+    held_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    """Per layer, (d_k, M) further columns later batches keep in their regulariser next to
+    ``keys``: √w · the keys of the batch prompts' other tokens (``context_key_weight`` w).
+    Empty without it, and in deltas written before it existed."""
 
     @property
     def layers(self) -> list[int]:
@@ -226,14 +230,11 @@ class WeightDelta:
                 updates[layer] = LayerUpdate.from_factors(left, right)
             else:
                 updates[layer] = LayerUpdate(sum(p.dense() for p in parts))  # type: ignore[arg-type]
-        keys = {
-            layer: torch.cat([d.keys[layer] for d in deltas if layer in d.keys], dim=1)
-            for layer in sorted({layer for d in deltas for layer in d.keys})
-        }
         info = {**first.info, "combined_batches": len(deltas),
                 "n_requests": sum(int(d.info.get("n_requests", 0)) for d in deltas)}
         return cls(updates, first.model_name, first.model_type, first.base_fingerprint,
-                   first.hparams, info, keys, first.base_dtype)
+                   first.hparams, info, _concat_columns([d.keys for d in deltas]), first.base_dtype,
+                   held_keys=_concat_columns([d.held_keys for d in deltas]))
 
     # -- persistence ---------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -245,6 +246,8 @@ class WeightDelta:
                 out[f"layer.{layer}.right"] = update.right.detach().cpu().float().contiguous()
         for layer, keys in self.keys.items():
             out[f"layer.{layer}.keys"] = keys.detach().cpu().float().contiguous()
+        for layer, held in self.held_keys.items():  # absent without: older hashes unchanged
+            out[f"layer.{layer}.held_keys"] = held.detach().cpu().float().contiguous()
         return out
 
     def _header(self) -> dict[str, str]:
@@ -286,13 +289,15 @@ class WeightDelta:
         if actual != stored:
             raise DeltaError(f"delta content hash {actual[:12]}… does not match its record {stored[:12]}…")
         try:
-            updates, keys = {}, {}
+            updates, keys, held = {}, {}, {}
             for layer in json.loads(header["layers"]):
                 left = tensors[f"layer.{layer}.left"]
                 right = tensors.get(f"layer.{layer}.right")
                 updates[int(layer)] = LayerUpdate(left, right)
                 if f"layer.{layer}.keys" in tensors:
                     keys[int(layer)] = tensors[f"layer.{layer}.keys"]
+                if f"layer.{layer}.held_keys" in tensors:
+                    held[int(layer)] = tensors[f"layer.{layer}.held_keys"]
             return cls(
                 updates=updates,
                 model_name=header["model_name"],
@@ -302,6 +307,7 @@ class WeightDelta:
                 info=json.loads(header["info"]),
                 keys=keys,
                 base_dtype=header.get("base_dtype", ""),
+                held_keys=held,
             )
         except (KeyError, ValueError) as exc:
             raise DeltaError(f"delta file is missing {exc}") from exc
@@ -339,3 +345,11 @@ def model_dtype(model: nn.Module) -> str:
     Read from the input embeddings, which edits never touch.
     """
     return str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+
+
+def _concat_columns(per_delta: list[dict[int, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """Per layer, the (d_k, ·) blocks of several deltas side by side, in order."""
+    return {
+        layer: torch.cat([blocks[layer] for blocks in per_delta if layer in blocks], dim=1)
+        for layer in sorted({layer for blocks in per_delta for layer in blocks})
+    }

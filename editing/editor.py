@@ -53,10 +53,12 @@ class EditState:
     """What sequential editing carries from batch to batch: the keys of earlier edits.
 
     Their Gram matrix ``Σ K Kᵀ`` joins the regulariser, so a later batch leaves the earlier
-    facts' key→value pairs in place.
+    facts' key→value pairs in place. ``held`` are further columns kept the same way (√w ·
+    the earlier prompts' other tokens, ``context_key_weight``); they count no facts.
     """
 
     keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    held: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def n_facts(self) -> int:
@@ -64,27 +66,33 @@ class EditState:
         return sum(k.shape[1] for k in first)
 
     def old_kkT(self, layer: int) -> torch.Tensor | None:
-        """``Σ K Kᵀ`` (float64) of earlier batches at ``layer``, or None."""
-        blocks = self.keys.get(layer)
+        """``Σ K Kᵀ`` (float64) of earlier batches' keys and held columns at ``layer``, or None."""
+        blocks = self.keys.get(layer, []) + self.held.get(layer, [])
         if not blocks:
             return None
         k = torch.cat([b.double() for b in blocks], dim=1)
         return k @ k.T
 
-    def extended(self, new_keys: dict[int, torch.Tensor]) -> EditState:
+    def extended(self, new_keys: dict[int, torch.Tensor],
+                 new_held: dict[int, torch.Tensor] | None = None) -> EditState:
         """A new state with one more batch (this one is not modified)."""
-        keys = {layer: list(blocks) for layer, blocks in self.keys.items()}
-        for layer, k in new_keys.items():
-            keys.setdefault(layer, []).append(k.detach().cpu().float())
-        return EditState(keys)
+        return EditState(_appended(self.keys, new_keys), _appended(self.held, new_held or {}))
 
     @classmethod
     def from_deltas(cls, deltas: Iterable[WeightDelta]) -> EditState:
         """The state after a chain of deltas (each carries its batch's keys)."""
         state = cls()
         for delta in deltas:
-            state = state.extended(delta.keys)
+            state = state.extended(delta.keys, delta.held_keys)
         return state
+
+
+def _appended(blocks: dict[int, list[torch.Tensor]], new: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
+    """A copy of ``blocks`` with each layer's ``new`` block (float32, CPU) appended."""
+    out = {layer: list(parts) for layer, parts in blocks.items()}
+    for layer, k in new.items():
+        out.setdefault(layer, []).append(k.detach().cpu().float())
+    return out
 
 
 @dataclass
@@ -216,7 +224,7 @@ class Editor:
         targets, zresults = self.targets(requests, progress)
         timings["targets_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        updates, keys, diag = self._solve_layers(requests, prefixes, targets, covs, state, progress)
+        updates, keys, held, diag = self._solve_layers(requests, prefixes, targets, covs, state, progress)
         timings["solve_s"] = time.perf_counter() - mark
         timings["total_s"] = time.perf_counter() - started
         delta = WeightDelta(
@@ -227,6 +235,7 @@ class Editor:
             hparams=hp.to_dict(),
             info={"method": self.method.name, "strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
             keys=keys,
+            held_keys=held,
             base_dtype=model_dtype(self.model),
         )
         z_main = zresults[0]
@@ -243,7 +252,7 @@ class Editor:
             "z_group_size": z_main.group_size,
             "timings": timings,
         }
-        return EditResult(delta=delta, state=state.extended(keys), diagnostics=diagnostics)
+        return EditResult(delta=delta, state=state.extended(keys, held), diagnostics=diagnostics)
 
     def _solve_layers(
         self,
@@ -253,7 +262,8 @@ class Editor:
         covs: dict[int, torch.Tensor],
         state: EditState,
         progress: Progress | None,
-    ) -> tuple[dict[int, LayerUpdate], dict[int, torch.Tensor], dict[str, Any]]:
+    ) -> tuple[dict[int, LayerUpdate], dict[int, torch.Tensor], dict[int, torch.Tensor], dict[str, Any]]:
+        """Per-layer updates, this batch's keys and held columns (for later batches), diagnostics."""
         hp = self.hparams
         layers = hp.edited_layers
         last = layers[-1]
@@ -270,6 +280,7 @@ class Editor:
 
         updates: dict[int, LayerUpdate] = {}
         batch_keys: dict[int, torch.Tensor] = {}
+        batch_held: dict[int, torch.Tensor] = {}
         ratios: list[float] = []
         residual_norms: list[float] = []
         rounding_errors: list[float] = []
@@ -287,10 +298,12 @@ class Editor:
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer) if hp.use_old_keys else None
                 if hp.context_key_weight:  # one d_k × d_k float64 matrix, like C_old
-                    ctx = context_keys(self.model, bare, pad, layer, self.batch_size).double()
-                    old = (torch.zeros(ctx.shape[1], ctx.shape[1], dtype=torch.float64, device=ctx.device)
-                           if old is None else old.to(ctx.device, torch.float64))
-                    old.addmm_(ctx.T, ctx, alpha=hp.context_key_weight)
+                    held = hp.context_key_weight ** 0.5 * context_keys(
+                        self.model, bare, pad, layer, self.batch_size).double().T
+                    old = (torch.zeros(held.shape[0], held.shape[0], dtype=torch.float64, device=held.device)
+                           if old is None else old.to(held.device, torch.float64))
+                    old.addmm_(held, held.T)
+                    batch_held[layer] = held.float().cpu()
                 left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()
@@ -314,4 +327,4 @@ class Editor:
             "update_rounding_error": rounding_errors,
             "base_dtype": model_dtype(self.model),
         }
-        return updates, batch_keys, diag
+        return updates, batch_keys, batch_held, diag

@@ -53,7 +53,9 @@ class EditHparams:
     """w: the edit prompts' own other tokens (every token of the bare prompt but the fact
     token) join the regulariser as ``w·Σ k kᵀ``, so the update leaves the MLP output at the
     relation's words ("... mother tongue is") alone: the tokens that prompts about *other*
-    subjects share with the edited one. 0: off, as in the MEMIT/FE/AlphaEdit papers."""
+    subjects share with the edited one. The columns √w·K travel with the delta
+    (``held_keys``) and stay in every later batch's regulariser, like the facts' keys.
+    0: off, as in the MEMIT/FE/AlphaEdit papers."""
     # null-space solver only (editing/methods/alphaedit.py): AlphaEdit's threshold on the
     # eigenvalues of E[k kᵀ] and its μ; left out of to_dict() at these defaults
     nullspace_threshold: float = 0.02

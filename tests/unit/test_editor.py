@@ -195,3 +195,31 @@ def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_p
     assert target_logprob(model, tok, facts[0].text, facts[0].target_new) > before + 0.2
     with pytest.raises(ValueError, match="context_key_weight must be >= 0"):
         HP.replace(context_key_weight=-1.0)
+
+
+def test_later_batches_hold_earlier_prompts_other_tokens_too(tiny, corpus, tmp_path) -> None:
+    editor = make_editor(tiny, corpus, tmp_path, context_key_weight=100.0)
+    model, _ = tiny
+    first = editor.edit(FACTS[:2])
+    assert first.state.n_facts == 2  # held columns count no facts
+    held = first.delta.held_keys
+    assert set(held) == set(HP.layers) and all(h.shape[1] > 2 for h in held.values())
+    loaded = WeightDelta.from_bytes(first.delta.to_bytes())
+    for layer in HP.layers:
+        torch.testing.assert_close(loaded.held_keys[layer], held[layer])
+    assert not make_editor(tiny, corpus, tmp_path).edit(FACTS[:1]).delta.held_keys
+    first.delta.apply(model)
+    second = editor.edit(FACTS[2:], state=first.state)
+    combined = WeightDelta.combine([first.delta, second.delta])
+    rebuilt = EditState.from_deltas([first.delta, second.delta])
+    for layer in HP.layers:
+        assert combined.held_keys[layer].shape[1] == held[layer].shape[1] + second.delta.held_keys[layer].shape[1]
+        torch.testing.assert_close(rebuilt.old_kkT(layer), second.state.old_kkT(layer))
+    # Without the first batch's held columns, the second update moves those tokens more.
+    keys_only = EditState(keys={layer: [k] for layer, k in first.delta.keys.items()})
+    forgetful = editor.edit(FACTS[2:], state=keys_only)
+    for layer in HP.layers:
+        columns = held[layer].double()
+        kept = (second.delta.updates[layer].dense().double() @ columns).norm()
+        moved = (forgetful.delta.updates[layer].dense().double() @ columns).norm()
+        assert kept < moved, (layer, kept, moved)
