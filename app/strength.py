@@ -43,7 +43,6 @@ def request_hparams(
                         nullspace_l2=base.nullspace_l2 * factor)
 
 
-
 def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:
     """What the request asked for, recorded with the version (empty if nothing); the λ it
     led to is in the version's hparams."""
