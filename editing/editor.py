@@ -32,7 +32,7 @@ from editing.delta import (
 from editing.encoding import encode_requests
 from editing.fingerprint import model_fingerprint
 from editing.hparams import EditHparams
-from editing.keys import context_keys, fact_activations, mean_by_request
+from editing.keys import fact_activations, layer_keys, mean_by_request
 from editing.memory import z_group_for
 from editing.methods import get_method
 from editing.precision import landed_error
@@ -278,6 +278,8 @@ class Editor:
         pad = self.tokenizer.pad_token_id
         strategy, solver = self.method.strategy, self.method.solver
         h_rows = rows if strategy.h_on_templates(hp) else bare
+        # the bare prompts (prefix "" first): their other tokens are held with w > 0
+        context_rows = range(0, len(rows), len(prefixes)) if hp.context_key_weight else ()
 
         def h_now(layer_list: Sequence[int]) -> dict[int, torch.Tensor]:
             _, blocks = fact_activations(self.model, h_rows, pad, (), layer_list, self.batch_size)
@@ -293,8 +295,8 @@ class Editor:
         snapshot = BaseWeights.snapshot(self.model, layers)
         try:
             for i, layer in enumerate(layers):
-                key_rows, _ = fact_activations(self.model, rows, pad, (layer,), (), self.batch_size)
-                k = mean_by_request(key_rows[layer], rows, n)
+                fact_keys, other_keys = layer_keys(self.model, rows, pad, layer, context_rows, self.batch_size)
+                k = mean_by_request(fact_keys, rows, n)
                 now = h_now(sorted({layer, last}))
                 gap = (targets[last] - now[last]).norm(dim=-1)
                 initial = gap if initial is None else initial
@@ -303,8 +305,7 @@ class Editor:
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer, k.device) if hp.use_old_keys else None
                 if hp.context_key_weight:  # one d_k × d_k float64 matrix, like C_old
-                    held = hp.context_key_weight ** 0.5 * context_keys(
-                        self.model, bare, pad, layer, self.batch_size).double().T
+                    held = hp.context_key_weight ** 0.5 * other_keys.double().T
                     old = (torch.zeros(held.shape[0], held.shape[0], dtype=torch.float64, device=held.device)
                            if old is None else old.to(held.device, torch.float64))
                     old.addmm_(held, held.T)
