@@ -10,7 +10,9 @@ positions and leaves the others unedited, then measures the same KL (unedited �
 - ``before_last``: every other position;
 - ``names``: capitalised words that do not start the prompt, except the last position (on
   CounterFact, the neighbour's subject);
-- ``rest``: the positions before the last that are not ``names`` (the relation's words).
+- ``rest``: the positions before the last that are not ``names`` (the relation's words);
+
+and, separately, each edited layer's ΔW alone at every position (which layer drifts most).
 
 Which positions carry the drift says which keys a locality term must hold: the edit's own
 prompt's other tokens (``context_key_weight``) are relation words, so they can only reach
@@ -114,6 +116,14 @@ def kl_by_class(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: S
             for kind in CLASSES}
 
 
+def kl_by_layer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                updates: Mapping[int, torch.Tensor]) -> dict[int, float]:
+    """Mean KL(unedited ‖ edited) over ``prompts`` with one edited layer's ΔW at a time."""
+    base = next_token_logprobs(model, tokenizer, prompts)
+    return {layer: float(kl_divergence(base, next_token_logprobs(model, tokenizer, prompts, {layer: dense})).mean())
+            for layer, dense in updates.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="the first N MCF dev records, edited in one batch")
@@ -137,11 +147,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     updates = {layer: update.dense().float() for layer, update in delta.updates.items()}
     prompts = [p for r in records for p in r.request.neighborhood_prompts]
     kl = kl_by_class(lm.model, lm.tokenizer, prompts, updates)
+    by_layer = kl_by_layer(lm.model, lm.tokenizer, prompts, updates)
     result = {"model": lm.name, "method": args.method, "n": len(records), "prompts": len(prompts),
-              "hparams": hp.to_dict(), "kl": kl}
+              "hparams": hp.to_dict(), "kl": kl, "kl_by_layer": by_layer}
     path = write_json("kl_sources", result, out=args.out_dir / "kl_sources.json")
     print(table(["positions with ΔW", "neighbourhood KL", "share of all"],
                 [[kind, f"{value:.4f}", f"{value / kl['all']:.2f}"] for kind, value in kl.items()]))
+    print(table(["only layer's ΔW (every position)", "neighbourhood KL", "share of all"],
+                [[layer, f"{value:.4f}", f"{value / kl['all']:.2f}"] for layer, value in by_layer.items()]))
     print(f"wrote {path}")
     return result
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.kl_sources import CLASSES, class_mask, kl_by_class, name_positions, next_token_logprobs
+from bench.kl_sources import (
+    CLASSES,
+    class_mask,
+    kl_by_class,
+    kl_by_layer,
+    name_positions,
+    next_token_logprobs,
+)
 from editing.delta import BaseWeights, LayerUpdate, add_layer_update
 from editing.evaluate.metrics import kl_divergence
 from models.specs import weight_out_in
@@ -50,3 +57,15 @@ def test_delta_on_every_position_is_the_edited_model_and_leaves_no_hook(tiny) ->
     assert kl["all"] == pytest.approx(float(kl_divergence(unedited, edited).mean()), rel=1e-3)
     assert kl["all"] > 1e-4 and kl["last"] < kl["all"] and kl["before_last"] > 0
     torch.testing.assert_close(next_token_logprobs(model, tok, PROMPTS), unedited)
+
+
+def test_by_layer_applies_one_layer_at_a_time(tiny) -> None:
+    model, tok = tiny
+    torch.manual_seed(2)
+    updates = {layer: 0.5 * torch.randn_like(weight_out_in(model, layer)) * weight_out_in(model, layer).std()
+               for layer in (1, 2)}
+    by_layer = kl_by_layer(model, tok, PROMPTS, updates)
+    assert set(by_layer) == {1, 2}
+    for layer, dense in updates.items():
+        assert by_layer[layer] == pytest.approx(kl_by_class(model, tok, PROMPTS, {layer: dense})["all"])
+    assert by_layer[1] != pytest.approx(by_layer[2])
