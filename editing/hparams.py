@@ -43,6 +43,9 @@ class EditHparams:
     """z weight decay: ``"squared"`` ‖δ‖²/‖h‖² (scale-free); ``"linear"`` ‖δ‖/‖h‖², the
     reference code's form, which fades as ‖h‖ grows (almost nothing on a model with large
     hidden states)."""
+    essence_kl: str = "initial_now"
+    """Direction of the z step's KL term on the essence prompt: ``"initial_now"``
+    KL(initial ‖ now), ours; ``"now_initial"`` KL(now ‖ initial), the reference code's."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
@@ -133,10 +136,11 @@ class EditHparams:
         return cls(**data)
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear")}
+_CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear"),
+                                        "essence_kl": ("initial_now", "now_initial")}
 
 _OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0,
-                                       "z_stop": "nll", "decay": "squared",
+                                       "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
                                        "context_key_weight": 0.0}
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

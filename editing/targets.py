@@ -243,7 +243,7 @@ def _optimize_group(
             hits = log_probs[:n_tokens].argmax(-1) == batch.pred_tokens
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
-        kl = F.kl_div(essence_lp, kl_init, log_target=True, reduction="none").sum(-1)
+        kl = _essence_kl(essence_lp, kl_init, hp.essence_kl)
         decay = hp.weight_decay * _decay_norm(offset, h, hp.decay)
         loss_each = nll + hp.kl_factor * kl + decay.to(device)
 
@@ -274,6 +274,14 @@ def _optimize_group(
         steps=[s + 1 for s in steps], already_predicted=already,
         tokens_per_step=int(batch.mask[:, batch.prefix_len:].sum()), tokens_per_step_uncached=uncached,
     )
+
+
+def _essence_kl(now: torch.Tensor, initial: torch.Tensor, direction: str) -> torch.Tensor:
+    """Per essence row, KL(initial ‖ now) or, ``"now_initial"``, KL(now ‖ initial) (the FE and
+    MEMIT reference code's ``kl_div(initial, now)``), from log-probabilities."""
+    if direction == "now_initial":
+        return F.kl_div(initial, now, log_target=True, reduction="none").sum(-1)
+    return F.kl_div(now, initial, log_target=True, reduction="none").sum(-1)
 
 
 def _decay_norm(offset: torch.Tensor, h: torch.Tensor, form: str) -> torch.Tensor:

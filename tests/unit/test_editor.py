@@ -160,17 +160,34 @@ def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
     hp = TINY_HPARAMS
     assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
     assert hp.replace(z_stop="total").to_dict()["z_stop"] == "total"
-    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay}
+    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay, "essence_kl": hp.essence_kl}
     with pytest.raises(ValueError, match="z_stop must be one of"):
         hp.replace(z_stop="never")
 
 
-def test_the_z_cache_key_follows_the_stop_rule_and_the_decay_form(tiny, tmp_path) -> None:
+def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(tiny, tmp_path) -> None:
     model, _ = tiny
     cache = ZCache(tmp_path)
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
-        TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"))}
-    assert len(keys) == 3
+        TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"),
+        TINY_HPARAMS.replace(essence_kl="now_initial"))}
+    assert len(keys) == 4
+
+
+def test_essence_kl_directions() -> None:
+    from editing.targets import _essence_kl
+
+    initial = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0]]), -1)
+    now = torch.log_softmax(torch.tensor([[0.0, 1.0, 0.5]]), -1)
+    p, q = initial.exp(), now.exp()
+    assert float(_essence_kl(now, initial, "initial_now")) == pytest.approx(float((p * (initial - now)).sum()))
+    assert float(_essence_kl(now, initial, "now_initial")) == pytest.approx(float((q * (now - initial)).sum()))
+    assert float(_essence_kl(now, initial, "now_initial")) != pytest.approx(
+        float(_essence_kl(now, initial, "initial_now")))
+    assert "essence_kl" not in TINY_HPARAMS.to_dict()
+    assert TINY_HPARAMS.replace(essence_kl="now_initial").to_dict()["essence_kl"] == "now_initial"
+    with pytest.raises(ValueError, match="essence_kl must be one of"):
+        TINY_HPARAMS.replace(essence_kl="both")
 
 
 def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:
