@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from bench.common import RESULTS, table, write_json
+from bench.common import RESULTS, add_method_arg, table, write_json
 from editing import Editor
 from editing.batch import chunks, pad_right
 from editing.evaluate.data import load_records
@@ -127,7 +127,7 @@ def kl_by_layer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: S
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="the first N MCF dev records, edited in one batch")
-    parser.add_argument("--method", default="fe")
+    add_method_arg(parser)
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=JSON",
                         help="override a preset hyper-parameter, e.g. mom2_update_weight=5000")
     parser.add_argument("--model", default=None)
