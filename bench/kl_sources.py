@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bench.common import RESULTS, add_method_arg, table, write_json
 from editing import Editor
-from editing.batch import chunks, pad_right
+from editing.batch import chunks, pad_id, pad_right
 from editing.evaluate.data import load_records
 from editing.evaluate.metrics import kl_divergence
 from editing.paths import shared_data_dir
@@ -52,11 +52,19 @@ NAME = re.compile(r"[A-Z][^\s,]*")
 """A capitalised word: on CounterFact's neighbourhood prompts, mostly the subject's."""
 
 
+def encode_with_names(tokenizer: PreTrainedTokenizerBase, prompt: str) -> tuple[list[int], list[bool]]:
+    """``prompt``'s ids (with special tokens, as :func:`editing.tokens.prompt_ids`) and, per
+    token, whether it overlaps a capitalised word that does not start the prompt; one pass of
+    the tokenizer."""
+    spans = [m.span() for m in NAME.finditer(prompt) if m.start() > 0]
+    encoded = tokenizer(prompt, return_offsets_mapping=True)
+    flags = [end > start and any(a < end and start < b for a, b in spans) for start, end in encoded["offset_mapping"]]
+    return list(encoded.input_ids), flags
+
+
 def name_positions(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[bool]:
     """Per token of ``prompt``: does it overlap a capitalised word that does not start it?"""
-    spans = [m.span() for m in NAME.finditer(prompt) if m.start() > 0]
-    offsets = tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
-    return [end > start and any(a < end and start < b for a, b in spans) for start, end in offsets]
+    return encode_with_names(tokenizer, prompt)[1]
 
 
 def class_mask(kind: str, attention: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
@@ -95,10 +103,10 @@ def next_token_logprobs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, pr
     device = input_device(model)
     out = []
     for part in chunks(len(prompts), batch_size):
-        batch = list(prompts[part])
-        ids, attention = pad_right([tokenizer(p).input_ids for p in batch], tokenizer.pad_token_id, device)
+        batch = [encode_with_names(tokenizer, p) for p in prompts[part]]
+        ids, attention = pad_right([row_ids for row_ids, _ in batch], pad_id(tokenizer), device)
         names = torch.zeros_like(attention, dtype=torch.bool)
-        for row, flags in enumerate(name_positions(tokenizer, p) for p in batch):
+        for row, (_, flags) in enumerate(batch):
             names[row, : len(flags)] = torch.tensor(flags, dtype=torch.bool)
         where = class_mask(kind, attention, names)
         last = attention.sum(1) - 1
@@ -109,17 +117,18 @@ def next_token_logprobs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, pr
 
 
 def kl_by_class(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                updates: Mapping[int, torch.Tensor]) -> dict[str, float]:
-    """Mean KL(unedited ‖ edited) over ``prompts`` for each position class of :data:`CLASSES`."""
-    base = next_token_logprobs(model, tokenizer, prompts)
+                updates: Mapping[int, torch.Tensor], base: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean KL(unedited ‖ edited) over ``prompts`` for each position class of :data:`CLASSES`
+    (``base``: the unedited log-probabilities, if already computed)."""
+    base = next_token_logprobs(model, tokenizer, prompts) if base is None else base
     return {kind: float(kl_divergence(base, next_token_logprobs(model, tokenizer, prompts, updates, kind)).mean())
             for kind in CLASSES}
 
 
 def kl_by_layer(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                updates: Mapping[int, torch.Tensor]) -> dict[int, float]:
+                updates: Mapping[int, torch.Tensor], base: torch.Tensor | None = None) -> dict[int, float]:
     """Mean KL(unedited ‖ edited) over ``prompts`` with one edited layer's ΔW at a time."""
-    base = next_token_logprobs(model, tokenizer, prompts)
+    base = next_token_logprobs(model, tokenizer, prompts) if base is None else base
     return {layer: float(kl_divergence(base, next_token_logprobs(model, tokenizer, prompts, {layer: dense})).mean())
             for layer, dense in updates.items()}
 
@@ -146,8 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     delta = editor.edit([r.request for r in records]).delta
     updates = {layer: update.dense().float() for layer, update in delta.updates.items()}
     prompts = [p for r in records for p in r.request.neighborhood_prompts]
-    kl = kl_by_class(lm.model, lm.tokenizer, prompts, updates)
-    by_layer = kl_by_layer(lm.model, lm.tokenizer, prompts, updates)
+    unedited = next_token_logprobs(lm.model, lm.tokenizer, prompts)
+    kl = kl_by_class(lm.model, lm.tokenizer, prompts, updates, unedited)
+    by_layer = kl_by_layer(lm.model, lm.tokenizer, prompts, updates, unedited)
     result = {"model": lm.name, "method": args.method, "n": len(records), "prompts": len(prompts),
               "hparams": hp.to_dict(), "kl": kl, "kl_by_layer": by_layer}
     path = write_json("kl_sources", result, out=args.out_dir / "kl_sources.json")

@@ -304,11 +304,9 @@ class Editor:
                 residual = strategy.residual(targets, now, i, layers)
                 residual_norms.append(float(residual.norm(dim=-1).mean()))
                 old = state.old_kkT(layer, k.device) if hp.use_old_keys else None
-                if hp.context_key_weight:  # one d_k × d_k float64 matrix, like C_old
+                if hp.context_key_weight:  # added in place: one d_k × d_k float64 matrix, like C_old
                     held = hp.context_key_weight ** 0.5 * other_keys.double().T
-                    old = (torch.zeros(held.shape[0], held.shape[0], dtype=torch.float64, device=held.device)
-                           if old is None else old.to(held.device, torch.float64))
-                    old.addmm_(held, held.T)
+                    old = held @ held.T if old is None else old.addmm_(held, held.T)
                     batch_held[layer] = held.float().cpu()
                 left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
                 updates[layer] = LayerUpdate.from_factors(left, right)

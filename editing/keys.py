@@ -112,11 +112,3 @@ def layer_keys(
         others.append(keys[keep.to(keys.device)].float())
         first += len(batch)
     return torch.cat(facts), torch.cat(others)
-
-
-def context_keys(
-    model: nn.Module, rows: Sequence[FactRow], pad_id: int, layer: int, batch_size: int = 64
-) -> torch.Tensor:
-    """(M, d_k) float32 keys at ``layer`` of every real token of ``rows`` but the fact token
-    (:func:`layer_keys` for every row)."""
-    return layer_keys(model, rows, pad_id, layer, range(len(rows)), batch_size)[1]

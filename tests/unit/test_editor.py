@@ -192,7 +192,7 @@ def test_essence_kl_directions() -> None:
 
 def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:
     from editing.encoding import encode_requests
-    from editing.keys import context_keys
+    from editing.keys import layer_keys
 
     model, tok = tiny
     facts = FACTS[:1]
@@ -202,7 +202,7 @@ def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_p
     assert held.delta.hparams["context_key_weight"] == 100.0
     rows = encode_requests(tok, facts, [""], with_target=False)
     layer = HP.layers[0]  # solved first: its keys are the unedited model's
-    others = context_keys(model, rows, tok.pad_token_id, layer).double()
+    others = layer_keys(model, rows, tok.pad_token_id, layer, range(len(rows)))[1].double()
     assert others.shape[0] == len(rows[0].ids) - 1
     moved = (plain.delta.updates[layer].dense().double() @ others.T).norm()
     kept = (held.delta.updates[layer].dense().double() @ others.T).norm()
