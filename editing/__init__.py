@@ -12,9 +12,10 @@ Pure torch + transformers: no web, no Redis, no global state. Typical use::
 """
 
 from editing.delta import WeightDelta
-from editing.editor import Editor, EditResult, EditState
+from editing.editor import Editor, EditResult
 from editing.hparams import EditHparams
 from editing.requests import EditRequest, InvalidEditRequest
+from editing.state import EditState
 
 __all__ = [
     "EditHparams",

@@ -12,8 +12,9 @@ restored before ``edit`` returns: the result is a :class:`WeightDelta` the calle
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from editing.methods import get_method
 from editing.precision import landed_error
 from editing.presets import preset_for
 from editing.requests import EditRequest, validate_requests
+from editing.state import EditState
 from editing.stats import Corpus, CovarianceCache
 from editing.targets import ZResult, optimize_z
 from editing.templates import context_prefixes
@@ -46,58 +48,6 @@ from models.placement import module_device
 from models.specs import block, weight_out_in
 
 Progress = Callable[[str, float], None]
-
-
-@dataclass
-class EditState:
-    """What sequential editing carries from batch to batch: the keys of earlier edits.
-
-    Their Gram matrix ``Σ K Kᵀ`` joins the regulariser, so a later batch leaves the earlier
-    facts' key→value pairs in place. ``held`` are further columns kept the same way (√w ·
-    the earlier prompts' other tokens, ``context_key_weight``); they count no facts.
-    """
-
-    keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-    held: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-
-    @property
-    def n_facts(self) -> int:
-        first = next(iter(self.keys.values()), [])
-        return sum(k.shape[1] for k in first)
-
-    def old_kkT(self, layer: int, device: torch.device | str | None = None) -> torch.Tensor | None:
-        """``Σ K Kᵀ`` (float64) of earlier batches' keys and held columns at ``layer``, or None.
-
-        Computed on ``device`` (the solve's; None: the CPU, where the blocks are kept): after
-        hundreds of facts with held columns the product is d_k × thousands × d_k, which a GPU
-        does in milliseconds and a CPU in seconds.
-        """
-        blocks = self.keys.get(layer, []) + self.held.get(layer, [])
-        if not blocks:
-            return None
-        k = torch.cat([b.to(device, torch.float64) for b in blocks], dim=1)
-        return k @ k.T
-
-    def extended(self, new_keys: dict[int, torch.Tensor],
-                 new_held: dict[int, torch.Tensor] | None = None) -> EditState:
-        """A new state with one more batch (this one is not modified)."""
-        return EditState(_appended(self.keys, new_keys), _appended(self.held, new_held or {}))
-
-    @classmethod
-    def from_deltas(cls, deltas: Iterable[WeightDelta]) -> EditState:
-        """The state after a chain of deltas (each carries its batch's keys)."""
-        state = cls()
-        for delta in deltas:
-            state = state.extended(delta.keys, delta.held_keys)
-        return state
-
-
-def _appended(blocks: dict[int, list[torch.Tensor]], new: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
-    """A copy of ``blocks`` with each layer's ``new`` block (float32, CPU) appended."""
-    out = {layer: list(parts) for layer, parts in blocks.items()}
-    for layer, k in new.items():
-        out.setdefault(layer, []).append(k.detach().cpu().float())
-    return out
 
 
 @dataclass
@@ -226,7 +176,8 @@ class Editor:
         covs = self.covariances(progress)
         timings["stats_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        targets, zresults = self.targets(requests, progress)
+        with self._weights_for_targets(state):
+            targets, zresults = self.targets(requests, progress)
         timings["targets_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
         updates, keys, held, diag = self._solve_layers(requests, prefixes, targets, covs, state, progress)
@@ -257,7 +208,31 @@ class Editor:
             "z_group_size": z_main.group_size,
             "timings": timings,
         }
-        return EditResult(delta=delta, state=state.extended(keys, held), diagnostics=diagnostics)
+        return EditResult(delta=delta, state=state.extended(keys, held, updates), diagnostics=diagnostics)
+
+    @contextmanager
+    def _weights_for_targets(self, state: EditState) -> Iterator[None]:
+        """The weights the targets are computed on: the model as it is, or with
+        ``targets_from="base"`` the chain's updates taken off (then put back bit for bit).
+
+        Why: a batch's z optimised on the model as edited so far builds on every earlier
+        edit's side effects, and a long chain of such targets drifts faster than the same
+        facts edited at once; targets from the base are what one large batch would use.
+        """
+        if self.hparams.targets_from != "base" or not state.applied:
+            yield
+            return
+        snapshot = BaseWeights.snapshot(self.model, state.applied)
+        try:
+            for layer, parts in state.applied.items():
+                device = resident_weight(self.model, layer).device
+                total = torch.zeros(parts[0].shape, device=device)  # float32, like the weights held
+                for part in parts:  # one dense matrix at a time: d_out × d_k on a large model
+                    total.add_(part.dense().to(device))
+                add_layer_update(self.model, layer, LayerUpdate(total.neg_()))
+            yield
+        finally:
+            snapshot.restore(self.model)
 
     def _solve_layers(
         self,

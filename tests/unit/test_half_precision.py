@@ -19,6 +19,7 @@ from editing.evaluate.suite import evaluate
 from editing.precision import rounding_survival
 from editing.scoring import target_logprob
 from editing.stats import CovarianceCache
+from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -204,3 +205,32 @@ def test_merged_checkpoint_of_a_half_model_keeps_the_edited_matrices_in_float32(
     assert dtypes["model.layers.1.mlp.down_proj.weight"] == "BF16"
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
     assert torch.equal(mlp_out_weight(reloaded, 2), mlp_out_weight(model, 2))
+
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
+def test_base_targets_on_a_half_precision_chain(dtype: torch.dtype, corpus, tmp_path) -> None:
+    """``targets_from="base"`` takes the chain's updates off the float32-held matrices while
+    the targets are computed (the base's values, to float32 rounding) and puts the held
+    weights back bit for bit."""
+    model, tok = half_tiny("llama", dtype)
+    editor = Editor(model, tok, HP.replace(targets_from="base"), model_name="tiny", cache_dir=tmp_path,
+                    corpus=corpus)
+    base = {layer: mlp_out_weight(model, layer).detach().float().clone() for layer in HP.layers}
+    first = editor.edit(FACTS[:2])
+    first.delta.apply(model)
+    chained = state_of(model)
+    seen: dict[int, torch.Tensor] = {}
+    compute = editor.targets
+
+    def recording(requests, progress=None):
+        seen.update({layer: mlp_out_weight(model, layer).detach().float().clone() for layer in HP.layers})
+        return compute(requests, progress)
+
+    editor.targets = recording
+    editor.edit(FACTS[2:], state=first.state)
+    assert_same_state(model, chained)
+    for layer in HP.layers:
+        moved = (chained_weight := mlp_out_weight(model, layer).float()) - base[layer]
+        assert moved.abs().max() > 1e-3, "the chain changed this layer"
+        torch.testing.assert_close(seen[layer], base[layer], rtol=0, atol=1e-5 * float(chained_weight.abs().max()))
