@@ -24,7 +24,7 @@ STRENGTHS: dict[str, float] = {"conservative": 3.0, "default": 1.0, "strong": 1.
 """Factor applied to the service's λ, and to μ (``nullspace_l2``) for the null-space methods,
 for each named strength: both are larger for a more conservative edit."""
 MOM2_BOUNDS: tuple[float, float] = (1e2, 1e6)
-"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 5e3,
+"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 2e3,
 the other presets 1.5e4)."""
 
 
