@@ -159,13 +159,14 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
                         help="no editing: one comparison PNG (sequential.png) from these results files")
     args = parser.parse_args(argv)
     if args.replot:
+        loaded = [(path, json.loads(path.read_text())) for path in args.replot]
+        methods = [run["method"] for _, run in loaded]
         runs = {}
-        for path in args.replot:
-            run = json.loads(path.read_text())
+        for i, (path, run) in enumerate(loaded, 1):
             label = run["method"]
-            if label in runs:  # two variants of one method: the file tells them apart
-                label = f"{label} ({path})"
-            runs[label] = run["rows"]
+            if methods.count(label) > 1:  # variants of one method: each curve named by its file
+                label = f"{label} ({path.stem})"
+            runs[label if label not in runs else f"{label} #{i}"] = run["rows"]
         plot(runs, args.out_dir / "sequential.png")
         print_tables(runs)
         return runs

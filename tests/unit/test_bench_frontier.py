@@ -106,4 +106,4 @@ def test_sequential_tracks_every_fact_so_far_the_probe_set_and_norm_growth(tmp_p
     assert replot == {"fe": saved["rows"]} and (tmp_path / "sequential.png").exists()
     path = tmp_path / "sequential_fe.json"
     twice = sequential.main(["--replot", str(path), str(path), "--out-dir", str(tmp_path)])
-    assert list(twice) == ["fe", f"fe ({path})"]  # a second run of one method is not dropped
+    assert list(twice) == ["fe (sequential_fe)", "fe (sequential_fe) #2"]  # none is dropped
