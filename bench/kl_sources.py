@@ -24,7 +24,6 @@ prompt's other tokens (``context_key_weight``) are relation words, so they can o
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from bench.common import RESULTS, add_method_arg, table, write_json
+from bench.common import RESULTS, add_hparam_arg, add_method_arg, parse_hparams, table, write_json
 from editing import Editor
 from editing.batch import chunks, pad_id, pad_right
 from editing.evaluate.data import load_records
@@ -60,11 +59,6 @@ def encode_with_names(tokenizer: PreTrainedTokenizerBase, prompt: str) -> tuple[
     encoded = tokenizer(prompt, return_offsets_mapping=True)
     flags = [end > start and any(a < end and start < b for a, b in spans) for start, end in encoded["offset_mapping"]]
     return list(encoded.input_ids), flags
-
-
-def name_positions(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[bool]:
-    """Per token of ``prompt``: does it overlap a capitalised word that does not start it?"""
-    return encode_with_names(tokenizer, prompt)[1]
 
 
 def class_mask(kind: str, attention: torch.Tensor, names: torch.Tensor) -> torch.Tensor:
@@ -137,15 +131,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="the first N MCF dev records, edited in one batch")
     add_method_arg(parser)
-    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=JSON",
-                        help="override a preset hyper-parameter, e.g. mom2_update_weight=5000")
+    add_hparam_arg(parser)
     parser.add_argument("--model", default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    try:
-        overrides = {k: json.loads(v) for k, _, v in (h.partition("=") for h in args.hparam)}
-    except json.JSONDecodeError as exc:
-        parser.error(f"--hparam wants KEY=JSON (e.g. mom2_update_weight=5000): {exc}")
+    overrides = parse_hparams(parser, args.hparam)
 
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)

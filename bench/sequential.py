@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, add_methods_arg, table, write_json
+from bench.common import RESULTS, add_hparam_arg, add_methods_arg, parse_hparams, table, write_json
 from editing import Editor, EditRequest, EditResult, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate after every k batches (and the last)")
     parser.add_argument("--probe-records", type=int, default=50,
                         help="the last K MCF dev records whose neighbourhood prompts measure drift")
-    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=JSON",
-                        help="override a preset hyper-parameter for every method, e.g. v_lr=0.1")
+    add_hparam_arg(parser)
     parser.add_argument("--model", default=None)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--replot", nargs="+", type=Path, default=None, metavar="JSON",
@@ -170,10 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         plot(runs, args.out_dir / "sequential.png")
         print_tables(runs)
         return runs
-    try:
-        args.hparams = {k: json.loads(v) for k, _, v in (h.partition("=") for h in args.hparam)}
-    except json.JSONDecodeError as exc:
-        parser.error(f"--hparam wants KEY=JSON (e.g. layers=[4,5,6] or v_lr=0.1): {exc}")
+    args.hparams = parse_hparams(parser, args.hparam)
 
     lm = load_model(args.model)
     everything = load_records(shared_data_dir() / "mcf_dev.json")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,16 @@ class LayerUpdate:
         if rank * (d_out + d_in) < d_out * d_in:
             return cls(left.float().contiguous(), right.float().contiguous())
         return cls((left.double() @ right.double()).float())
+
+    @classmethod
+    def summed(cls, parts: Sequence[LayerUpdate]) -> LayerUpdate:
+        """One update equal to ``parts`` added: factors side by side while all are factored
+        (the dense product is formed at most once), else the dense sum."""
+        if all(p.right is not None for p in parts):
+            left = torch.cat([p.left for p in parts], dim=1)
+            right = torch.cat([p.right for p in parts if p.right is not None], dim=0)
+            return cls.from_factors(left, right)
+        return cls(sum(p.dense() for p in parts))  # type: ignore[arg-type]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -223,13 +233,7 @@ class WeightDelta:
         first = deltas[0]
         updates: dict[int, LayerUpdate] = {}
         for layer in sorted({layer for d in deltas for layer in d.layers}):
-            parts = [d.updates[layer] for d in deltas if layer in d.updates]
-            if all(p.factored for p in parts):
-                left = torch.cat([p.left for p in parts], dim=1)
-                right = torch.cat([p.right for p in parts if p.right is not None], dim=0)
-                updates[layer] = LayerUpdate.from_factors(left, right)
-            else:
-                updates[layer] = LayerUpdate(sum(p.dense() for p in parts))  # type: ignore[arg-type]
+            updates[layer] = LayerUpdate.summed([d.updates[layer] for d in deltas if layer in d.updates])
         info = {**first.info, "combined_batches": len(deltas),
                 "n_requests": sum(int(d.info.get("n_requests", 0)) for d in deltas)}
         return cls(updates, first.model_name, first.model_type, first.base_fingerprint,

@@ -225,11 +225,7 @@ class Editor:
         snapshot = BaseWeights.snapshot(self.model, state.applied)
         try:
             for layer, parts in state.applied.items():
-                device = resident_weight(self.model, layer).device
-                total = torch.zeros(parts[0].shape, device=device)  # float32, like the weights held
-                for part in parts:  # one dense matrix at a time: d_out × d_k on a large model
-                    total.add_(part.dense().to(device))
-                add_layer_update(self.model, layer, LayerUpdate(total.neg_()))
+                add_layer_update(self.model, layer, LayerUpdate(-LayerUpdate.summed(parts).dense()))
             yield
         finally:
             snapshot.restore(self.model)

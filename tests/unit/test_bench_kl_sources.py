@@ -8,9 +8,9 @@ import torch
 from bench.kl_sources import (
     CLASSES,
     class_mask,
+    encode_with_names,
     kl_by_class,
     kl_by_layer,
-    name_positions,
     next_token_logprobs,
 )
 from editing.delta import BaseWeights, LayerUpdate, add_layer_update
@@ -23,7 +23,7 @@ PROMPTS = ["The mother tongue of Danielle Darrieux is", "Toko Yasuda plays the",
 def test_names_are_capitalised_words_that_do_not_start_the_prompt(tiny) -> None:
     _, tok = tiny
     prompt = PROMPTS[0]
-    flags = name_positions(tok, prompt)
+    flags = encode_with_names(tok, prompt)[1]
     offsets = tok(prompt, return_offsets_mapping=True)["offset_mapping"]
     named = "".join(prompt[a:b] for (a, b), flag in zip(offsets, flags, strict=True) if flag)
     assert named.replace(" ", "") == "DanielleDarrieux"
