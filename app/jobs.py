@@ -167,7 +167,8 @@ class JobRunner:
         started = time.perf_counter()
         with self.runtime.exclusive(parent):
             try:
-                result = editor.edit(requests, state=EditState.from_deltas(chain), progress=progress)
+                state = EditState.from_deltas(chain, base=self.runtime.base_weights())
+                result = editor.edit(requests, state=state, progress=progress)
             except InsufficientMemory as exc:
                 raise JobFailed(str(exc)) from exc
         compute_s = time.perf_counter() - started

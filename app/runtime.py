@@ -210,6 +210,12 @@ class ModelRuntime:
         self.switches += 1
         log.info("serving version %s (%d deltas, %d applied now)", version, len(ids), len(tail))
 
+    def base_weights(self) -> BaseWeights:
+        """The exact base bits of every matrix a delta loaded so far has changed (shared, not
+        copied: read them while holding the lock): an edit's base targets restore these
+        instead of subtracting the chain's updates."""
+        return BaseWeights(dict(self._base.tensors))
+
     def _snapshot(self, delta: WeightDelta) -> None:
         """Keep an exact copy of each base matrix before the first delta ever changes it."""
         self._base.keep(self.lm.model, delta.layers)

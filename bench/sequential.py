@@ -13,7 +13,9 @@ the regulariser (EditState). After every ``--eval-every`` batches it measures:
   the matrix: norm growth is what precedes collapse in the lifelong-editing literature.
 
 Writes ``sequential_<method>.json`` and a PNG per method, and ``sequential.png`` comparing
-them.
+them. z goes through the z cache: with ``targets_from="base"`` every batch's z is the one
+computed on the base model, so methods that share the z settings (``fe``, ``fe_alphaedit``)
+and other benches (``bench.frontier``) on the same records reuse it.
 
     python -m bench.sequential [--batches 20] [--batch-size 10] [--methods fe,memit,fe_alphaedit]
                                [--eval-every 1] [--probe-records 50] [--hparam key=value ...]
@@ -34,6 +36,7 @@ from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
+from editing.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.specs import weight_out_in
 
@@ -113,7 +116,8 @@ def print_tables(runs: dict[str, list[dict[str, Any]]]) -> None:
 def run_method(lm: Any, method: str, args: argparse.Namespace, records: list[Record],
                probes: list[Record], out_dir: Path) -> list[dict[str, Any]]:
     hp = preset_for(lm.name, lm.model).with_overrides(args.hparams).with_method(method)
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir())
+    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+                    z_cache=ZCache(cache_dir() / "z"))
     state, deltas, rows = EditState(), [], []
     started = time.perf_counter()
     name = f"sequential_{method}"

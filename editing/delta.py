@@ -126,11 +126,14 @@ def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
 
 
 def restore_weight(model: nn.Module, layer: int, saved: torch.Tensor) -> None:
-    """Put ``saved`` (an exact copy taken before any edit) back as the layer's weight,
-    in its own dtype: a matrix held in float32 for editing returns to half precision."""
+    """Put ``saved`` (an exact copy) back as the layer's weight, in its own dtype: a matrix
+    held in float32 for editing returns to half precision for a copy of the half-precision
+    base, and a half-precision matrix is held in float32 again for a copy of an edited one."""
     module = mlp_out(model, layer)
     if held_dtype(module) == saved.dtype:
         release_float32(module)
+    elif saved.dtype == torch.float32 and module.weight.dtype != torch.float32:
+        hold_in_float32(module)
     with torch.no_grad():
         module.weight.copy_(saved)
 
@@ -145,12 +148,14 @@ class BaseWeights:
     def snapshot(cls, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
         return cls().keep(model, layers)
 
-    def keep(self, model: nn.Module, layers: Iterable[int]) -> BaseWeights:
+    def keep(self, model: nn.Module, layers: Iterable[int], device: torch.device | str | None = None) -> BaseWeights:
         """Copy the layers not copied yet (a copy already held is of the older weights: the
-        serving runtime keeps the base bits of every layer any delta of a chain changes)."""
+        serving runtime keeps the base bits of every layer any delta of a chain changes), on
+        ``device`` (default: the weight's own)."""
         for layer in layers:
             if layer not in self.tensors:
-                self.tensors[layer] = resident_weight(model, layer).detach().clone()
+                weight = resident_weight(model, layer).detach()
+                self.tensors[layer] = weight.to(device, copy=True) if device is not None else weight.clone()
         return self
 
     def restore(self, model: nn.Module) -> None:

@@ -208,24 +208,40 @@ class Editor:
             "z_group_size": z_main.group_size,
             "timings": timings,
         }
-        return EditResult(delta=delta, state=state.extended(keys, held, updates), diagnostics=diagnostics)
+        next_state = state.extended(keys, held, updates, base=self._base_for_chain(state))
+        return EditResult(delta=delta, state=next_state, diagnostics=diagnostics)
+
+    def _base_for_chain(self, state: EditState) -> BaseWeights | None:
+        """With ``targets_from="base"``, exact copies (on the CPU) of the edited matrices the
+        chain has not changed yet, so later batches see the base bit for bit."""
+        layers = self.hparams.edited_layers
+        if self.hparams.targets_from != "base" or state.has_base_for(layers):
+            return state.base
+        untouched = [layer for layer in layers if layer not in state.applied]
+        kept = BaseWeights(dict(state.base.tensors) if state.base else {})
+        return kept.keep(self.model, untouched, device="cpu")
 
     @contextmanager
     def _weights_for_targets(self, state: EditState) -> Iterator[None]:
         """The weights the targets are computed on: the model as it is, or with
-        ``targets_from="base"`` the chain's updates taken off (then put back bit for bit).
+        ``targets_from="base"`` the base's (then the chain's weights are put back bit for bit).
 
         Why: a batch's z optimised on the model as edited so far builds on every earlier
         edit's side effects, and a long chain of such targets drifts faster than the same
         facts edited at once; targets from the base are what one large batch would use.
+        The base is the state's exact copy where it has one (the z cache then finds z computed
+        on the base), else the chain's updates are taken off (the base to float32 rounding).
         """
         if self.hparams.targets_from != "base" or not state.applied:
             yield
             return
         snapshot = BaseWeights.snapshot(self.model, state.applied)
         try:
-            for layer, parts in state.applied.items():
-                add_layer_update(self.model, layer, LayerUpdate(-LayerUpdate.summed(parts).dense()))
+            if state.has_base_for(state.applied):
+                BaseWeights({layer: state.base.tensors[layer] for layer in state.applied}).restore(self.model)
+            else:
+                for layer, parts in state.applied.items():
+                    add_layer_update(self.model, layer, LayerUpdate(-LayerUpdate.summed(parts).dense()))
             yield
         finally:
             snapshot.restore(self.model)

@@ -62,9 +62,10 @@ class EditHparams:
     targets_from: str = "current"
     """Sequential editing: the weights a batch's targets (z, and FE's replayed hidden states)
     are computed on. ``"current"``: the model as edited so far (the papers'); ``"base"``:
-    the base model, the chain's earlier updates (``EditState.applied``, which
-    ``EditResult.state`` and ``EditState.from_deltas`` carry) taken off for that step; the
-    solve still runs on the current weights. Over 20 batches of 10 facts, base targets drift
+    the base model for that step: its exact bits where the state holds them
+    (``EditState.base``, kept from a chain's first batch), else the chain's earlier updates
+    (``EditState.applied``, which ``EditState.from_deltas`` rebuilds) taken off; the solve
+    still runs on the current weights. Over 20 batches of 10 facts, base targets drift
     37 % less (README, "Small batches drift more …"). A first batch is the same either way."""
     # null-space solver only (editing/methods/alphaedit.py): AlphaEdit's threshold on the
     # eigenvalues of E[k kᵀ] and its μ; left out of to_dict() at these defaults

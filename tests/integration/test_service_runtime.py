@@ -131,3 +131,17 @@ def test_delta_that_does_not_fit_is_never_applied(setup) -> None:
         assert weights_digest(runtime.lm.model) == before
     runtime.set_active("v3")
     assert mlp_out_weight(runtime.lm.model, 0).abs().sum() > 0
+
+
+def test_base_weights_are_the_exact_base_of_every_layer_a_loaded_chain_changed(setup) -> None:
+    """What the worker hands the editor for base targets (``EditState.from_deltas(chain,
+    base=...)``): the original bits, not the base rebuilt by subtraction."""
+    runtime, _ = setup
+    fresh = tiny_model().to(runtime.lm.model.get_input_embeddings().weight.dtype)
+    runtime.set_active("v3")  # v1, v2, v3 change layers 0-3
+    base = runtime.base_weights()
+    assert sorted(base.tensors) == [0, 1, 2, 3]
+    for layer, saved in base.tensors.items():
+        assert saved.dtype == mlp_out_weight(fresh, layer).dtype
+        assert torch.equal(saved, mlp_out_weight(fresh, layer)), layer
+        assert not torch.equal(saved.float(), mlp_out_weight(runtime.lm.model, layer).float())

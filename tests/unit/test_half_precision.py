@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from app.inference import next_tokens, score
-from editing import Editor, WeightDelta
+from editing import Editor, EditState, WeightDelta
 from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate
 from editing.precision import rounding_survival
@@ -207,15 +207,17 @@ def test_merged_checkpoint_of_a_half_model_keeps_the_edited_matrices_in_float32(
     assert torch.equal(mlp_out_weight(reloaded, 2), mlp_out_weight(model, 2))
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["base-copy", "subtracted"])
 @pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
-def test_base_targets_on_a_half_precision_chain(dtype: torch.dtype, corpus, tmp_path) -> None:
-    """``targets_from="base"`` takes the chain's updates off the float32-held matrices while
-    the targets are computed (the base's values, to float32 rounding) and puts the held
-    weights back bit for bit."""
+def test_base_targets_on_a_half_precision_chain(dtype: torch.dtype, exact: bool, corpus, tmp_path) -> None:
+    """``targets_from="base"`` computes the targets on the base and puts the float32-held
+    weights of the chain back bit for bit: with the state's copy of the base (the editor's
+    own from the first batch) the targets see the half-precision base bits exactly; rebuilt
+    from the deltas alone, the chain's updates are taken off (the base to float32 rounding)."""
     model, tok = half_tiny("llama", dtype)
     editor = Editor(model, tok, HP.replace(targets_from="base"), model_name="tiny", cache_dir=tmp_path,
                     corpus=corpus)
-    base = {layer: mlp_out_weight(model, layer).detach().float().clone() for layer in HP.layers}
+    base = {layer: mlp_out_weight(model, layer).detach().clone() for layer in HP.layers}
     first = editor.edit(FACTS[:2])
     first.delta.apply(model)
     chained = state_of(model)
@@ -223,13 +225,20 @@ def test_base_targets_on_a_half_precision_chain(dtype: torch.dtype, corpus, tmp_
     compute = editor.targets
 
     def recording(requests, progress=None):
-        seen.update({layer: mlp_out_weight(model, layer).detach().float().clone() for layer in HP.layers})
+        seen.update({layer: mlp_out_weight(model, layer).detach().clone() for layer in HP.layers})
         return compute(requests, progress)
 
     editor.targets = recording
-    editor.edit(FACTS[2:], state=first.state)
+    state = first.state if exact else EditState.from_deltas([first.delta])
+    assert state.has_base_for(HP.layers) == exact
+    editor.edit(FACTS[2:], state=state)
     assert_same_state(model, chained)
     for layer in HP.layers:
-        chained_weight = mlp_out_weight(model, layer).float()
-        assert (chained_weight - base[layer]).abs().max() > 1e-3, "the chain changed this layer"
-        torch.testing.assert_close(seen[layer], base[layer], rtol=0, atol=1e-5 * float(chained_weight.abs().max()))
+        chained_weight = mlp_out_weight(model, layer)
+        assert chained_weight.dtype == torch.float32, "the chain's edited matrices stay held in float32"
+        assert (chained_weight - base[layer].float()).abs().max() > 1e-3, "the chain changed this layer"
+        if exact:
+            assert seen[layer].dtype == dtype and torch.equal(seen[layer], base[layer])
+        else:
+            torch.testing.assert_close(seen[layer].float(), base[layer].float(), rtol=0,
+                                       atol=1e-5 * float(chained_weight.abs().max()))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from editing import EditHparams, EditState, WeightDelta
+from editing.zcache import ZCache
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS
 from tests.unit.test_editor import HP, make_editor
@@ -42,6 +43,34 @@ def test_a_later_batch_takes_its_targets_from_the_base(tiny, corpus, tmp_path, t
     same = all(torch.allclose(used[layer], on_base[layer], atol=1e-5) for layer in on_base)
     assert same == (targets_from == "base"), {layer: (used[layer] - on_base[layer]).abs().max() for layer in on_base}
     assert second.delta.hparams.get("targets_from", "current") == targets_from
+
+
+def test_the_base_copy_lets_the_z_cache_find_z_computed_on_the_base(tiny, corpus, tmp_path) -> None:
+    """The first batch's state keeps exact copies of the base matrices, so a later batch's
+    targets see the base bit for bit and its z comes from the cache; a state rebuilt from the
+    deltas alone sees the base only to float32 rounding (the control: z is computed again)."""
+    editor = make_editor(tiny, corpus, tmp_path, targets_from="base")
+    editor.z_cache = ZCache(tmp_path / "z")
+    model, _ = tiny
+    base = {layer: mlp_out_weight(model, layer).clone() for layer in HP.layers}
+    editor.targets(FACTS[2:])  # z on the base model, cached
+    first = editor.edit(FACTS[:2])
+    assert first.state.has_base_for(HP.layers)
+    assert all(torch.equal(first.state.base.tensors[layer], base[layer]) for layer in HP.layers)
+    first.delta.apply(model)
+    optimised: list[int] = []
+    optimize = editor._optimize
+
+    def counting(requests, layer, progress):
+        optimised.append(len(requests))
+        return optimize(requests, layer, progress)
+
+    editor._optimize = counting
+    chained = editor.edit(FACTS[2:], state=first.state)
+    assert optimised == [], "z for a later batch was recomputed instead of found"
+    assert chained.state.base is first.state.base
+    editor.edit(FACTS[2:], state=EditState.from_deltas([first.delta]))
+    assert optimised, "without the base copy the weights differ from the base in the last bits"
 
 
 def test_the_solve_still_runs_on_the_edited_weights(tiny, corpus, tmp_path) -> None:
