@@ -64,8 +64,7 @@ def run(kills: int, jobs: int, seed: int, lock_ttl_s: float, root: Path) -> dict
             wait_ready(api, timeout=300)
             client = httpx.Client(base_url=api.url, timeout=60)
             job_ids = [submit(client, i) for i in range(jobs)]
-            worker, kill_report = killer.run(worker, job_ids,
-                                             timeout_s=120 + kills * (lock_ttl_s + 60))
+            worker, kill_report = killer.run(worker, job_ids)
             report["kills"] = kill_report.kills
             report["restart_s"] = kill_report.restart_s
             report["drain_s"] = kill_report.drain_s

@@ -40,7 +40,7 @@ class PausePoints:
         path = self.directory / f"{stage}.{n}.reached"
         return json.loads(path.read_text()) if path.exists() else None
 
-    def wait(self, stage: str, n: int, proc: Proc, timeout: float = 120,
+    def wait(self, stage: str, n: int, proc: Proc, timeout: float = 300,
              unless: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
         """Wait until ``proc`` is paused at ``stage`` for the ``n``-th time; None if ``unless``
         became true first (e.g. every job finished, so no pause will come)."""
