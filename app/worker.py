@@ -33,6 +33,7 @@ from app.redis_server import RedisHandle
 from app.services import ModelParts, connect_redis, load_parts
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreWriteError
+from app.testing_hooks import COMMIT, RUNNING, pause_point
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Worker:
         self.runner = JobRunner(
             self.parts.store, self.parts.runtime, self.parts.deltas, editors,
             default_method=self.settings.method, shared_data=self.settings.shared_data,
-            before_commit=self.lock.check,
+            before_commit=self._before_commit,
             gate=QualityGate(self.parts.runtime, GateThresholds(
                 self.settings.gate_min_efficacy, self.settings.gate_max_kl), self.parts.store),
         )
@@ -76,6 +77,10 @@ class Worker:
         return WorkerHeartbeat(self.client, self.settings.redis_prefix,
                                ttl_s=max(5.0, 4 * self.settings.heartbeat_s),
                                interval_s=self.settings.heartbeat_s)
+
+    def _before_commit(self) -> None:
+        pause_point(COMMIT, self.heartbeat.info.get("job"))  # no-op unless a test asks
+        self.lock.check()
 
     @property
     def store(self):  # noqa: ANN201 - VersionStore, kept short
@@ -177,6 +182,7 @@ class Worker:
         started = time.perf_counter()
         self.busy = True
         try:
+            pause_point(RUNNING, job_id)
             version = self.runner.run(job)
         except (Stopping, LockLost):
             raise

@@ -1,8 +1,9 @@
-"""Soak: SIGKILL the editor worker many times at random moments while jobs are queued.
+"""Soak: SIGKILL the editor worker many times mid-job while jobs are queued.
 
 The long variant of ``tests/e2e/test_faults.py::test_worker_and_api_sigkilled`` (run by hand;
 the suite runs 3 kills x 6 jobs). On the tiny random model, with real processes and the test
-Redis (a unique key prefix, never flushed):
+Redis (a unique key prefix, never flushed). Each kill lands while the worker is paused at a
+stage of a job (``app/testing_hooks.py``); the seed picks the stage and the job:
 
     .venv/bin/python -m bench.soak                   # 10 kills x 10 jobs
     .venv/bin/python -m bench.soak --kills 20 --jobs 15 --seed 7
@@ -27,9 +28,9 @@ import httpx
 
 from bench.common import table, write_json
 from tests.e2e.faults import (
+    WorkerKiller,
     check_committed_in_order,
     delta_dir_problems,
-    kill_worker_repeatedly,
     replay_digest,
     submit,
 )
@@ -43,8 +44,7 @@ from tests.e2e.harness import (
 )
 
 
-def run(kills: int, jobs: int, seed: int, max_delay_s: float, lock_ttl_s: float,
-        root: Path) -> dict[str, Any]:
+def run(kills: int, jobs: int, seed: int, lock_ttl_s: float, root: Path) -> dict[str, Any]:
     """One soak run in ``root``; returns the report (``ok`` says whether every check held)."""
     model = save_tiny_model(root / "model")
     service = Service(root, str(model), extra_env={
@@ -54,18 +54,17 @@ def run(kills: int, jobs: int, seed: int, max_delay_s: float, lock_ttl_s: float,
     })
     failures: list[str] = []
     report: dict[str, Any] = {"kills_asked": kills, "jobs": jobs, "seed": seed,
-                              "max_delay_s": max_delay_s, "lock_ttl_s": lock_ttl_s}
+                              "lock_ttl_s": lock_ttl_s}
     started = time.monotonic()
     try:
         with running(service):
-            worker = service.start("worker")
+            killer = WorkerKiller(service, kills, seed)
+            worker = killer.start()
             api = service.start("api")
             wait_ready(api, timeout=300)
             client = httpx.Client(base_url=api.url, timeout=60)
             job_ids = [submit(client, i) for i in range(jobs)]
-            worker, kill_report = kill_worker_repeatedly(
-                service, worker, job_ids, kills, seed, max_delay_s=max_delay_s,
-                timeout_s=120 + kills * (lock_ttl_s + 60))
+            worker, kill_report = killer.run(worker, job_ids)
             report["kills"] = kill_report.kills
             report["restart_s"] = kill_report.restart_s
             report["drain_s"] = kill_report.drain_s
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None, help="default: random, printed")
-    parser.add_argument("--max-delay", type=float, default=1.0,
-                        help="a kill lands up to this many seconds after a job starts")
     parser.add_argument("--lock-ttl", type=float, default=3.0,
                         help="editor lock TTL; a killed worker's successor waits up to this")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results)")
@@ -114,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kills must be 1..100 and --jobs 1..200")
     seed = args.seed if args.seed is not None else random.randrange(100_000)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        report = run(args.kills, args.jobs, seed, args.max_delay, args.lock_ttl, Path(tmp))
+        report = run(args.kills, args.jobs, seed, args.lock_ttl, Path(tmp))
     path = write_json("soak", report, args.out)
     print(json.dumps(report, indent=2))
-    rows = [[k["kill"], k["job"], k["after_s"], k["job_state"], k["attempts"],
+    rows = [[k["kill"], k["job"], k["stage"], k["let_through"], k["job_state"], k["attempts"],
              report["restart_s"][i] if i < len(report.get("restart_s", [])) else ""]
             for i, k in enumerate(report.get("kills", []))]
-    print(table(["kill", "job", "after (s)", "job state at kill", "attempts", "restart (s)"],
-                rows))
+    print(table(["kill", "job", "stage", "jobs let through", "job state at kill", "attempts",
+                 "restart (s)"], rows))
     landed = sum(1 for k in report.get("kills", []) if k["job_state"] == "running")
     print(f"\n{len(rows)} kills ({landed} mid-edit), {args.jobs} jobs, seed {seed}: "
           f"{'OK' if report['ok'] else 'FAILED'} in {report['seconds']}s; "

@@ -20,11 +20,13 @@ import redis
 
 from app.queue import worker_info
 from app.store import VersionStore
+from app.testing_hooks import STAGES
 from app.worker import MAX_ATTEMPTS
 from editing.delta import WeightDelta
 from editing.fingerprint import weights_digest
 from models.load import load_model
-from tests.e2e.harness import Proc, Service, redis_client
+from tests.e2e.harness import Proc, Service, redis_client, wait_for
+from tests.e2e.pause import PausePoints
 
 FAST_LOCK = {"MODELEDIT_LOCK_TTL_S": "3"}
 """A SIGKILLed worker cannot release the editor lock: its successor waits for the TTL. The
@@ -132,71 +134,100 @@ class KillReport:
     drain_s: float = 0.0
 
 
-def _wait_worker_pid(client: redis.Redis, prefix: str, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = worker_info(client, prefix)
-        if info and info.get("pid") == pid:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"worker {pid} did not start beating within {timeout}s")
+class WorkerKiller:
+    """SIGKILLs the worker ``kills`` times, each while it is paused mid-job at a stage
+    (``app/testing_hooks.py``), so every kill lands mid-job by construction, never by timing.
 
+    The seed varies the kills: each worker process stops at a stage picked from
+    :data:`STAGES` (``running``: the job marked running, its edit not started; ``commit``: the
+    delta computed and gated, the version not written) and first lets 0 or 1 jobs through.
+    Call :meth:`start` before submitting jobs (so no job runs unpaused), then :meth:`run`.
+    """
 
-def _running_job(client: redis.Redis, prefix: str, pid: int) -> str | None:
-    info = worker_info(client, prefix)
-    if info and info.get("pid") == pid and info.get("state") == "running":
-        return info.get("job")
-    return None
+    def __init__(self, service: Service, kills: int, seed: int) -> None:
+        self.service, self.kills = service, kills
+        self.rng = random.Random(seed)
+        self.report = KillReport(seed)
+        self.pauses: PausePoints | None = None
 
+    def start(self) -> Proc:
+        """A worker paused at the next kill's stage, or a free one once every kill is done."""
+        if len(self.report.kills) < self.kills:
+            stage = self.rng.choice(STAGES)
+            self.pauses = PausePoints.create(self.service.root, stage)
+            return self.service.start("worker", **self.pauses.env())
+        self.pauses = None
+        return self.service.start("worker")
 
-def kill_worker_repeatedly(
-    service: Service,
-    worker: Proc,
-    job_ids: list[str],
-    kills: int,
-    seed: int,
-    max_delay_s: float = 1.0,
-    timeout_s: float = 300,
-) -> tuple[Proc, KillReport]:
-    """SIGKILL the worker ``kills`` times, each at a random moment after it started a job
-    (the first kill 50 ms in, so at least one surely lands mid-edit), restart it each time,
-    then wait until every job has finished. Returns the last worker and what happened."""
-    rng = random.Random(seed)
-    report = KillReport(seed)
-    rclient = redis_client()
-    store = VersionStore(service.data_dir, clean=False)
-    deadline = time.monotonic() + timeout_s
-    try:
-        _wait_worker_pid(rclient, service.prefix, worker.popen.pid, 120)
-        for n in range(kills):
-            job_id = None
-            while job_id is None and time.monotonic() < deadline:
-                if all(store.get_job(j).finished for j in job_ids):
-                    break
-                job_id = _running_job(rclient, service.prefix, worker.popen.pid)
-                if job_id is not None and store.get_job(job_id).attempts >= MAX_ATTEMPTS - 1:
-                    job_id = None  # one more kill would give the job up as a poison pill
-                time.sleep(0.005)
-            if job_id is None:
-                break  # everything finished before we could kill again
-            delay = 0.05 if n == 0 else rng.uniform(0.0, max_delay_s)
-            time.sleep(delay)
+    def run(self, worker: Proc, job_ids: list[str], step_timeout_s: float = 300
+            ) -> tuple[Proc, KillReport]:
+        """Kill ``worker`` and its successors, then wait until every job has finished; returns
+        the last worker and what happened. ``step_timeout_s`` bounds each wait (a restart, a
+        pause, the drain): generous, since it only catches a hang, and a worker that died
+        fails at once."""
+        rclient = redis_client()
+        store = VersionStore(self.service.data_dir, clean=False)
+
+        def finished() -> bool:
+            return all(store.get_job(j).finished for j in job_ids)
+
+        try:
+            while self.pauses is not None:
+                killed = self._kill_at_pause(worker, store, finished, step_timeout_s)
+                if not killed:
+                    self.pauses.resume()
+                    break  # every job finished before the next kill could land
+                started = time.monotonic()
+                worker = self.start()
+                _wait_worker_pid(rclient, self.service.prefix, worker, step_timeout_s)
+                self.report.restart_s.append(round(time.monotonic() - started, 2))
+            started = time.monotonic()
+            for job_id in job_ids:  # each job bounded on its own: a slow machine is no hang
+
+                def done(job_id: str = job_id) -> bool:
+                    assert worker.alive(), worker.log()
+                    return store.get_job(job_id).finished
+
+                wait_for(done, step_timeout_s, f"job {job_id} to finish after the kills")
+            self.report.drain_s = round(time.monotonic() - started, 2)
+            return worker, self.report
+        finally:
+            store.close()
+            rclient.close()
+
+    def _kill_at_pause(self, worker: Proc, store: VersionStore, finished: Any,
+                       timeout: float) -> bool:
+        """Let the seed's number of jobs through the stage, then SIGKILL the worker paused at
+        it; False when every job finished first."""
+        assert self.pauses is not None
+        (stage,) = self.pauses.stages
+        let_through = self.rng.randrange(2)
+        n = 0
+        while True:
+            n += 1
+            info = self.pauses.wait(stage, n, worker, timeout, unless=finished)
+            if info is None:
+                return False
+            job = store.get_job(info["job"])
+            # one more kill of a job that already cost MAX_ATTEMPTS - 1 would fail it as a
+            # poison pill: let that one through
+            if let_through > 0 or job.attempts >= MAX_ATTEMPTS - 1:
+                let_through -= 1
+                self.pauses.release(stage, n)
+                continue
             os.kill(worker.popen.pid, signal.SIGKILL)
             worker.popen.wait(10)
-            job = store.get_job(job_id)
-            report.kills.append({"kill": n + 1, "job": job_id[:8], "after_s": round(delay, 3),
-                                 "job_state": job.state, "attempts": job.attempts})
-            started = time.monotonic()
-            worker = service.start("worker")
-            _wait_worker_pid(rclient, service.prefix, worker.popen.pid, 120)
-            report.restart_s.append(round(time.monotonic() - started, 2))
-        started = time.monotonic()
-        while not all(store.get_job(j).finished for j in job_ids):
-            assert worker.alive(), worker.log()
-            assert time.monotonic() < deadline, "jobs did not finish after the kills"
-            time.sleep(0.05)
-        report.drain_s = round(time.monotonic() - started, 2)
-        return worker, report
-    finally:
-        store.close()
-        rclient.close()
+            job = store.get_job(job.id)
+            self.report.kills.append({"kill": len(self.report.kills) + 1, "job": job.id[:8],
+                                      "stage": stage, "let_through": n - 1,
+                                      "job_state": job.state, "attempts": job.attempts})
+            return True
+
+
+def _wait_worker_pid(client: redis.Redis, prefix: str, worker: Proc, timeout: float) -> None:
+    def beating() -> bool:
+        assert worker.alive(), worker.log()
+        info = worker_info(client, prefix)
+        return bool(info and info.get("pid") == worker.popen.pid)
+
+    wait_for(beating, timeout, f"worker {worker.popen.pid} to start beating")

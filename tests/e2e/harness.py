@@ -154,7 +154,7 @@ class Service:
         self.procs = [p for p in self.procs if p.alive()]
 
 
-def wait_ready(proc: Proc, timeout: float = 120, worker: bool = True) -> dict[str, Any]:
+def wait_ready(proc: Proc, timeout: float = 300, worker: bool = True) -> dict[str, Any]:
     """Poll ``/ready`` until it answers (and reports a live worker when ``worker``)."""
     assert proc.url is not None
     deadline = time.monotonic() + timeout
@@ -173,7 +173,7 @@ def wait_ready(proc: Proc, timeout: float = 120, worker: bool = True) -> dict[st
     raise AssertionError(f"{proc.name} not ready after {timeout}s: {last}\n{proc.log()}")
 
 
-def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
     """Poll ``GET /edits/{job_id}`` until the job is committed or failed."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
@@ -187,7 +187,9 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[st
     raise AssertionError(f"job {job_id} not finished after {timeout}s: {body}")
 
 
-def wait_for(predicate: Any, timeout: float = 15, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something true, and return that. ``timeout`` only
+    catches a hang, so it is generous: a loaded machine must not fail a test."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

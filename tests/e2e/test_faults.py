@@ -1,10 +1,12 @@
 """Faults the service must survive, with real processes, real Redis and real files.
 
-* the worker SIGKILLed at random moments while jobs are queued, again and again, then the API
-  process SIGKILLed too: every job commits exactly once, in submission order, nothing partial
-  or temporary is left, and the weights served equal a from-scratch replay of the deltas;
-* Redis losing all its data (FLUSHALL of a private server) with both processes running: no
-  accepted job is lost, and an idempotency key still names the same job;
+* the worker SIGKILLed mid-job while jobs are queued, again and again (paused at a stage the
+  seed picks, ``MODELEDIT_FAULT_SEED``, so no kill depends on timing), then the API process
+  SIGKILLed too: every job commits exactly once, in submission order, nothing partial or
+  temporary is left, and the weights served equal a from-scratch replay of the deltas;
+* Redis losing all its data (FLUSHALL of a private server) with both processes running and
+  the worker paused in a job: no accepted job is lost, and an idempotency key still names
+  the same job;
 * the delta directory becoming unwritable while a job commits: the job fails with a reason,
   the active version and its weights are unchanged, queries keep answering, and the next job
   commits once the directory is back.
@@ -25,37 +27,41 @@ import httpx
 
 from app.queue import EditQueue
 from app.redis_server import ensure_redis
+from app.testing_hooks import RUNNING
 from tests.e2e.faults import (
     FAST_LOCK,
+    WorkerKiller,
     check_committed_in_order,
     delta_dir_problems,
     fact,
-    kill_worker_repeatedly,
     ready,
     replay_digest,
     score,
     submit,
 )
 from tests.e2e.harness import Service, redis_client, wait_for, wait_job, wait_ready
+from tests.e2e.pause import PausePoints
 
 
 def test_worker_and_api_sigkilled(tiny_service: Service, tiny_model_dir: Path) -> None:
-    """Worker SIGKILLed 3 times at random moments while 6 jobs are queued, then the API
-    process SIGKILLed after a rollback; see the module docstring for what must hold."""
+    """Worker SIGKILLed 3 times mid-job (paused at a stage the seed picks) while 6 jobs are
+    queued, then the API process SIGKILLed after a rollback; see the module docstring for
+    what must hold."""
     service = tiny_service
     service.extra_env.update(FAST_LOCK)
-    worker = service.start("worker")
+    seed = int(os.environ.get("MODELEDIT_FAULT_SEED", time.time_ns() % 100_000))
+    killer = WorkerKiller(service, kills=3, seed=seed)
+    worker = killer.start()
     api = service.start("api")
     wait_ready(api)
     client = httpx.Client(base_url=api.url, timeout=60)
     jobs = [submit(client, i) for i in range(6)]
-    seed = int(os.environ.get("MODELEDIT_FAULT_SEED", time.time_ns() % 100_000))
-    worker, report = kill_worker_repeatedly(service, worker, jobs, kills=3, seed=seed)
+    worker, report = killer.run(worker, jobs)
     context = f"seed={seed} kills={report.kills}"
     print(f"worker kills: {context}; restarts {report.restart_s}s; drain {report.drain_s}s")
-    assert len(report.kills) >= 1, context
-    first = report.kills[0]
-    assert first["job_state"] == "running", f"the first kill must land mid-edit; {context}"
+    assert len(report.kills) == 3, context  # 6 jobs, at most one let through per kill
+    assert all(k["job_state"] == "running" for k in report.kills), (
+        f"every kill must land mid-job; {context}")
 
     versions = check_committed_in_order(service.data_dir, jobs)
     assert delta_dir_problems(service.data_dir) == [], context
@@ -93,25 +99,29 @@ def test_worker_and_api_sigkilled(tiny_service: Service, tiny_model_dir: Path) -
 
 def test_redis_flushed_with_services_running(tiny_service: Service, tmp_path: Path) -> None:
     """A private Redis (never the shared one) loses everything while jobs are queued and one
-    is running: the jobs are re-enqueued from SQLite and commit once each, in order."""
+    is running (the worker paused in it): the jobs are re-enqueued from SQLite and commit
+    once each, in order."""
     private = ensure_redis(None, tmp_path / "private-redis")
     assert private.owned and private.url != os.environ.get("REDIS_URL")
     rclient = private.client()
     try:
         service = tiny_service
         service.extra_env.update({**FAST_LOCK, "REDIS_URL": private.url})
-        worker = service.start("worker")
+        pauses = PausePoints.create(tmp_path, RUNNING)
+        worker = service.start("worker", **pauses.env())
         api = service.start("api")
         wait_ready(api)
         client = httpx.Client(base_url=api.url, timeout=60)
         body = {"facts": [fact(0)], "idempotency_key": "flush-0"}
         first = client.post("/edits", json=body).json()["job_id"]
         jobs = [first] + [submit(client, i, key=f"flush-{i}") for i in range(1, 5)]
-        unfinished = [j for j in jobs if client.get(f"/edits/{j}").json()["state"]
-                      in ("queued", "running")]
+        assert pauses.wait(RUNNING, 1, worker) == {"stage": RUNNING, "n": 1, "job": first,
+                                                   "pid": worker.popen.pid}
+        states = [client.get(f"/edits/{j}").json()["state"] for j in jobs]
+        assert states == ["running"] + ["queued"] * 4, states
         rclient.flushall()
         assert rclient.dbsize() == 0
-        assert len(unfinished) >= 3, "the flush must hit queued jobs to prove anything"
+        pauses.resume()
 
         again = client.post("/edits", json=body)
         assert again.status_code == 202, again.text

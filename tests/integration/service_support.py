@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.e2e.harness import (
     free_port,
     redis_client,
     unique_prefix,
+    wait_for,
 )
 
 
@@ -58,11 +58,12 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
+
+        def started() -> bool:
+            assert self.thread.is_alive(), "uvicorn stopped while starting"
+            return self.server.started
+
+        wait_for(started, 30, "uvicorn to start")
         return self
 
     def stop(self) -> None:

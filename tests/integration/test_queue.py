@@ -15,7 +15,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ from app.queue import (
 )
 from app.redis_server import RedisHandle, ensure_redis
 from app.store import VersionStore
+from tests.e2e.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -189,7 +190,12 @@ def test_entry_left_by_another_consumer_name_is_claimed(client: redis.Redis, pre
     for job in ("j1", "j2"):
         q.enqueue(job)
     assert Consumer(q, "old-name").next(100)[1] == "j1"  # then it died
-    time.sleep(0.06)
+
+    def idle_ms() -> int:
+        (pending,) = client.xpending_range(q.stream, q.group, "-", "+", 1)
+        return pending["time_since_delivered"]
+
+    wait_for(lambda: idle_ms() >= 50, 10, "the dead consumer's entry to be idle 50 ms")
     c = Consumer(q, "editor", claim_idle_ms=50)
     got = c.next(100)
     assert got is not None and got[1] == "j1"
@@ -255,6 +261,22 @@ def test_requeue_rebuilds_when_newer_jobs_got_ahead(
 
 
 # -- lock, heartbeat ------------------------------------------------------------------------
+def ttl_renewed(client: redis.Redis, key: str, times: int) -> Callable[[], bool]:
+    """A predicate for :func:`wait_for`: true once ``key``'s TTL was seen going up ``times``
+    times (each rise is a renewal; a key that expired and was not renewed fails the test)."""
+    seen = {"last": -1, "rises": 0}
+
+    def renewed() -> bool:
+        ttl = client.pttl(key)
+        assert ttl > 0, f"{key} expired (PTTL {ttl})"
+        if seen["last"] >= 0 and ttl > seen["last"]:
+            seen["rises"] += 1
+        seen["last"] = ttl
+        return seen["rises"] >= times
+
+    return renewed
+
+
 def test_second_lock_holder_waits(redis_url: str, prefix: str) -> None:
     c1, c2 = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
     first, second = EditorLock(c1, prefix, ttl_s=0.6), EditorLock(c2, prefix, ttl_s=0.6)
@@ -267,7 +289,8 @@ def test_second_lock_holder_waits(redis_url: str, prefix: str) -> None:
 
     waiter = threading.Thread(target=wait_for_lock)
     waiter.start()
-    time.sleep(1.5)  # 2.5 TTLs: only the renewal keeps the first holder's lock alive
+    # 8 renewals seen (the TTL going up) span 2.5 TTLs: only they keep the first lock alive
+    wait_for(ttl_renewed(c1, first.name, 8), 30, "8 renewals of the first holder's lock")
     assert got_at == []
     first.check()
     released = time.monotonic()
@@ -286,8 +309,7 @@ def test_lost_lock_is_reported(client: redis.Redis, prefix: str) -> None:
     lock = EditorLock(client, prefix, ttl_s=0.3)
     assert lock.acquire(timeout=1)
     client.delete(lock.name)  # what a FLUSHALL or an expired TTL does
-    time.sleep(0.25)
-    assert lock.lost
+    wait_for(lambda: lock.lost, 10, "the renewal to find the lock gone")
     with pytest.raises(LockLost):
         lock.check()
     lock.release()
@@ -297,15 +319,18 @@ def test_heartbeat(client: redis.Redis, prefix: str) -> None:
     assert not is_alive(client, prefix)
     beat = WorkerHeartbeat(client, prefix, ttl_s=0.3, interval_s=0.05).start()
     beat.update(active="v3")
-    time.sleep(0.5)  # longer than the TTL: the thread keeps it alive
-    assert is_alive(client, prefix)
+    first = worker_info(client, prefix)["time"]
+    # alive with a beat written after the first one's TTL ran out: the thread renews the key
+    wait_for(lambda: is_alive(client, prefix)
+             and worker_info(client, prefix)["time"] > first + 0.3,
+             10, "a beat later than the first one's TTL")
     assert worker_info(client, prefix)["active"] == "v3"
     beat.stop()
     assert not is_alive(client, prefix)
     once = WorkerHeartbeat(client, prefix, ttl_s=0.2)
     assert once.beat() and is_alive(client, prefix)
-    time.sleep(0.3)  # a worker that stopped beating (killed) expires
-    assert not is_alive(client, prefix)
+    # a worker that stopped beating (killed) expires
+    wait_for(lambda: not is_alive(client, prefix), 10, "the heartbeat to expire")
 
 
 # -- rate limits ----------------------------------------------------------------------------
@@ -320,8 +345,8 @@ def test_rate_limit_holds_across_clients(redis_url: str, prefix: str) -> None:
     assert a.hit("someone-else", 3, 1) == (True, 0)
     keys = [k.decode() for k in c1.scan_iter(match=f"{prefix}:*")]
     assert keys and not any(token in k for k in keys)  # tokens are hashed
-    time.sleep(1.05)
-    assert a.hit(token, 3, 1) == (True, 0)
+    # denied hits are not recorded, so retrying is how a client waits for the window
+    wait_for(lambda: a.hit(token, 3, 1) == (True, 0), 10, "the window to free a slot")
     assert a.hit(token, 0, 1) == (True, 0)  # limit 0: off
     c1.close()
     c2.close()
@@ -367,19 +392,14 @@ def test_listener_reconnects_after_redis_restart(tmp_path: Path) -> None:
         assert connects.acquire(timeout=10), "listener did not reconnect"
         pub = handle.client()
         assert publish_committed(pub, "svc", "v2") == 1
-        deadline = time.monotonic() + 3
-        while not events and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: events, 10, "the v2 event")
         assert [e["version"] for e in events] == ["v2"]
         assert listener.reconnects >= 1
         # a dropped connection that redis-py re-establishes by itself must resync too
         assert pub.client_kill_filter(_type="pubsub") == 1
         assert connects.acquire(timeout=5), "silent reconnect was not reported"
-        deadline = time.monotonic() + 3
-        while publish_committed(pub, "svc", "v3") == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        while len(events) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: publish_committed(pub, "svc", "v3"), 10, "a subscriber for v3")
+        wait_for(lambda: len(events) >= 2, 10, "the v3 event")
         assert [e["version"] for e in events][-1] == "v3"
         pub.close()
     finally:

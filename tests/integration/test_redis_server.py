@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from app.redis_server import RedisStartError, _ping, ensure_redis
+from tests.e2e.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -31,13 +32,8 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-def wait_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.01)
-    return False
+def wait_gone(pid: int, what: str, timeout: float = 10.0) -> None:
+    wait_for(lambda: gone(pid), timeout, what)
 
 
 def test_uses_the_given_url_when_it_answers(tmp_path: Path) -> None:
@@ -69,7 +65,7 @@ def test_embedded_starts_fast_and_persists_across_restart(tmp_path: Path) -> Non
     client.close()
     first_pid = handle.pid
     handle.stop()
-    assert wait_gone(first_pid)
+    wait_gone(first_pid, f"the stopped Redis {first_pid} to exit")
     assert not _ping(handle.url)
     assert list((tmp_path / "redis").glob("appendonlydir/*"))  # append-only files on disk
 
@@ -120,23 +116,34 @@ def test_server_dies_with_its_parent(tmp_path: Path, sig: signal.Signals) -> Non
     assert _ping(url) and not gone(pid)
     proc.send_signal(sig)
     proc.wait(10)
-    assert wait_gone(pid), f"embedded Redis {pid} outlived its parent ({sig.name})"
+    wait_gone(pid, f"embedded Redis {pid} to exit with its parent ({sig.name})")
     assert not _ping(url)
 
 
 def test_server_stops_when_the_parent_exits_normally(tmp_path: Path) -> None:
     proc, pid, url = _start_parent(tmp_path, "exit")
     assert proc.wait(10) == 0
-    assert wait_gone(pid)
+    wait_gone(pid, f"embedded Redis {pid} to exit with its parent")
     assert not _ping(url)
 
 
 def test_server_outlives_the_thread_that_started_it(tmp_path: Path) -> None:
     """PR_SET_PDEATHSIG fires when the forking *thread* exits: start from a pooled thread."""
     handles = []
-    starter = threading.Thread(target=lambda: handles.append(ensure_redis(None, tmp_path)))
+    tids: list[int] = []
+
+    def start() -> None:
+        tids.append(threading.get_native_id())
+        handles.append(ensure_redis(None, tmp_path))
+
+    starter = threading.Thread(target=start)
     starter.start()
     starter.join()
+    # join() returns before the kernel has reaped the thread; the death signal, if any, is
+    # sent when it has. So wait for that, then give the signal a moment to act: what this
+    # checks is an absence, so a short look after the observed exit is all there is to do.
+    wait_for(lambda: not Path(f"/proc/self/task/{tids[0]}").exists(), 10,
+             "the starting thread to exit")
     time.sleep(0.3)
     assert handles and handles[0].alive()
     handles[0].stop()

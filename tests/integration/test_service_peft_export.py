@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 import warnings
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from app.export import FORMATS
 from app.services import Services
 from editing.delta import LayerUpdate, WeightDelta
 from models.specs import weight_out_in
-from tests.e2e.harness import save_tiny_model
+from tests.e2e.harness import save_tiny_model, wait_for
 from tests.integration.service_support import live_service, tiny_settings
 
 peft = pytest.importorskip("peft")
@@ -101,9 +100,10 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
         assert merged.status_code == 200, merged.text
         assert {f"{v2}/config.json", f"{v2}/modeledit_version.json"} <= set(
             untar(merged.content, tmp_path / "hf"))
-        time.sleep(0.5)  # the scratch directory of the compressed export goes after sending
         cached = settings.data_path / "exports_peft"
-        assert sorted(p.name for p in cached.iterdir()) == [v2]
+        # the scratch directory of the compressed export goes after sending
+        wait_for(lambda: sorted(p.name for p in cached.iterdir()) == [v2], 10,
+                 f"only {v2} left in {cached}")
 
     adapter = tmp_path / "http" / v2
     marker = json.loads((adapter / "modeledit_version.json").read_text())

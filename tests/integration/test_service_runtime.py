@@ -15,6 +15,7 @@ from editing.delta import DeltaError, LayerUpdate, WeightDelta
 from editing.fingerprint import weights_digest
 from models.load import LoadedModel
 from models.specs import mlp_out_weight, num_layers, weight_out_in
+from tests.e2e.harness import wait_for
 from tests.tiny import tiny_model, tiny_tokenizer
 
 # a version tree: v1 -> v2 -> v3, and v1 -> v4 (a branch), v5 edits other layers on v0
@@ -84,6 +85,7 @@ def test_named_version_queries_never_see_a_half_switched_model(setup) -> None:
     expected = {v: replay_digest(deltas, v, runtime) for v in versions}
     errors: list[str] = []
     served = {v: 0 for v in versions}
+    switches = [0]
     stop = threading.Event()
 
     def reader(seed: int) -> None:
@@ -102,17 +104,23 @@ def test_named_version_queries_never_see_a_half_switched_model(setup) -> None:
         rng = random.Random(99)
         while not stop.wait(0.01):  # the follower switches on commits, not in a busy loop
             runtime.set_active(rng.choice(versions))
+            switches[0] += 1
 
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
     threads.append(threading.Thread(target=switcher))
     for thread in threads:
         thread.start()
-    time.sleep(3)
-    stop.set()
-    for thread in threads:
-        thread.join(10)
+    # run until every version was served and the active one switched often, however slow
+    # the machine: the readers must have met switches, not a quiet model
+    try:
+        wait_for(lambda: errors or (sum(served.values()) > 50 and all(served.values())
+                                    and switches[0] >= 50),
+                 60, f"50 queries over every version and 50 switches ({served}, {switches})")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
     assert not errors, errors[:5]
-    assert sum(served.values()) > 50 and all(served.values()), served
 
 
 def test_delta_that_does_not_fit_is_never_applied(setup) -> None:

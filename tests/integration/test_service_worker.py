@@ -3,8 +3,8 @@ recovery of jobs Redis lost, clear failures, and a second worker that waits."""
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from app.queue import EditQueue
 from app.services import connect_redis, load_parts
 from app.settings import Settings
 from app.worker import Worker
-from tests.e2e.harness import delete_prefix, redis_client, save_tiny_model
+from tests.e2e.harness import delete_prefix, redis_client, save_tiny_model, wait_for
 from tests.integration.service_support import tiny_settings
 
 FACTS = [
@@ -70,13 +70,9 @@ def submit(settings: Settings, store, facts: list[dict]) -> str:  # noqa: ANN001
     return job.id
 
 
-def wait_finished(store, job_ids: list[str], timeout: float = 120) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(store.get_job(j).finished for j in job_ids):
-            return
-        time.sleep(0.1)
-    raise AssertionError([store.get_job(j) for j in job_ids])
+def wait_finished(store, job_ids: list[str], timeout: float = 300) -> None:  # noqa: ANN001
+    wait_for(lambda: all(store.get_job(j).finished for j in job_ids), timeout,
+             f"jobs {job_ids} to finish")
 
 
 def test_jobs_commit_in_order_exactly_once(settings: Settings) -> None:
@@ -97,10 +93,10 @@ def test_jobs_commit_in_order_exactly_once(settings: Settings) -> None:
     assert failed.state == "failed" and "prompt" in failed.error
     assert store.active_version() == "v3"
     # a repeated delivery of a committed job has no effect
-    EditQueue(client, settings.redis_prefix).enqueue(jobs[0])
-    time.sleep(1.5)
+    queue = EditQueue(client, settings.redis_prefix)
+    queue.enqueue(jobs[0])
+    wait_for(lambda: queue.length() == 0, 30, "the worker to take and ack the repeat")
     assert len(store.list_versions()) == 4
-    assert EditQueue(client, settings.redis_prefix).length() == 0
     # the worker serves what it committed, and recorded its digest for other processes
     runtime = running.worker.parts.runtime
     assert runtime.active == "v3"
@@ -109,7 +105,9 @@ def test_jobs_commit_in_order_exactly_once(settings: Settings) -> None:
     client.close()
 
 
-def test_jobs_redis_lost_are_recovered_and_second_worker_waits(settings: Settings) -> None:
+def test_jobs_redis_lost_are_recovered_and_second_worker_waits(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     first = RunningWorker(settings)
     store = first.worker.parts.store
     jobs = [submit(settings, store, [fact]) for fact in FACTS[:2]]
@@ -124,8 +122,11 @@ def test_jobs_redis_lost_are_recovered_and_second_worker_waits(settings: Setting
     got = threading.Event()
     waiter = threading.Thread(target=lambda: second.worker.acquire_lock() and got.set(),
                               daemon=True)
+    caplog.set_level(logging.WARNING, logger="app.worker")
     waiter.start()
-    time.sleep(1.5)
+    # the second worker tried for the lock (a whole 1 s attempt) and was refused
+    wait_for(lambda: "another worker holds the editor lock" in caplog.text, 30,
+             "the second worker to report it waits")
     assert not got.is_set(), "a second worker must wait for the editor lock"
     first.stop()
     assert got.wait(10), "the second worker gets the lock once the first stops"
