@@ -70,7 +70,7 @@ def submit(settings: Settings, store, facts: list[dict]) -> str:  # noqa: ANN001
     return job.id
 
 
-def wait_finished(store, job_ids: list[str], timeout: float = 300) -> None:  # noqa: ANN001
+def wait_finished(store, job_ids: list[str], timeout: float = 900) -> None:  # noqa: ANN001
     wait_for(lambda: all(store.get_job(j).finished for j in job_ids), timeout,
              f"jobs {job_ids} to finish")
 
