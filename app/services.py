@@ -1,7 +1,7 @@
 """What an API process holds: settings, store, Redis, queue, model runtime, follower, metrics.
 
 Built once in the app's lifespan and reached by routers through ``Depends`` (see
-:mod:`app.deps`), so tests can build the same objects and nothing reads globals.
+:mod:`app.api.deps`), so tests can build the same objects and nothing reads globals.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 import redis
 
-from app.deltas import DeltaSource
-from app.follow import Follower
-from app.metrics import Metrics
+from app.api.metrics import Metrics
 from app.queue import EditQueue, RateLimiter, is_alive
-from app.redis_server import RedisHandle, ensure_redis
-from app.runtime import ModelRuntime
+from app.queue.redis_server import RedisHandle, ensure_redis
+from app.serving.delta_source import DeltaSource
+from app.serving.follow import Follower
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
 from editing.fingerprint import model_fingerprint

@@ -8,12 +8,11 @@ import unicodedata
 
 from fastapi import APIRouter, Depends, Query
 
-from app import ledger
-from app.deps import get_store
-from app.errors import ApiError
-from app.schemas import MAX_FACTS_PAGE, ErrorOut, FactsPage, LedgerFact
-from app.security import require_read
-from app.store import NotFound, VersionStore
+from app.api.deps import get_store
+from app.api.errors import ApiError
+from app.api.schemas import MAX_FACTS_PAGE, ErrorOut, FactsPage, LedgerFact
+from app.api.security import require_read
+from app.store import NotFound, VersionStore, ledger
 
 router = APIRouter(tags=["facts"])
 

@@ -20,7 +20,7 @@ import redis
 
 from app.queue import worker_info
 from app.store import VersionStore
-from app.worker import MAX_ATTEMPTS
+from app.worker.loop import MAX_ATTEMPTS
 from editing.delta import WeightDelta
 from editing.fingerprint import weights_digest
 from models.load import load_model

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from app.queue import EditQueue
-from app.redis_server import ensure_redis
+from app.queue.redis_server import ensure_redis
 from tests.e2e.faults import (
     FAST_LOCK,
     check_committed_in_order,

@@ -13,7 +13,7 @@ import pytest
 from app.queue import EditQueue
 from app.services import connect_redis, load_parts
 from app.settings import Settings
-from app.worker import Worker
+from app.worker.loop import Worker
 from tests.e2e.harness import delete_prefix, redis_client, save_tiny_model
 from tests.integration.service_support import tiny_settings
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.payloads import EditJob, RevertJob
 from app.store import (
     Conflict,
     CorruptDelta,
@@ -27,6 +26,7 @@ from app.store import (
     StoreWriteError,
     VersionStore,
 )
+from app.store.payloads import EditJob, RevertJob
 from app.store.records import JobState
 from app.store.schema import SCHEMA
 from editing.delta import LayerUpdate, WeightDelta

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from app.inference import next_tokens, score
+from app.serving.inference import next_tokens, score
 from editing import Editor, EditState, WeightDelta
 from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime
 from app.store import Version, VersionStore
 from editing.fingerprint import weights_digest
 from editing.peft_export import export_peft_adapter

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from app.store.records import JobState  # the API reports the states the jobs table holds
-from app.strength import MOM2_BOUNDS
+from app.worker.strength import MOM2_BOUNDS
 from editing.methods import method_names
 from editing.requests import EditRequest, InvalidEditRequest
 

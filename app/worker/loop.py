@@ -18,8 +18,6 @@ from types import FrameType
 
 import redis
 
-from app.gate import GateThresholds, QualityGate
-from app.jobs import Editors, JobFailed, JobRunner, base_hparams
 from app.queue import (
     Consumer,
     EditorLock,
@@ -29,10 +27,12 @@ from app.queue import (
     publish_committed,
     requeue_unfinished,
 )
-from app.redis_server import RedisHandle
+from app.queue.redis_server import RedisHandle
 from app.services import ModelParts, connect_redis, load_parts
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreWriteError
+from app.worker.gate import GateThresholds, QualityGate
+from app.worker.handlers import Editors, JobFailed, JobRunner, base_hparams
 
 log = logging.getLogger(__name__)
 

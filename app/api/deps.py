@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.api.metrics import Metrics
 from app.api.submit import JobSubmitter
-from app.deltas import DeltaSource
-from app.metrics import Metrics
-from app.runtime import ModelRuntime
 from app.services import ModelParts, Services
+from app.serving.delta_source import DeltaSource
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
 

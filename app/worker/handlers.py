@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, assert_never
 
-from app.deltas import DeltaSource, UnusableDelta
-from app.gate import GateThresholds, QualityGate
-from app.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
-from app.runtime import ModelRuntime
+from app.serving.delta_source import DeltaSource, UnusableDelta
+from app.serving.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
-from app.strength import replay_weight, requested, solved_with
+from app.store.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
+from app.worker.gate import GateThresholds, QualityGate
+from app.worker.strength import replay_weight, requested, solved_with
 from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
 from editing.presets import preset_for
@@ -127,7 +127,7 @@ class JobRunner:
         gate: QualityGate | None = None,
     ):
         self.gate = gate or QualityGate(runtime, GateThresholds(), store)
-        """Measures every new batch before it becomes active (app/gate.py)."""
+        """Measures every new batch before it becomes active (app/worker/gate.py)."""
         self.store = store
         self.runtime = runtime
         self.deltas = deltas
