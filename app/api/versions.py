@@ -23,6 +23,7 @@ from app.api.deps import (
 )
 from app.api.errors import ApiError
 from app.api.schemas import (
+    VERSION_ID_PATTERN,
     ErrorOut,
     EvaluateIn,
     JobAccepted,
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/versions", tags=["versions"])
 
-VersionPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["v1"])
+VersionPath = Path(min_length=1, max_length=128, pattern=VERSION_ID_PATTERN, examples=["v1"])
 NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown version id"}}
 CONFLICT = {409: {"model": ErrorOut, "description": "not possible in the current state"}}
 
