@@ -28,7 +28,7 @@ from app.store import (
 )
 from app.store.payloads import EditJob, RevertJob
 from app.store.records import JobState
-from app.store.schema import SCHEMA
+from app.store.tables import SCHEMA
 from editing.delta import LayerUpdate, WeightDelta
 
 FP = "f" * 64

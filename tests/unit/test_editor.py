@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from editing import Editor, EditRequest, EditState, WeightDelta
-from editing.scoring import target_logprob
+from editing.logprob import target_logprob
 from editing.tokens import continuation_ids
 from editing.zcache import ZCache
 from models.specs import mlp_out_weight
