@@ -137,7 +137,7 @@ def run_api(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from app.worker.loop import run_worker as run
+    from app.services import run_worker as run
 
     run(settings)
 

@@ -11,7 +11,6 @@ from fastapi import Request
 from app.api.metrics import Metrics
 from app.api.submit import JobSubmitter
 from app.services import ModelParts, Services
-from app.serving.delta_source import DeltaSource
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
@@ -31,10 +30,6 @@ def get_store(request: Request) -> VersionStore:
 
 def get_runtime(request: Request) -> ModelRuntime:
     return get_services(request).runtime
-
-
-def get_deltas(request: Request) -> DeltaSource:
-    return get_services(request).deltas
 
 
 def get_parts(request: Request) -> ModelParts:

@@ -29,7 +29,7 @@ from editing.peft_export import export_peft_adapter
 from models.files import publish_dir
 
 if TYPE_CHECKING:
-    from app.services import ModelParts
+    from app.serving.parts import ModelParts
 
 MARKER = "modeledit_version.json"
 FORMATS = ("hf", "peft")
