@@ -1,5 +1,6 @@
-"""Per-request edit strength in the service: the bounds the API accepts, what a version
-records of its request, and the λ a revert replays a batch with.
+"""Per-request edit strength in the worker: what a version records of its request, and the
+λ a revert replays a batch with (the bounds the API accepts are ``MOM2_BOUNDS`` in
+:mod:`app.api.schemas.edits`).
 
 The scaling itself (what a strength means for the hyper-parameters) is the library's:
 :func:`editing.strength.with_strength`; ``request_hparams`` is its older name here.
@@ -12,11 +13,7 @@ from typing import Any
 from editing.strength import STRENGTHS
 from editing.strength import with_strength as request_hparams
 
-__all__ = ["MOM2_BOUNDS", "STRENGTHS", "request_hparams", "replay_weight", "requested"]
-
-MOM2_BOUNDS: tuple[float, float] = (1e2, 1e6)
-"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 2e3,
-the other presets 1.5e4)."""
+__all__ = ["STRENGTHS", "request_hparams", "replay_weight", "requested"]
 
 
 def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from app.api.schemas.common import (
     control_character,
 )
 from app.api.schemas.edits import (
+    MOM2_BOUNDS,
     EditSubmit,
     Fact,
     GateIn,
@@ -61,6 +62,7 @@ from app.api.schemas.versions import (
 )
 
 __all__ = [
+    "MOM2_BOUNDS",
     "ApiModel",
     "CandidateScore",
     "EditSubmit",

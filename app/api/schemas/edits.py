@@ -15,8 +15,11 @@ from app.api.schemas.common import (
     MethodName,
 )
 from app.store.records import JobState  # the API reports the states the jobs table holds
-from app.worker.strength import MOM2_BOUNDS
 from editing.requests import EditRequest, InvalidEditRequest
+
+MOM2_BOUNDS: tuple[float, float] = (1e2, 1e6)
+"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 2e3,
+the other presets 1.5e4)."""
 
 
 class Fact(ApiModel):
