@@ -30,7 +30,7 @@ from app.settings import Settings
 log = logging.getLogger("app")
 
 EXPORT_FORMATS = ("hf", "peft")
-"""Kept equal to ``app.export.FORMATS`` (not imported: that would load torch for ``--help``)."""
+"""Kept equal to ``app.serving.export.FORMATS`` (not imported: that would load torch for ``--help``)."""
 
 STOP_TIMEOUT_S = 20.0
 _PR_SET_PDEATHSIG = 1
@@ -137,7 +137,7 @@ def run_api(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    from app.worker import run_worker as run
+    from app.services import run_worker as run
 
     run(settings)
 
@@ -145,9 +145,9 @@ def run_worker(settings: Settings) -> None:
 def run_export(settings: Settings, version: str, out_dir: Path, export_format: str = "hf",
                tol: float = 0.0) -> int:
     """Write the export; a version that cannot be exported is a message and exit code 2."""
-    from app.deltas import UnusableDelta
-    from app.export import BaseNotExportable, export_peft_version, export_version
     from app.services import load_parts
+    from app.serving.delta_source import UnusableDelta
+    from app.serving.export import BaseNotExportable, export_peft_version, export_version
     from app.store import NotFound
     from editing.peft_export import PeftExportError
 
@@ -182,7 +182,7 @@ def _child_setup(parent: int) -> None:
 
 def serve(settings: Settings) -> int:
     """Supervise Redis (if embedded), the worker and the API; return an exit code."""
-    from app.redis_server import ensure_redis
+    from app.queue.redis_server import ensure_redis
 
     warn_if_exposed(settings)
     started = time.perf_counter()

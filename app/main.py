@@ -17,12 +17,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from app import console, errors
-from app.api import caller, edits, facts, health, query, versions
-from app.metrics import Metrics
-from app.middleware import BodyLimit, RequestMetrics
-from app.schemas import ErrorOut
-from app.security import require_read, require_write
+from app import console
+from app.api import caller, edits, errors, facts, health, query, versions
+from app.api.metrics import Metrics
+from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.schemas import ErrorOut
+from app.api.security import require_read, require_write
 from app.services import Services, build_services
 from app.settings import Settings
 
@@ -50,9 +50,9 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "the body is over MODELEDIT_MAX_BODY_BYTES"},
     422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
 }
-"""Errors any route can answer (the handlers in :mod:`app.errors` and the body limit), so the
+"""Errors any route can answer (the handlers in :mod:`app.api.errors` and the body limit), so the
 schema documents them everywhere; without this FastAPI documents its own 422 shape
-(``detail`` as a list), which is not what :mod:`app.errors` sends (found by schemathesis)."""
+(``detail`` as a list), which is not what :mod:`app.api.errors` sends (found by schemathesis)."""
 
 
 def _guard(dependant: Dependant) -> Any:

@@ -1,7 +1,9 @@
-"""What an API process holds: settings, store, Redis, queue, model runtime, follower, metrics.
+"""The composition root: the one place that builds a process's parts and wires them together.
 
-Built once in the app's lifespan and reached by routers through ``Depends`` (see
-:mod:`app.deps`), so tests can build the same objects and nothing reads globals.
+:func:`build_services` makes what an API process holds (settings, store, Redis, queue, model
+runtime, follower, metrics), built once in the app's lifespan and reached by routers through
+``Depends`` (see :mod:`app.api.deps`); :func:`build_worker` makes the editor worker (queue,
+editor lock, job runner, quality gate). Tests build the same objects, and nothing reads globals.
 """
 
 from __future__ import annotations
@@ -14,43 +16,23 @@ from typing import Any
 
 import redis
 
-from app.deltas import DeltaSource
-from app.follow import Follower
-from app.metrics import Metrics
-from app.queue import EditQueue, RateLimiter, is_alive
-from app.redis_server import RedisHandle, ensure_redis
-from app.runtime import ModelRuntime
+from app.api.metrics import Metrics
+from app.queue import EditorLock, EditQueue, RateLimiter, is_alive
+from app.queue.redis_server import RedisHandle, ensure_redis
+from app.serving.delta_source import DeltaSource
+from app.serving.follow import Follower
+from app.serving.parts import ModelParts, load_parts
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
-from editing.fingerprint import model_fingerprint
-from models.device_map import parse_device_map
-from models.load import LoadedModel, load_model
+from app.worker.gate import GateThresholds, QualityGate
+from app.worker.handlers import Editors, JobRunner, base_hparams
+from app.worker.loop import Worker
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class ModelParts:
-    """The model, its versions and the runtime serving them (shared by API and worker)."""
-
-    lm: LoadedModel
-    store: VersionStore
-    deltas: DeltaSource
-    runtime: ModelRuntime
-    load_s: float
-
-
-def load_parts(settings: Settings) -> ModelParts:
-    """Load the model once, open the store, and register the base version."""
-    started = time.perf_counter()
-    store = VersionStore(settings.data_path)
-    lm = load_model(settings.model, settings.device, settings.dtype,
-                    device_map=parse_device_map(settings.device_map))
-    fingerprint = model_fingerprint(lm.model)
-    base = store.ensure_base(lm.name, fingerprint)
-    deltas = DeltaSource(store, lm.model, fingerprint)
-    runtime = ModelRuntime(lm, base.id, deltas.chain)
-    return ModelParts(lm, store, deltas, runtime, time.perf_counter() - started)
+__all__ = ["ModelParts", "Services", "build_services", "build_worker", "connect_redis",
+           "load_parts", "run_worker"]
 
 
 def connect_redis(settings: Settings) -> tuple[RedisHandle, redis.Redis]:
@@ -73,7 +55,6 @@ class Services:
     rate_limiter: RateLimiter | None
     follower: Follower
     metrics: Metrics = field(default_factory=Metrics)
-    started_at: float = field(default_factory=time.time)
     startup_s: float = 0.0
 
     @property
@@ -152,3 +133,34 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,
              parts.runtime.active)
     return services
+
+
+def build_worker(settings: Settings, parts: ModelParts, client: redis.Redis) -> Worker:
+    """The editor worker on ``parts``: its queue, editor lock, job runner and quality gate."""
+    prefix = settings.redis_prefix
+    lock = EditorLock(client, prefix, ttl_s=settings.lock_ttl_s)
+    editors = Editors(parts.lm, base_hparams(parts.lm, settings.hparams))
+    runner = JobRunner(
+        parts.store, parts.runtime, parts.deltas, editors,
+        default_method=settings.method, shared_data=settings.shared_data,
+        before_commit=lock.check,
+        gate=QualityGate(parts.runtime, GateThresholds(
+            settings.gate_min_efficacy, settings.gate_max_kl), parts.store),
+    )
+    return Worker(settings, parts, client, EditQueue(client, prefix), lock, runner)
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of ``python -m app worker``."""
+    started = time.perf_counter()
+    handle, client = connect_redis(settings)
+    parts = load_parts(settings)
+    worker = build_worker(settings, parts, client)
+    worker.install_signals()
+    log.info("worker ready in %.2fs (model %s)", time.perf_counter() - started, parts.lm.name)
+    try:
+        worker.run()
+    finally:
+        client.close()
+        handle.stop()
+        parts.store.close()

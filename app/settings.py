@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
 
-    # -- quality gate (app/gate.py) -------------------------------------------------------
+    # -- quality gate (app/worker/gate.py) -------------------------------------------------------
     gate_min_efficacy: float | None = Field(
         None, ge=0.0, le=100.0, allow_inf_nan=False,
         description="percent of a batch's facts that must succeed before it becomes active "

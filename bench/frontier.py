@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.common import RESULTS, add_methods_arg, table, write_json
 from bench.sequential import edit_after
-from editing import Editor, EditState, WeightDelta
+from editing import Editor, EditorCaches, EditState, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.hparams import EditHparams
@@ -244,20 +244,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
            "sequential": list(args.sequential) if args.sequential else None,
            "corpus": args.corpus or "default", "preset": preset.to_dict(), "target": TARGET}
     points: list[dict[str, Any]] = []
+    # one editor for every point: statistics and templates load once per setting, and each
+    # point computes with its own hparams (the editor itself never changes)
+    editor = Editor(lm.model, lm.tokenizer, EditorCaches(cache_dir(), corpus, z_cache),
+                    hparams=preset, model_name=lm.name)
     for setting in settings:
         for method in args.methods:
             hp = setting.apply(preset).with_method(method)
-            # one editor per method and setting: statistics and templates load once, and the
-            # strength enters the solve alone, so swapping it between points is exact
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
-                            z_cache=z_cache, corpus=corpus)
             for knob, strength in strengths(method, lambdas, mus):
-                editor.hparams = hp.replace(**{knob: strength})
+                point = editor.with_hparams(hp.replace(**{knob: strength}))
                 started = time.perf_counter()
                 if args.sequential:
-                    delta, diag = edit_sequentially(editor, records, args.sequential[1])
+                    delta, diag = edit_sequentially(point, records, args.sequential[1])
                 else:
-                    delta, diag = edit_once(editor, records)
+                    delta, diag = edit_once(point, records)
                 edit_s = time.perf_counter() - started
                 metrics = evaluate(lm.model, lm.tokenizer, records, delta, dataset="counterfact")
                 points.append({

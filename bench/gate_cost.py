@@ -1,6 +1,6 @@
 """What the quality gate costs next to the edit it judges, on the default model.
 
-The gate (``app/gate.py``) must cost at most 20% of an edit's time. This edits one fact
+The gate (``app/worker/gate.py``) must cost at most 20% of an edit's time. This edits one fact
 (the service's usual batch) with the service's path (the model preset, FE) and then measures
 the gate on the resulting delta, as the worker does: as usual (the parent's probe scores
 remembered from the previous batch), cold (computed too, as after a rollback) and the first
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.gate import load_probes, measure_probed
+from app.worker.gate import load_probes, measure_probed
 from bench.common import write_json
 from editing import Editor, EditRequest
 from editing.memory import eval_batch_for

@@ -3,7 +3,7 @@
 The long variant of ``tests/e2e/test_faults.py::test_worker_and_api_sigkilled`` (run by hand;
 the suite runs 3 kills x 6 jobs). On the tiny random model, with real processes and the test
 Redis (a unique key prefix, never flushed). Each kill lands while the worker is paused at a
-stage of a job (``app/testing_hooks.py``); the seed picks the stage and the job:
+stage of a job (``app/worker/testing_hooks.py``); the seed picks the stage and the job:
 
     .venv/bin/python -m bench.soak                   # 10 kills x 10 jobs
     .venv/bin/python -m bench.soak --kills 20 --jobs 15 --seed 7

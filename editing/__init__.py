@@ -12,7 +12,7 @@ Pure torch + transformers: no web, no Redis, no global state. Typical use::
 """
 
 from editing.delta import WeightDelta
-from editing.editor import Editor, EditResult
+from editing.editor import Editor, EditorCaches, EditResult
 from editing.hparams import EditHparams
 from editing.requests import EditRequest, InvalidEditRequest
 from editing.state import EditState
@@ -23,6 +23,7 @@ __all__ = [
     "EditResult",
     "EditState",
     "Editor",
+    "EditorCaches",
     "InvalidEditRequest",
     "WeightDelta",
 ]

@@ -18,10 +18,10 @@ from tqdm import tqdm
 from editing.delta import WeightDelta
 from editing.evaluate.cli import add_evaluate_parser
 from editing.evaluate.data import DataError, load_records
+from editing.logprob import target_logprob
 from editing.methods import method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import EditRequest, InvalidEditRequest
-from editing.scoring import target_logprob
 from editing.state import EditState
 from models.load import ModelNotAvailable
 from models.plan import InsufficientMemory

@@ -11,10 +11,11 @@ restored before ``edit`` returns: the result is a :class:`WeightDelta` the calle
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,57 @@ class EditResult:
     diagnostics: dict[str, Any]
 
 
+@dataclass
+class EditorCaches:
+    """What an editor keeps between calls, shared by every method and every call's hparams.
+
+    Key statistics are the costliest (float64 d_k×d_k per layer, 7.7 GiB for Llama-3-8B):
+    they depend only on the model, the corpus and the statistics settings, never on the
+    method, so there is one cache per statistics setting, not one per method. Context
+    prefixes are generated once per template setting; the z cache is optional.
+    """
+
+    cache_dir: Path | None = None
+    corpus: Corpus | None = None
+    z_cache: ZCache | None = None
+    _stats: dict[tuple[int, int], CovarianceCache] = field(default_factory=dict, repr=False)
+    _prefixes: dict[tuple[int, int], list[str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir else None
+
+    def stats_for(self, hparams: EditHparams) -> CovarianceCache:
+        """The statistics cache for ``hparams``' sample count and sequence length."""
+        key = (hparams.stats_samples, hparams.stats_seq_len)
+        if key not in self._stats:
+            self._stats[key] = CovarianceCache(self.cache_dir, self.corpus, *key)
+        return self._stats[key]
+
+    def prefixes_for(self, hparams: EditHparams, make: Callable[[], list[str]]) -> list[str]:
+        """The context prefixes of ``hparams``' template setting, made once by ``make``."""
+        key = (hparams.template_prefixes, hparams.template_tokens)
+        if key not in self._prefixes:
+            self._prefixes[key] = make()
+        return self._prefixes[key]
+
+
 class Editor:
-    """Computes weight deltas for batches of edit requests on one model."""
+    """Computes weight deltas for batches of edit requests on one model.
+
+    ``Editor(model, tokenizer, caches)`` and ``edit(requests, hparams=..., state=...)``: the
+    method and its settings are chosen per call, so one editor (and one statistics cache)
+    serves every method and every per-request strength. The hparams given at construction
+    (or the model's preset) are the default for calls that name none; the older form
+    ``Editor(model, tokenizer, hparams, cache_dir=..., corpus=..., z_cache=...)`` still works.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
-        hparams: EditHparams | None = None,
+        caches: EditorCaches | EditHparams | None = None,
         *,
+        hparams: EditHparams | None = None,
         model_name: str = "",
         cache_dir: Path | str | None = None,
         corpus: Corpus | None = None,
@@ -74,31 +117,54 @@ class Editor:
         batch_size: int = 64,
         z_cache: ZCache | None = None,
     ) -> None:
+        if isinstance(caches, EditHparams):  # the older positional form
+            caches, hparams = None, caches
+        if caches is None:
+            caches = EditorCaches(Path(cache_dir) if cache_dir else None, corpus, z_cache)
         if hparams is None:
             hparams = preset_for(model_name, model)
         self.model = model
         self.tokenizer = tokenizer
+        self.caches = caches
         self.hparams = hparams
         self.method = get_method(hparams.method_name)
         self.model_name = model_name
-        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.z_group_size = z_group_size
         self.prefix_cache = prefix_cache
         self.batch_size = batch_size
-        self.z_cache = z_cache
         self.fingerprint = model_fingerprint(model)
-        self.stats = CovarianceCache(self.cache_dir, corpus, hparams.stats_samples, hparams.stats_seq_len)
-        self._prefixes: list[str] | None = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.caches.cache_dir
+
+    @property
+    def z_cache(self) -> ZCache | None:
+        return self.caches.z_cache
+
+    @z_cache.setter
+    def z_cache(self, value: ZCache | None) -> None:
+        self.caches.z_cache = value
+
+    @property
+    def stats(self) -> CovarianceCache:
+        return self.caches.stats_for(self.hparams)
+
+    def with_hparams(self, hparams: EditHparams) -> Editor:
+        """This editor computing with ``hparams``: the same model, tokenizer and caches, and
+        nothing of this one changes (a per-request strength cannot leak into the next job)."""
+        bound = copy.copy(self)
+        bound.hparams = hparams
+        bound.method = get_method(hparams.method_name)
+        return bound
 
     def prefixes(self) -> list[str]:
-        """Context prefixes (generated once per model; ``""`` first)."""
-        if self._prefixes is None:
-            hp = self.hparams
-            self._prefixes = context_prefixes(
-                self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
-                self.fingerprint, self.cache_dir,
-            )
-        return self._prefixes
+        """Context prefixes (generated once per model and template setting; ``""`` first)."""
+        hp = self.hparams
+        return self.caches.prefixes_for(hp, lambda: context_prefixes(
+            self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
+            self.fingerprint, self.cache_dir,
+        ))
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None
@@ -155,12 +221,17 @@ class Editor:
         requests: Sequence[EditRequest],
         state: EditState | None = None,
         progress: Progress | None = None,
+        *,
+        hparams: EditHparams | None = None,
     ) -> EditResult:
         """Compute the delta for one batch on the model's current weights.
 
-        ``state`` holds earlier batches' keys (sequential editing); the returned state adds
-        this batch's. The model's weights are the same before and after the call.
+        ``hparams``: the method and settings of this call (default: the editor's). ``state``
+        holds earlier batches' keys (sequential editing); the returned state adds this
+        batch's. The model's weights are the same before and after the call.
         """
+        if hparams is not None and hparams is not self.hparams:
+            return self.with_hparams(hparams).edit(requests, state, progress)
         requests = validate_requests(requests)
         hp = self.hparams
         for layer in hp.edited_layers:  # before any compute: an offloaded layer cannot change

@@ -7,7 +7,7 @@ method is the strategy's default one).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from types import ModuleType
 from typing import Any
 
@@ -67,8 +67,10 @@ class EditHparams:
     (``EditState.applied``, which ``EditState.from_deltas`` rebuilds) taken off; the solve
     still runs on the current weights. Over 20 batches of 10 facts, base targets drift
     37 % less (README, "Small batches drift more …"). A first batch is the same either way."""
-    # null-space solver only (editing/methods/alphaedit.py): AlphaEdit's threshold on the
-    # eigenvalues of E[k kᵀ] and its μ; left out of to_dict() at these defaults
+    # null-space solver only (editing/methods/alphaedit.py), the one place their defaults are
+    # written: AlphaEdit's threshold on the eigenvalues of E[k kᵀ] (a mean) and its μ (the
+    # reference's L2: keeps U₀ᵀAU₀ + μI invertible when N < rank P); left out of to_dict()
+    # at these defaults
     nullspace_threshold: float = 0.02
     nullspace_l2: float = 10.0
     # covariance statistics (docs/design.md §6)
@@ -148,8 +150,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("s
                                         "essence_kl": ("initial_now", "now_initial"),
                                         "targets_from": ("current", "base")}
 
-_OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0,
-                                       "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
-                                       "context_key_weight": 0.0, "targets_from": "current"}
+_OMITTED_AT_DEFAULT: dict[str, Any] = {
+    f.name: f.default for f in fields(EditHparams)
+    if f.name in ("nullspace_threshold", "nullspace_l2", "z_stop", "decay", "essence_kl",
+                  "context_key_weight", "targets_from")
+}
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

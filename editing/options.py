@@ -16,8 +16,8 @@ from editing.methods import get_method, method_names
 from editing.presets import preset_for
 from editing.stats import Corpus
 from editing.zcache import ZCache
+from models.catalog import parse_layers
 from models.device_map import parse_device_map
-from models.plan import parse_layers
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

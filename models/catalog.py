@@ -1,7 +1,7 @@
 """What the project knows about models by name: the default model, aliases, edited layers.
 
 Plain data, no torch: ``app/settings.py`` reads the default model's name from here without
-loading torch, ``models/plan.py`` reads the default edited layers, and ``editing/presets.py``
+loading torch, ``models/plan/configs.py`` reads the default edited layers, and ``editing/presets.py``
 builds its hyper-parameter presets on the same layers, so a window is written down once.
 """
 
@@ -59,3 +59,11 @@ def generic_layers(n_layers: int) -> tuple[int, ...]:
 def default_layers(name: str | None, n_layers: int) -> tuple[int, ...]:
     """The preset's layers for ``name``, else :func:`generic_layers` for its depth."""
     return PRESET_LAYERS.get(canonical_name(name)) or generic_layers(n_layers)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"4-8"`` or ``"4,5,6"``."""
+    if "-" in text:
+        start, end = (int(x) for x in text.split("-", 1))
+        return tuple(range(start, end + 1))
+    return tuple(int(x) for x in text.split(","))

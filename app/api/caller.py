@@ -9,9 +9,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app.deps import get_settings
-from app.schemas import WhoAmIOut
-from app.security import bearer, caller_scopes
+from app.api.deps import get_settings
+from app.api.schemas import WhoAmIOut
+from app.api.security import bearer, caller_scopes
 from app.settings import Settings
 
 router = APIRouter(tags=["health"])

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from app.api.deps import get_metrics, get_settings, get_store, get_submitter
+from app.api.errors import ApiError
+from app.api.metrics import Metrics
+from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
+from app.api.security import require_read, require_write
 from app.api.submit import JobSubmitter
-from app.deps import get_metrics, get_settings, get_store, get_submitter
-from app.errors import ApiError
-from app.metrics import Metrics
-from app.payloads import EditJob
-from app.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
-from app.security import require_read, require_write
+from app.api.views import job_out
 from app.settings import Settings
 from app.store import Job, JobState, NotFound, VersionStore
-from app.views import job_out
+from app.store.payloads import EditJob
 from editing.methods import is_null_space
 
 router = APIRouter(tags=["edits"])

@@ -4,16 +4,20 @@ endpoint, so scripts get the same answer."""
 
 from __future__ import annotations
 
-import unicodedata
-
 from fastapi import APIRouter, Depends, Query
 
-from app import ledger
-from app.deps import get_store
-from app.errors import ApiError
-from app.schemas import MAX_FACTS_PAGE, ErrorOut, FactsPage, LedgerFact
-from app.security import require_read
-from app.store import NotFound, VersionStore
+from app.api.deps import get_store
+from app.api.errors import ApiError
+from app.api.schemas import (
+    MAX_FACTS_PAGE,
+    VERSION_ID_PATTERN,
+    ErrorOut,
+    FactsPage,
+    LedgerFact,
+    control_character,
+)
+from app.api.security import require_read
+from app.store import NotFound, VersionStore, ledger
 
 router = APIRouter(tags=["facts"])
 
@@ -24,10 +28,9 @@ def _check_query(q: str | None) -> str | None:
     """Control characters are never part of a fact: refuse them with a message, not a 500."""
     if q is None:
         return None
-    for position, char in enumerate(q):
-        if unicodedata.category(char) in ("Cc", "Cs"):  # the rule facts themselves follow
-            raise ApiError(422, f"q: contains a control or invalid character {char!r} at "
-                           f"position {position}; remove it", field="q")
+    problem = control_character(q)  # the rule facts themselves follow
+    if problem is not None:
+        raise ApiError(422, f"q: {problem}", field="q")
     return q.strip() or None
 
 
@@ -44,7 +47,7 @@ def list_facts(
         examples=["darrieux"],
     ),
     version: str | None = Query(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+        None, min_length=1, max_length=128, pattern=VERSION_ID_PATTERN,
         description="the version whose lineage to search (default: the active version)",
         examples=["v1"],
     ),

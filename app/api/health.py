@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.deps import get_metrics, get_services
-from app.metrics import Metrics
-from app.schemas import HealthOut, ReadyOut
+from app.api.deps import get_metrics, get_services
+from app.api.metrics import Metrics
+from app.api.schemas import HealthOut, ReadyOut
 from app.services import Services
 
 router = APIRouter(tags=["health"])

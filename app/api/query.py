@@ -12,12 +12,9 @@ from contextlib import contextmanager
 
 from fastapi import APIRouter, Depends
 
-from app import inference
-from app.deltas import UnusableDelta
-from app.deps import get_parts
-from app.errors import ApiError
-from app.runtime import Served
-from app.schemas import (
+from app.api.deps import get_parts
+from app.api.errors import ApiError
+from app.api.schemas import (
     CandidateScore,
     ErrorOut,
     GenerateIn,
@@ -28,8 +25,11 @@ from app.schemas import (
     ScoreOut,
     TokenProb,
 )
-from app.security import require_read
+from app.api.security import require_read
 from app.services import ModelParts
+from app.serving import inference
+from app.serving.delta_source import UnusableDelta
+from app.serving.runtime import Served
 from app.store import NotFound
 from editing.tokens import prompt_ids
 

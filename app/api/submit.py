@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
-from app.errors import ApiError
-from app.metrics import Metrics
-from app.payloads import EditJob, EvaluateJob, RevertJob
+from app.api.errors import ApiError
+from app.api.metrics import Metrics
+from app.api.schemas import JobAccepted
 from app.queue import EditQueue
-from app.schemas import JobAccepted
 from app.store import Conflict, StoreWriteError, VersionStore
+from app.store.payloads import EditJob, EvaluateJob, RevertJob
 
 __all__ = ["RETRY_AFTER_FULL_S", "JobSubmitter"]
 

@@ -13,21 +13,17 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 
-from app.api.submit import JobSubmitter
-from app.deltas import UnusableDelta
-from app.deps import get_parts, get_runtime, get_services, get_settings, get_store, get_submitter
-from app.errors import ApiError
-from app.export import (
-    BaseNotExportable,
-    export_peft_version,
-    export_version,
-    peft_export_dir,
-    tar_stream,
+from app.api.deps import (
+    get_parts,
+    get_runtime,
+    get_services,
+    get_settings,
+    get_store,
+    get_submitter,
 )
-from app.payloads import EvaluateJob, RevertJob
-from app.queue import publish_active_changed
-from app.runtime import ModelRuntime
-from app.schemas import (
+from app.api.errors import ApiError
+from app.api.schemas import (
+    VERSION_ID_PATTERN,
     ErrorOut,
     EvaluateIn,
     JobAccepted,
@@ -35,18 +31,30 @@ from app.schemas import (
     VersionDetail,
     VersionList,
 )
-from app.security import require_read, require_write
+from app.api.security import require_read, require_write
+from app.api.submit import JobSubmitter
+from app.api.views import version_detail, version_summary
+from app.queue import publish_active_changed
 from app.services import ModelParts, Services
+from app.serving.delta_source import UnusableDelta
+from app.serving.export import (
+    BaseNotExportable,
+    export_peft_version,
+    export_version,
+    peft_export_dir,
+    tar_stream,
+)
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreError, Version, VersionStore
-from app.views import version_detail, version_summary
+from app.store.payloads import EvaluateJob, RevertJob
 from editing.peft_export import PeftExportError
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/versions", tags=["versions"])
 
-VersionPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["v1"])
+VersionPath = Path(min_length=1, max_length=128, pattern=VERSION_ID_PATTERN, examples=["v1"])
 NOT_FOUND = {404: {"model": ErrorOut, "description": "unknown version id"}}
 CONFLICT = {409: {"model": ErrorOut, "description": "not possible in the current state"}}
 

@@ -10,7 +10,7 @@ module and the store only opens the right transaction and delegates:
 * :mod:`app.store.jobs`: the jobs table; :mod:`app.store.versions`: versions, lineage and the
   active pointer; :mod:`app.store.commits`: exactly-once commits spanning all three;
 * :mod:`app.store.records`: ``Job``, ``Version``, ``NewVersion``, ``JobState``;
-  :mod:`app.store.schema`: the SQL, compatible with every existing data directory.
+  :mod:`app.store.tables`: the SQL, compatible with every existing data directory.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.store.errors import StoreError, StoreWriteError
-from app.store.schema import SCHEMA, SCHEMA_VERSION
+from app.store.tables import SCHEMA, SCHEMA_VERSION
 
 __all__ = ["Database"]
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from app.payloads import EditJob, EvaluateJob, RevertJob, parse_payload
+from app.store.payloads import EditJob, EvaluateJob, RevertJob, parse_payload
 
 __all__ = [
     "JOB_STATES",
@@ -62,7 +62,7 @@ class Job:
 
     @property
     def request(self) -> EditJob | RevertJob | EvaluateJob:
-        """The payload parsed into its job type; :class:`app.payloads.InvalidPayload` for an
+        """The payload parsed into its job type; :class:`app.store.payloads.InvalidPayload` for an
         unknown kind or missing fields."""
         return parse_payload(self.payload)
 
@@ -107,7 +107,7 @@ class Version:
 
     @property
     def gate(self) -> dict[str, Any] | None:
-        """The quality gate's figures and verdict (``app/gate.py``), kept in diagnostics."""
+        """The quality gate's figures and verdict (``app/worker/gate.py``), kept in diagnostics."""
         gate = (self.diagnostics or {}).get("gate")
         return gate if isinstance(gate, dict) else None
 

@@ -20,7 +20,7 @@ from app.store.records import (
     now,
     version_from_row,
 )
-from app.store.schema import BASE_ID
+from app.store.tables import BASE_ID
 
 __all__ = [
     "active",

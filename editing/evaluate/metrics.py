@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from editing.scoring import target_logprobs  # the one definition; re-exported here
+from editing.logprob import target_logprobs  # the one definition; re-exported here
 
 __all__ = ["target_logprobs"]
 

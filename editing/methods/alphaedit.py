@@ -27,11 +27,6 @@ import torch
 
 from editing.methods.base import Factors
 
-DEFAULT_THRESHOLD = 0.02
-"""The reference's ``nullspace_threshold`` (on eigenvalues of E[k kᵀ], a mean)."""
-DEFAULT_L2 = 10.0
-"""The reference's ``L2`` (μ): keeps ``U₀ᵀAU₀ + μI`` invertible when N < rank P."""
-
 
 def null_space_basis(cov: torch.Tensor, threshold: float) -> torch.Tensor:
     """(d_k, r) float64 orthonormal eigenvectors of the symmetric ``cov`` whose eigenvalues
@@ -52,6 +47,8 @@ class NullSpaceProjection:
     and ``hparams.nullspace_l2``; ignores ``mom2_update_weight`` and ``l2`` (P replaces λC)."""
 
     name = "null_space_projection"
+    null_space = True
+    """Read by :func:`editing.methods.is_null_space`: its strength is μ, not λ."""
 
     def __init__(self) -> None:
         # (id of the statistics tensor, threshold) -> (weak reference to it, U₀). An entry
@@ -72,8 +69,7 @@ class NullSpaceProjection:
 
     def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
               old_kkT: torch.Tensor | None, hparams: Any) -> Factors:
-        threshold = getattr(hparams, "nullspace_threshold", DEFAULT_THRESHOLD)
-        mu = getattr(hparams, "nullspace_l2", DEFAULT_L2)
+        threshold, mu = hparams.nullspace_threshold, hparams.nullspace_l2
         if mu <= 0:
             raise ValueError(f"nullspace_l2 must be positive, got {mu}")
         u0 = self.basis(cov, threshold).to(keys.device)

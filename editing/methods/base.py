@@ -72,6 +72,8 @@ class Solver(Protocol):
     """The update of one layer's MLP output matrix from its keys and residuals."""
 
     name: str
+    # optional ``null_space = True``: the solver confines the update to the null space of the
+    # preserved keys (AlphaEdit); :func:`editing.methods.is_null_space` reads it
 
     def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
               old_kkT: torch.Tensor | None, hparams: Any) -> Factors:

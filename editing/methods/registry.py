@@ -8,7 +8,6 @@ this module imports nothing of ``editing`` so ``EditHparams`` can look names up 
 
 from __future__ import annotations
 
-from editing.methods.alphaedit import NullSpaceProjection
 from editing.methods.base import Method, Solver, TargetStrategy
 
 METHODS: dict[str, Method] = {}
@@ -72,4 +71,4 @@ def method_for_strategy(name: str) -> Method:
 def is_null_space(name: str) -> bool:
     """Whether method ``name`` solves with AlphaEdit's null-space projection: its strength is
     μ (``nullspace_l2``), and λ (``mom2_update_weight``) does not enter its solve."""
-    return isinstance(get_method(name).solver, NullSpaceProjection)
+    return bool(getattr(get_method(name).solver, "null_space", False))  # a Solver may omit it

@@ -20,8 +20,8 @@ import redis
 
 from app.queue import worker_info
 from app.store import VersionStore
-from app.testing_hooks import STAGES
-from app.worker import MAX_ATTEMPTS
+from app.worker.loop import MAX_ATTEMPTS
+from app.worker.testing_hooks import STAGES
 from editing.delta import WeightDelta
 from editing.fingerprint import weights_digest
 from models.load import load_model
@@ -136,7 +136,7 @@ class KillReport:
 
 class WorkerKiller:
     """SIGKILLs the worker ``kills`` times, each while it is paused mid-job at a stage
-    (``app/testing_hooks.py``), so every kill lands mid-job by construction, never by timing.
+    (``app/worker/testing_hooks.py``), so every kill lands mid-job by construction, never by timing.
 
     The seed varies the kills: each worker process stops at a stage picked from
     :data:`STAGES` (``running``: the job marked running, its edit not started; ``commit``: the

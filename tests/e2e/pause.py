@@ -1,4 +1,4 @@
-"""The test's side of the worker's pause point (``app/testing_hooks.py``).
+"""The test's side of the worker's pause point (``app/worker/testing_hooks.py``).
 
 A test starts a worker with :meth:`PausePoints.env`, waits until the worker reports a stage
 (:meth:`PausePoints.wait`), and then kills it there or lets it go (:meth:`release`,
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.testing_hooks import PAUSE_AT_ENV, PAUSE_DIR_ENV
+from app.worker.testing_hooks import PAUSE_AT_ENV, PAUSE_DIR_ENV
 from tests.e2e.harness import Proc, wait_for
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 
 from app.queue import EditQueue
-from app.redis_server import ensure_redis
-from app.testing_hooks import RUNNING
+from app.queue.redis_server import ensure_redis
+from app.worker.testing_hooks import RUNNING
 from tests.e2e.faults import (
     FAST_LOCK,
     WorkerKiller,

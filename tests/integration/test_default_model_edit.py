@@ -6,8 +6,8 @@ import pytest
 
 from editing import Editor
 from editing.evaluate.data import load_records
+from editing.logprob import target_logprob
 from editing.presets import preset_for
-from editing.scoring import target_logprob
 from models.load import cache_dir, load_model
 from tests.shared_data import shared_data_file
 

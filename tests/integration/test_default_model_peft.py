@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from editing import Editor, EditRequest, WeightDelta
+from editing.logprob import target_logprob
 from editing.peft_export import export_peft_adapter
 from editing.presets import preset_for
-from editing.scoring import target_logprob
 from models.load import cache_dir, load_model
 
 pytestmark = pytest.mark.default_model

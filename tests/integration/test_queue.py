@@ -35,7 +35,7 @@ from app.queue import (
     requeue_unfinished,
     worker_info,
 )
-from app.redis_server import RedisHandle, ensure_redis
+from app.queue.redis_server import RedisHandle, ensure_redis
 from app.store import VersionStore
 from tests.e2e.harness import wait_for
 

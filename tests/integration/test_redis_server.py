@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.redis_server import RedisStartError, _ping, ensure_redis
+from app.queue.redis_server import RedisStartError, _ping, ensure_redis
 from tests.e2e.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def test_second_user_shares_the_server(tmp_path: Path) -> None:
 
 _PARENT = """
 import sys, time
-from app.redis_server import ensure_redis
+from app.queue.redis_server import ensure_redis
 handle = ensure_redis(None, sys.argv[1])
 print(handle.pid, handle.url, flush=True)
 if sys.argv[2] == "sleep":

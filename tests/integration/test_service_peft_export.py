@@ -16,8 +16,8 @@ from transformers import AutoModelForCausalLM
 
 from app.cli import main as cli_main
 from app.cli import parse
-from app.export import FORMATS
 from app.services import Services
+from app.serving.export import FORMATS
 from editing.delta import LayerUpdate, WeightDelta
 from models.specs import weight_out_in
 from tests.e2e.harness import save_tiny_model, wait_for

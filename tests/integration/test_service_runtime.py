@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from app.runtime import Chain, ModelRuntime
+from app.serving.runtime import Chain, ModelRuntime
 from editing.delta import DeltaError, LayerUpdate, WeightDelta
 from editing.fingerprint import weights_digest
 from models.load import LoadedModel

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from app.queue import EditQueue
-from app.services import connect_redis, load_parts
+from app.services import build_worker, connect_redis, load_parts
 from app.settings import Settings
-from app.worker import Worker
 from tests.e2e.harness import delete_prefix, redis_client, save_tiny_model, wait_for
 from tests.integration.service_support import tiny_settings
 
@@ -28,7 +27,7 @@ FACTS = [
 class RunningWorker:
     def __init__(self, settings: Settings):
         self.handle, self.client = connect_redis(settings)
-        self.worker = Worker(settings, load_parts(settings), self.handle, self.client)
+        self.worker = build_worker(settings, load_parts(settings), self.client)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
 
     def start(self) -> RunningWorker:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.payloads import EditJob, RevertJob
 from app.store import (
     Conflict,
     CorruptDelta,
@@ -26,8 +25,9 @@ from app.store import (
     StoreWriteError,
     VersionStore,
 )
+from app.store.payloads import EditJob, RevertJob
 from app.store.records import JobState
-from app.store.schema import SCHEMA
+from app.store.tables import SCHEMA
 from editing.delta import LayerUpdate, WeightDelta
 from tests.e2e.harness import wait_for
 

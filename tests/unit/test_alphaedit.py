@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from editing import EditHparams, Editor
+from editing.logprob import target_logprob
 from editing.methods import LeastSquares, NullSpaceProjection, get_method, method_names
 from editing.methods.alphaedit import null_space_basis, projector
-from editing.scoring import target_logprob
 from tests.conftest import FACTS, TINY_HPARAMS
 
 D_K, D, N = 24, 10, 4

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editing import Editor, EditRequest, EditState, WeightDelta
-from editing.scoring import target_logprob
+from editing import Editor, EditorCaches, EditRequest, EditState, WeightDelta
+from editing.logprob import target_logprob
+from editing.methods import get_method
 from editing.tokens import continuation_ids
 from editing.zcache import ZCache
 from models.specs import mlp_out_weight
@@ -240,3 +241,19 @@ def test_later_batches_hold_earlier_prompts_other_tokens_too(tiny, corpus, tmp_p
         kept = (second.delta.updates[layer].dense().double() @ columns).norm()
         moved = (forgetful.delta.updates[layer].dense().double() @ columns).norm()
         assert kept < moved, (layer, kept, moved)
+
+
+def test_settings_per_call_match_an_editor_built_with_them_and_share_one_statistics_cache(
+        tiny, corpus, tmp_path) -> None:
+    """``edit(hparams=...)`` computes exactly what an editor built with those hparams does,
+    leaves the editor's own hparams alone, and every method reads the same statistics."""
+    model, tok = tiny
+    shared = Editor(model, tok, EditorCaches(tmp_path / "shared", corpus), hparams=HP, model_name="tiny")
+    for method in ("fe", "memit"):
+        hp = HP.with_method(method).replace(mom2_update_weight=3.0)
+        alone = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path / method, corpus=corpus)
+        expected = alone.edit(FACTS[:2]).delta
+        got = shared.edit(FACTS[:2], hparams=hp).delta
+        assert got.sha256 == expected.sha256
+        assert shared.hparams is HP and shared.method.name == get_method(HP.method_name).name
+    assert len(shared.caches._stats) == 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.gate import GateThresholds, judge, load_probes, measure
-from app.strength import STRENGTHS, replay_weight, request_hparams, requested
+from app.worker.gate import GateThresholds, judge, load_probes, measure
+from app.worker.strength import STRENGTHS, replay_weight, request_hparams, requested
 from editing.delta import WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.scoring import with_delta
@@ -105,7 +105,7 @@ def test_a_revert_replays_a_batch_with_its_own_lambda() -> None:
 
 
 def test_unused_request_options_leave_the_stored_payload_as_before() -> None:
-    from app.payloads import EditJob
+    from app.store.payloads import EditJob
 
     plain = EditJob(facts=[{"subject": "a"}], method="fe").to_json()
     assert plain == {"kind": "edit", "facts": [{"subject": "a"}], "method": "fe"}
@@ -122,7 +122,7 @@ def test_unchanged_weights_give_zero_kl_even_when_the_delta_is_empty() -> None:
 
 
 def test_remembered_parent_probes_give_the_same_figures() -> None:
-    from app.gate import measure_probed
+    from app.worker.gate import measure_probed
 
     model, tok = tiny_model(), tiny_tokenizer()
     first = random_delta(model, (1,), scale=0.3)

@@ -12,12 +12,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from app.inference import next_tokens, score
+from app.serving.inference import next_tokens, score
 from editing import Editor, EditState, WeightDelta
 from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate
+from editing.logprob import target_logprob
 from editing.precision import rounding_survival
-from editing.scoring import target_logprob
 from editing.stats import CovarianceCache
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS

@@ -113,6 +113,39 @@ def test_no_import_cycles_in_editing_and_models() -> None:
     assert not found, f"import cycles: {found}"
 
 
+APP_PARTS: dict[str, set[str]] = {
+    "app.store": set(),
+    "app.queue": {"app.store"},
+    "app.serving": {"app.store", "app.queue", "app.settings"},
+    "app.worker": {"app.serving", "app.store", "app.queue", "app.settings"},
+    "app.api": {"app.serving", "app.store", "app.queue", "app.settings", "app.services"},
+    "app.console": set(),
+}
+"""The folders of ``app/`` and which other parts of ``app/`` each may import (docs/design.md
+"Layout"): HTTP, the worker and model serving do not reach into each other except the API
+asking serving for the model; only ``app/services.py`` (the composition root), ``main.py`` and
+``cli.py`` see them all."""
+
+
+def _app_part(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_app_is_in_parts_that_import_only_what_they_may() -> None:
+    for part in APP_PARTS:
+        assert (ROOT / part.replace(".", "/") / "__init__.py").is_file(), f"{part} is missing"
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        if _app_part(module) in APP_PARTS
+        for target in sorted(targets)
+        if target.startswith("app.") and _app_part(target) != _app_part(module)
+        and _app_part(target) not in APP_PARTS[_app_part(module)]
+    ]
+    assert not wrong, "imports across app/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
+
+
 def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
     """The detector itself: a lazy upward import is still an import."""
     source = tmp_path / "lazy.py"

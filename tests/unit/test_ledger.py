@@ -1,10 +1,10 @@
-"""The facts ledger's rules (app/ledger.py): newest batch first, overridden facts named by the
+"""The facts ledger's rules (app/store/ledger.py): newest batch first, overridden facts named by the
 later version that taught the same subject + prompt, search over subject, prompt and targets."""
 
 from __future__ import annotations
 
-from app.ledger import fact_key, ledger, search
 from app.store import Version
+from app.store.ledger import fact_key, ledger, search
 
 DARRIEUX = {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
             "target_new": "English", "target_true": "French"}

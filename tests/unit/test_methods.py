@@ -9,6 +9,7 @@ import torch
 
 from editing import EditHparams, Editor, WeightDelta
 from editing.evaluate.cli import _method_of
+from editing.logprob import target_logprob
 from editing.methods import (
     METHODS,
     ForwardReplay,
@@ -17,7 +18,6 @@ from editing.methods import (
     register_method,
     unregister_method,
 )
-from editing.scoring import target_logprob
 from tests.conftest import FACTS, TINY_HPARAMS
 
 HP = TINY_HPARAMS.replace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob, parse_payload
+from app.store.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob, parse_payload
 
 
 def test_the_json_the_api_always_stored_round_trips() -> None:

@@ -7,7 +7,7 @@ import torch
 
 from editing.encoding import encode_requests
 from editing.hooks import capture, edit_block_output
-from editing.scoring import target_logprobs
+from editing.logprob import target_logprobs
 from editing.targets import optimize_z, replay_targets
 from editing.tokens import continuation_ids, prompt_ids
 from tests.conftest import FACTS, TINY_HPARAMS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app import testing_hooks
-from app.testing_hooks import PAUSE_AT_ENV, PAUSE_DIR_ENV, PAUSE_TIMEOUT_ENV, pause_point
+from app.worker import testing_hooks
+from app.worker.testing_hooks import PAUSE_AT_ENV, PAUSE_DIR_ENV, PAUSE_TIMEOUT_ENV, pause_point
 from tests.e2e.harness import wait_for
 
 

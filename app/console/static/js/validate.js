@@ -1,4 +1,4 @@
-// Client-side checks that mirror the API's own (app/schemas.py Fact): same rules, same
+// Client-side checks that mirror the API's own (app/api/schemas/edits.py Fact): same rules, same
 // messages, same field names, so the form says before submitting what the API would answer.
 
 export const MAX_TEXT = 2000;

@@ -18,8 +18,6 @@ from types import FrameType
 
 import redis
 
-from app.gate import GateThresholds, QualityGate
-from app.jobs import Editors, JobFailed, JobRunner, base_hparams
 from app.queue import (
     Consumer,
     EditorLock,
@@ -29,11 +27,11 @@ from app.queue import (
     publish_committed,
     requeue_unfinished,
 )
-from app.redis_server import RedisHandle
-from app.services import ModelParts, connect_redis, load_parts
+from app.serving.parts import ModelParts
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreWriteError
-from app.testing_hooks import COMMIT, RUNNING, pause_point
+from app.worker.handlers import JobFailed, JobRunner
+from app.worker.testing_hooks import COMMIT, RUNNING, pause_point
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +49,21 @@ class Stopping(BaseException):
 
 @dataclass
 class Worker:
+    """The loop over the parts :func:`app.services.build_worker` wires together."""
+
     settings: Settings
     parts: ModelParts
-    redis: RedisHandle
     client: redis.Redis
+    queue: EditQueue
+    lock: EditorLock
+    runner: JobRunner
 
     def __post_init__(self) -> None:
-        prefix = self.settings.redis_prefix
-        self.queue = EditQueue(self.client, prefix)
-        self.lock = EditorLock(self.client, prefix, ttl_s=self.settings.lock_ttl_s)
         self.heartbeat = self._new_heartbeat()
-        editors = Editors(self.parts.lm, base_hparams(self.parts.lm, self.settings.hparams))
-        self.runner = JobRunner(
-            self.parts.store, self.parts.runtime, self.parts.deltas, editors,
-            default_method=self.settings.method, shared_data=self.settings.shared_data,
-            before_commit=self._before_commit,
-            gate=QualityGate(self.parts.runtime, GateThresholds(
-                self.settings.gate_min_efficacy, self.settings.gate_max_kl), self.parts.store),
-        )
+        # every commit also passes the test-only pause point (a no-op unless a test asks)
+        self.runner.before_commit = self._before_commit
         self.stop = threading.Event()
         self.busy = False
-        self.jobs_done = 0
 
     def _new_heartbeat(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(self.client, self.settings.redis_prefix,
@@ -200,7 +192,6 @@ class Worker:
             return
         finally:
             self.busy = False
-        self.jobs_done += 1
         log.info("job %s committed as %s in %.2fs", job_id, version.id,
                  time.perf_counter() - started)
         self.follow_active()
@@ -226,19 +217,3 @@ class Worker:
                 self.parts.runtime.set_active(active)
         except Exception as exc:
             log.error("cannot load the active version: %s", exc)
-
-
-def run_worker(settings: Settings) -> None:
-    """Entry point of ``python -m app worker``."""
-    started = time.perf_counter()
-    handle, client = connect_redis(settings)
-    parts = load_parts(settings)
-    worker = Worker(settings, parts, handle, client)
-    worker.install_signals()
-    log.info("worker ready in %.2fs (model %s)", time.perf_counter() - started, parts.lm.name)
-    try:
-        worker.run()
-    finally:
-        client.close()
-        handle.stop()
-        parts.store.close()

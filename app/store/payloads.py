@@ -35,17 +35,17 @@ class _Payload(BaseModel):
 class EditJob(_Payload):
     """Write ``facts`` into the active version with ``method`` (the worker's default if None).
 
-    ``facts`` stay raw records here: :func:`app.jobs.requests_from_facts` validates them and names the
+    ``facts`` stay raw records here: :func:`app.worker.handlers.requests_from_facts` validates them and names the
     bad fact, which is the message users have always seen."""
 
     kind: Literal["edit"] = "edit"
     facts: list[Any] = Field(default_factory=list)
     method: str | None = None
     gate: dict[str, float | None] | None = None
-    """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``); see app/gate.py."""
+    """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``); see app/worker/gate.py."""
     strength: str | None = None
     mom2_update_weight: float | None = None
-    """The batch's λ, named relative to the service's or absolute; see app/strength.py."""
+    """The batch's λ, named relative to the service's or absolute; see app/worker/strength.py."""
 
     def to_json(self) -> dict[str, Any]:
         """Options the request did not use are left out, so a job's stored JSON (and the

@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, assert_never
 
-from app.deltas import DeltaSource, UnusableDelta
-from app.gate import GateThresholds, QualityGate
-from app.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
-from app.runtime import ModelRuntime
+from app.serving.delta_source import DeltaSource, UnusableDelta
+from app.serving.runtime import ModelRuntime
 from app.store import Job, Version, VersionStore
-from app.strength import replay_weight, requested, solved_with
+from app.store.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
+from app.worker.gate import GateThresholds, QualityGate
+from app.worker.strength import replay_weight, requested
 from editing import Editor, EditRequest, EditState, WeightDelta
 from editing.hparams import EditHparams
 from editing.presets import preset_for
 from editing.requests import InvalidEditRequest
+from editing.strength import with_strength
 from models.load import LoadedModel, cache_dir
 from models.plan import InsufficientMemory
 
@@ -46,24 +47,30 @@ def base_hparams(lm: LoadedModel, overrides: dict[str, Any]) -> EditHparams:
 
 @dataclass
 class Editors:
-    """One :class:`Editor` per registered method, made on first use (each keeps its caches)."""
+    """The worker's one :class:`Editor` (one statistics cache for every method), and the
+    hyper-parameters each job computes with: the service's, for the job's method and the
+    request's strength. Made on first use."""
 
     lm: LoadedModel
     hparams: EditHparams
     cache: Path = field(default_factory=cache_dir)
-    _editors: dict[str, Editor] = field(default_factory=dict)
+    _editor: Editor | None = None
 
-    def get(self, method: str) -> Editor:
-        if method not in self._editors:
-            try:
-                hparams = self.hparams.with_method(method)
-            except ValueError as exc:
-                raise JobFailed(str(exc)) from exc
-            self._editors[method] = Editor(
-                self.lm.model, self.lm.tokenizer, hparams, model_name=self.lm.name,
-                cache_dir=self.cache,
-            )
-        return self._editors[method]
+    @property
+    def editor(self) -> Editor:
+        if self._editor is None:
+            self._editor = Editor(self.lm.model, self.lm.tokenizer, hparams=self.hparams,
+                                  model_name=self.lm.name, cache_dir=self.cache)
+        return self._editor
+
+    def hparams_for(self, method: str, strength: str | None = None,
+                    mom2_update_weight: float | None = None) -> EditHparams:
+        """The service's hparams for ``method``, at the strength a request asks for."""
+        try:
+            hparams = self.hparams.with_method(method)
+        except ValueError as exc:
+            raise JobFailed(str(exc)) from exc
+        return with_strength(hparams, strength, mom2_update_weight)
 
 
 class _Progress:
@@ -127,7 +134,7 @@ class JobRunner:
         gate: QualityGate | None = None,
     ):
         self.gate = gate or QualityGate(runtime, GateThresholds(), store)
-        """Measures every new batch before it becomes active (app/gate.py)."""
+        """Measures every new batch before it becomes active (app/worker/gate.py)."""
         self.store = store
         self.runtime = runtime
         self.deltas = deltas
@@ -156,10 +163,9 @@ class JobRunner:
 
     # -- edit -------------------------------------------------------------------------------
     def compute(
-        self, parent: str, requests: list[EditRequest], method: str, progress: _Progress
+        self, parent: str, requests: list[EditRequest], hparams: EditHparams, progress: _Progress
     ) -> Computed:
         """The delta of one batch on top of ``parent`` (the model is left at ``parent``)."""
-        editor = self.editors.get(method)
         try:
             chain = self.deltas.deltas(parent)
         except UnusableDelta as exc:
@@ -168,7 +174,8 @@ class JobRunner:
         with self.runtime.exclusive(parent):
             try:
                 state = EditState.from_deltas(chain, base=self.runtime.base_weights())
-                result = editor.edit(requests, state=state, progress=progress)
+                result = self.editors.editor.edit(requests, state=state, progress=progress,
+                                                  hparams=hparams)
             except InsufficientMemory as exc:
                 raise JobFailed(str(exc)) from exc
         compute_s = time.perf_counter() - started
@@ -187,9 +194,8 @@ class JobRunner:
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
-            with solved_with(self.editors.get(method), request.strength,
-                             request.mom2_update_weight):
-                done = self.compute(parent, requests, method, progress)
+            hparams = self.editors.hparams_for(method, request.strength, request.mom2_update_weight)
+            done = self.compute(parent, requests, hparams, progress)
             progress("gate", 0.0)
             gate = self.gate.check(parent, requests, done.delta, request.gate)
             if self.store.active_version() != parent:
@@ -230,10 +236,10 @@ class JobRunner:
             progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
                                  f"{progress_total} ")
             method = old.method or self.default_method
-            with solved_with(self.editors.get(method), None,
-                             replay_weight(old.hparams, old.diagnostics)):
-                done = self.compute(parent, requests_from_facts(list(old.facts or [])), method,
-                                    progress)
+            hparams = self.editors.hparams_for(method, None,
+                                               replay_weight(old.hparams, old.diagnostics))
+            done = self.compute(parent, requests_from_facts(list(old.facts or [])), hparams,
+                                progress)
             self.before_commit()
             version = self.store.commit_derived_version(
                 parent, done.data, done.delta.sha256, origin_job=job.id, step=step,

@@ -12,7 +12,7 @@ measures each new version against its parent before moving the active pointer:
   facts (per fact the mean over its paraphrases; ``None`` when no fact has any);
 * **logprob_gain** (nats): mean over facts of the change of ``target_new``'s mean per-token
   log-probability on the rewrite prompt, new version minus parent (how far the edit moved it);
-* **drift** on the 40 fixed probe prompts of ``app/probes.json``: mean KL(parent ‖ new) of the
+* **drift** on the 40 fixed probe prompts of ``app/worker/probes.json``: mean KL(parent ‖ new) of the
   next-token distribution in nats, and top-1 agreement with the parent in percent.
 
 Scoring reuses ``editing.evaluate`` (batched teacher-forced rows, KL, top-k): both sides come
@@ -36,7 +36,7 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from app.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime
 from app.store import VersionStore
 from editing.delta import WeightDelta
 from editing.evaluate.locality import record_locality

@@ -13,7 +13,7 @@ import threading
 
 from torch import nn
 
-from app.runtime import Chain
+from app.serving.runtime import Chain
 from app.store import CorruptDelta, Version, VersionStore
 from editing.delta import DeltaError, WeightDelta
 

@@ -14,7 +14,7 @@ import logging
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import ApiError
+from app.api.errors import ApiError
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.schemas import JobOut, Progress, VersionDetail, VersionSummary
+from app.api.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from app.queue import EventListener
-from app.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime
 from app.store import VersionStore
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from app.api.metrics import Metrics
 from app.api.submit import JobSubmitter
-from app.deltas import DeltaSource
-from app.metrics import Metrics
-from app.runtime import ModelRuntime
 from app.services import ModelParts, Services
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
 
@@ -31,10 +30,6 @@ def get_store(request: Request) -> VersionStore:
 
 def get_runtime(request: Request) -> ModelRuntime:
     return get_services(request).runtime
-
-
-def get_deltas(request: Request) -> DeltaSource:
-    return get_services(request).deltas
 
 
 def get_parts(request: Request) -> ModelParts:

@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime
 from app.store import Version, VersionStore
 from editing.fingerprint import weights_digest
 from editing.peft_export import export_peft_adapter
 from models.files import publish_dir
 
 if TYPE_CHECKING:
-    from app.services import ModelParts
+    from app.serving.parts import ModelParts
 
 MARKER = "modeledit_version.json"
 FORMATS = ("hf", "peft")

@@ -1,0 +1,36 @@
+"""Per-request edit strength in the worker: what a version records of its request, and the
+λ a revert replays a batch with (the bounds the API accepts are ``MOM2_BOUNDS`` in
+:mod:`app.api.schemas.edits`).
+
+The scaling itself (what a strength means for the hyper-parameters) is the library's:
+:func:`editing.strength.with_strength`; ``request_hparams`` is its older name here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from editing.strength import STRENGTHS
+from editing.strength import with_strength as request_hparams
+
+__all__ = ["STRENGTHS", "request_hparams", "replay_weight", "requested"]
+
+
+def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:
+    """What the request asked for, recorded with the version (empty if nothing); the λ it
+    led to is in the version's hparams."""
+    out: dict[str, Any] = {}
+    if strength is not None:
+        out["strength"] = strength
+    if mom2_update_weight is not None:
+        out["mom2_update_weight"] = mom2_update_weight
+    return out
+
+
+def replay_weight(hparams: dict[str, Any], diagnostics: dict[str, Any]) -> float | None:
+    """The λ to recompute a stored batch with (a revert replays it): its own when its
+    request chose one, else ``None`` (the service's current λ, as before)."""
+    if not (diagnostics or {}).get("request"):
+        return None
+    value = (hparams or {}).get("mom2_update_weight")
+    return None if value is None else float(value)
