@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from app import console, errors
 from app.api import caller, edits, facts, health, query, versions
+from app.api.openai import router as openai_api
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestMetrics
 from app.schemas import ErrorOut
@@ -122,7 +123,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                caller.router]
     for router in routers:
         app.include_router(router)
-    _optional_security(app, settings, routers)
+    openai_api.install(app)
+    _optional_security(app, settings, [*routers, openai_api.router])
     console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)

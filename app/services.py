@@ -20,6 +20,8 @@ from app.metrics import Metrics
 from app.queue import EditQueue, RateLimiter, is_alive
 from app.redis_server import RedisHandle, ensure_redis
 from app.runtime import ModelRuntime
+from app.serving.engine import ServingEngine
+from app.serving.versions import AdditiveRuntime
 from app.settings import Settings
 from app.store import VersionStore
 from editing.fingerprint import model_fingerprint
@@ -38,10 +40,13 @@ class ModelParts:
     deltas: DeltaSource
     runtime: ModelRuntime
     load_s: float
+    engine: ServingEngine | None = None
+    """Batches every query of this process (the API's; None in the worker)."""
 
 
-def load_parts(settings: Settings) -> ModelParts:
-    """Load the model once, open the store, and register the base version."""
+def load_parts(settings: Settings, runtime_cls: type[ModelRuntime] = ModelRuntime) -> ModelParts:
+    """Load the model once, open the store, and register the base version (the API passes
+    :class:`AdditiveRuntime`: it keeps the base weights and serves versions as additions)."""
     started = time.perf_counter()
     store = VersionStore(settings.data_path)
     lm = load_model(settings.model, settings.device, settings.dtype,
@@ -49,7 +54,7 @@ def load_parts(settings: Settings) -> ModelParts:
     fingerprint = model_fingerprint(lm.model)
     base = store.ensure_base(lm.name, fingerprint)
     deltas = DeltaSource(store, lm.model, fingerprint)
-    runtime = ModelRuntime(lm, base.id, deltas.chain)
+    runtime = runtime_cls(lm, base.id, deltas.chain)
     return ModelParts(lm, store, deltas, runtime, time.perf_counter() - started)
 
 
@@ -83,6 +88,10 @@ class Services:
     @property
     def runtime(self) -> ModelRuntime:
         return self.parts.runtime
+
+    @property
+    def engine(self) -> ServingEngine | None:
+        return self.parts.engine
 
     @property
     def deltas(self) -> DeltaSource:
@@ -120,6 +129,8 @@ class Services:
 
     def close(self) -> None:
         self.follower.stop()
+        if self.engine is not None:
+            self.engine.stop()
         with contextlib.suppress(Exception):
             self.client.close()
         self.redis.stop()
@@ -130,7 +141,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     """Everything the API needs, in start order: Redis, model + store, follower."""
     started = time.perf_counter()
     handle, client = connect_redis(settings)
-    parts = load_parts(settings)
+    parts = load_parts(settings, AdditiveRuntime)
     queue = EditQueue(client, settings.redis_prefix)
     with contextlib.suppress(redis.RedisError, OSError):
         queue.ensure_group()
@@ -147,6 +158,10 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         metrics=metrics or Metrics(),
     )
     follower.start()
+    assert isinstance(parts.runtime, AdditiveRuntime)
+    parts.engine = ServingEngine(
+        parts.runtime, settings.generate_queue, settings.generate_max_rows,
+        settings.generate_window_ms / 1000, services.metrics.registry).start()
     services.metrics.watch(services.state)
     services.startup_s = time.perf_counter() - started
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,

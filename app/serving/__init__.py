@@ -1,0 +1,1 @@
+"""Serving queries: every version as per-row weight additions on the base model, batched."""
