@@ -116,17 +116,19 @@ class BatchEngine:
         new = [r for r in new if not self._drop_cancelled(r)]
         if new:
             self._prefill(new)
-        self.running = [r for r in self.running if not self._drop_cancelled(r, inflight=True)]
+        for r in self.running:
+            self._drop_cancelled(r)
         self._prune()
         if self.running:
             self._decode()
         self.steps += 1
         return len(new) + len(self.running)
 
-    def _drop_cancelled(self, request: Request, inflight: bool = False) -> bool:
+    def _drop_cancelled(self, request: Request) -> bool:
+        """Finish a request its client cancelled; True if it did."""
         if request.cancelled and not request.finished:
             self._finish(request, "cancelled")
-        return request.finished if inflight else request.cancelled
+        return request.cancelled
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                  cache: DynamicCache, rows: Sequence[Request], keep: int) -> torch.Tensor:
