@@ -185,7 +185,14 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+CARD = {"id": "v3", "object": "model", "created": 1764806400, "owned_by": "modeledit",
+        "root": "v3", "parent": "v2", "state": "committed", "active": True}
+USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+
+
 class ModelCard(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [CARD]})
+
     id: str = Field(examples=["v3"])
     object: Literal["model"] = "model"
     created: int
@@ -197,6 +204,8 @@ class ModelCard(BaseModel):
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"object": "list", "data": [CARD]}]})
+
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
@@ -216,6 +225,11 @@ class CompletionChoice(BaseModel):
 
 
 class CompletionResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "cmpl-1", "object": "text_completion", "created": 1764806400, "model": "v3",
+        "choices": [{"index": 0, "text": " English.", "finish_reason": "stop",
+                     "logprobs": None}], "usage": USAGE}]})
+
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
@@ -251,6 +265,11 @@ class ChatChoice(BaseModel):
 
 
 class ChatResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1764806400, "model": "v3",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "English."},
+                     "finish_reason": "stop", "logprobs": None}], "usage": USAGE}]})
+
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int

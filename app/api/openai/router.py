@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Path
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -57,7 +57,8 @@ async def list_models(http: HttpRequest, _who: str = Depends(require_read)) -> M
 
 @router.get("/models/{model_id:path}", response_model=ModelCard, responses=RESPONSES,
             summary="One model (version or alias)")
-async def get_model(model_id: str, http: HttpRequest,
+async def get_model(http: HttpRequest,
+                    model_id: str = Path(examples=["active"], description="a version or alias"),
                     _who: str = Depends(require_read)) -> ModelCard:
     for card in sv.model_cards(_services(http)):
         if card.id == model_id:
