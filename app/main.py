@@ -39,6 +39,9 @@ Write new facts into a language model's weights over HTTP.
 4. `POST /versions/{v}/rollback` restores the exact weights of any earlier version;
    `POST /versions/{v}/revert` drops one batch and keeps the later ones.
 5. `GET /facts?q=...` searches the facts a version knows and which batch taught each.
+6. OpenAI-compatible: `GET /v1/models` (every version is a model, plus `active`),
+   `POST /v1/completions`, `POST /v1/chat/completions` (streaming too); any OpenAI SDK works
+   with `base_url=http://host:port/v1` and the read token as `api_key`.
 
 A web console for all of this is served at `/console`.
 

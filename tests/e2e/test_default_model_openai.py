@@ -30,6 +30,7 @@ def served(tmp_path: Path) -> Iterator[str]:
         yield serve.url
 
 
+@pytest.mark.timeout(1800)  # an edit of the real model takes minutes on a loaded CPU
 def test_chat_edit_rollback_stream_on_the_default_model(served: str) -> None:
     record = json.loads(shared_data_file("mcf_dev.json").read_text())[0]
     fact = {k: record[k] for k in ("subject", "prompt", "target_new", "target_true")}
