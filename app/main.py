@@ -21,6 +21,7 @@ from app import console
 from app.api import caller, edits, errors, facts, health, query, versions
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
+from app.api.openai import router as openai_api
 from app.api.schemas import ErrorOut
 from app.api.security import require_read, require_write
 from app.services import Services, build_services
@@ -38,6 +39,9 @@ Write new facts into a language model's weights over HTTP.
 4. `POST /versions/{v}/rollback` restores the exact weights of any earlier version;
    `POST /versions/{v}/revert` drops one batch and keeps the later ones.
 5. `GET /facts?q=...` searches the facts a version knows and which batch taught each.
+6. OpenAI-compatible: `GET /v1/models` (every version is a model, plus `active`),
+   `POST /v1/completions`, `POST /v1/chat/completions` (streaming too); any OpenAI SDK works
+   with `base_url=http://host:port/v1` and the read token as `api_key`.
 
 A web console for all of this is served at `/console`.
 
@@ -122,7 +126,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                caller.router]
     for router in routers:
         app.include_router(router)
-    _optional_security(app, settings, routers)
+    openai_api.install(app)
+    _optional_security(app, settings, [*routers, openai_api.router])
     console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)

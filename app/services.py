@@ -20,9 +20,11 @@ from app.api.metrics import Metrics
 from app.queue import EditorLock, EditQueue, RateLimiter, is_alive
 from app.queue.redis_server import RedisHandle, ensure_redis
 from app.serving.delta_source import DeltaSource
+from app.serving.engine import ServingEngine
 from app.serving.follow import Follower
 from app.serving.parts import ModelParts, load_parts
 from app.serving.runtime import ModelRuntime
+from app.serving.versions import AdditiveRuntime
 from app.settings import Settings
 from app.store import VersionStore
 from app.worker.gate import GateThresholds, QualityGate
@@ -66,6 +68,10 @@ class Services:
         return self.parts.runtime
 
     @property
+    def engine(self) -> ServingEngine | None:
+        return self.parts.engine
+
+    @property
     def deltas(self) -> DeltaSource:
         return self.parts.deltas
 
@@ -101,6 +107,8 @@ class Services:
 
     def close(self) -> None:
         self.follower.stop()
+        if self.engine is not None:
+            self.engine.stop()
         with contextlib.suppress(Exception):
             self.client.close()
         self.redis.stop()
@@ -111,7 +119,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     """Everything the API needs, in start order: Redis, model + store, follower."""
     started = time.perf_counter()
     handle, client = connect_redis(settings)
-    parts = load_parts(settings)
+    parts = load_parts(settings, AdditiveRuntime if settings.query_engine else ModelRuntime)
     queue = EditQueue(client, settings.redis_prefix)
     with contextlib.suppress(redis.RedisError, OSError):
         queue.ensure_group()
@@ -128,6 +136,10 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         metrics=metrics or Metrics(),
     )
     follower.start()
+    if isinstance(parts.runtime, AdditiveRuntime):
+        parts.engine = ServingEngine(
+            parts.runtime, settings.generate_queue, settings.generate_max_rows,
+            settings.generate_window_ms / 1000, services.metrics.registry).start()
     services.metrics.watch(services.state)
     services.startup_s = time.perf_counter() - started
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,

@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="facts per edit job")
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
 
+    # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
+    query_engine: bool = Field(True, description="answer queries in the batch engine (off: "
+                               "the previous one-request-at-a-time path on merged weights, "
+                               "kept for comparison; the /v1 endpoints then answer 503)")
+    max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a query may ask")
+    generate_queue: int = Field(256, ge=1, description="queries waiting or running before "
+                                "the API answers 429 with Retry-After")
+    generate_max_rows: int = Field(64, ge=1, description="rows in one forward pass")
+    generate_window_ms: float = Field(5.0, ge=0, le=1000, description="how long an idle "
+                                      "engine waits for a burst to share its first pass "
+                                      "(never for a lone client)")
+
     # -- editing ------------------------------------------------------------------------
     method: str = Field("fe", description="default edit method, a registered one (fe, memit, "
                         "per_layer, one_layer: editing/methods/)")

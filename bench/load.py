@@ -11,8 +11,9 @@ What is checked, not just timed:
 * every request answers 200 (anything else is counted as an error, with its status);
 * every answer names the version that produced it, and that version exists;
 * no answer comes from a half-switched model: one fixed prompt is asked throughout, so every
-  answer tagged with version ``v`` must be *identical* (bit-equal log-probs, equal text) to
-  every other answer tagged ``v``; a mixture of two versions' weights would differ;
+  answer tagged with version ``v`` must agree with every other answer tagged ``v``: equal
+  greedy text, and log-probs within ``SCORE_TOL`` per token (batched rows differ from a lone
+  row in the last float32 bits; a mixture of two versions' weights differs far more);
 * each client sees versions only move forward (no rollback is made during the run).
 
 Drain: ``--drain N`` queues N edit jobs at once and checks that all commit, exactly once, in
@@ -56,6 +57,19 @@ EDIT_FACTS = [
     ("Thomas Joannes Stieltjes", "The mother tongue of {} is", "Spanish"),
 ]
 MAX_REQUESTS_PER_CLIENT = 100_000
+SCORE_TOL = 1e-4
+"""Per token, how far two float32 scores of one version may differ (issue 23)."""
+
+
+def disagree(endpoint: str, answers: set[str]) -> bool:
+    """Answers of one version that a single version's weights cannot all have given."""
+    if endpoint != "/score":
+        return len(answers) > 1
+    parsed = [json.loads(a) for a in answers]
+    first = parsed[0]
+    return any(abs(x["logprob"] - y["logprob"]) > SCORE_TOL * max(1, x["tokens"])
+               or x["tokens"] != y["tokens"]
+               for other in parsed[1:] for x, y in zip(first, other, strict=True))
 
 
 def version_key(version: str) -> int:
@@ -174,7 +188,7 @@ def run_queries(url: str, clients: int, duration: float, edits: int, every_s: fl
     wall = time.monotonic() - started
     with httpx.Client(base_url=url, timeout=60) as client:
         known = {v["id"] for v in client.get("/versions").json()["versions"]}
-    mixed = {f"{e} {v}": len(a) for (e, v), a in results.answers.items() if len(a) > 1}
+    mixed = {f"{e} {v}": len(a) for (e, v), a in results.answers.items() if disagree(e, a)}
     endpoints = {}
     for endpoint, values in sorted(results.latency.items()):
         endpoints[endpoint] = {

@@ -1,14 +1,17 @@
 """``/score``, ``/generate``, ``/next-tokens``: ask the model, on the active or a named version.
 
-Endpoints are plain ``def``: FastAPI runs them in its thread pool, so a forward pass never
-blocks the event loop, and the runtime's read/write lock keeps each request on one version.
+Endpoints are plain ``def``: FastAPI runs them in its thread pool while they wait for the
+batch engine (:mod:`app.serving.queries`), which answers every query of this process in
+shared forward passes, each row on its own version's weights. A process without an engine
+(none today) falls back to a forward pass of its own under the runtime's lock.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends
 
@@ -27,13 +30,16 @@ from app.api.schemas import (
 )
 from app.api.security import require_read
 from app.services import ModelParts
-from app.serving import inference
+from app.serving import inference, queries
 from app.serving.delta_source import UnusableDelta
+from app.serving.engine import QueueFull, ServingEngine
+from app.serving.queries import EngineFailed
 from app.serving.runtime import Served
 from app.store import NotFound
 from editing.tokens import prompt_ids
 
 router = APIRouter(tags=["query"])
+T = TypeVar("T")
 
 RESPONSES = {
     404: {"model": ErrorOut, "description": "unknown version"},
@@ -65,6 +71,24 @@ def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
                        f"most {limit}", field="prompt")
 
 
+def _engine_call(parts: ModelParts, version: str | None, ask: Callable[[ServingEngine, str], T]
+                 ) -> tuple[str, T] | None:
+    """``ask(engine, resolved version)`` on the batch engine; None when there is none."""
+    engine = parts.engine
+    if engine is None:
+        return None
+    _check_version(parts, version)
+    resolved = engine.resolve(version)
+    try:
+        return resolved, ask(engine, resolved)
+    except UnusableDelta as exc:
+        raise ApiError(409, str(exc), field="version") from exc
+    except QueueFull as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    except EngineFailed as exc:
+        raise ApiError(503, str(exc)) from exc
+
+
 @contextmanager
 def _serving(parts: ModelParts, version: str | None) -> Iterator[Served]:
     """The model at ``version``; a delta in its chain that cannot be applied is a 409."""
@@ -84,6 +108,12 @@ def score(
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
     _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
+    answered = _engine_call(parts, body.version,
+                            lambda e, v: queries.score(e, v, body.prompt, body.candidates))
+    if answered is not None:
+        return ScoreOut(version=answered[0], scores=[
+            CandidateScore(candidate=c, logprob=lp, tokens=n)
+            for c, (lp, n) in zip(body.candidates, answered[1], strict=True)])
     with _serving(parts, body.version) as served:
         results = inference.score(served.model, served.tokenizer, body.prompt,
                                   body.candidates)
@@ -102,6 +132,10 @@ def generate(
     _who: str = Depends(require_read),
 ) -> GenerateOut:
     _check_length(parts, body.prompt, body.max_new_tokens)
+    answered = _engine_call(parts, body.version, lambda e, v: queries.generate(
+        e, v, body.prompt, body.max_new_tokens))
+    if answered is not None:
+        return GenerateOut(version=answered[0], text=answered[1])
     with _serving(parts, body.version) as served:
         text = inference.generate(served.model, served.tokenizer, body.prompt,
                                   body.max_new_tokens)
@@ -116,9 +150,15 @@ def next_tokens(
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
     _check_length(parts, body.prompt)
-    with _serving(parts, body.version) as served:
-        top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
+    answered = _engine_call(parts, body.version,
+                            lambda e, v: queries.next_tokens(e, v, body.prompt, body.k))
+    if answered is not None:
+        version, top = answered
+    else:
+        with _serving(parts, body.version) as served:
+            top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
+        version = served.version
     return NextTokensOut(
-        version=served.version,
+        version=version,
         tokens=[TokenProb(token=t, id=i, logprob=lp, prob=math.exp(lp)) for t, i, lp in top],
     )

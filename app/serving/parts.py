@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from app.serving.delta_source import DeltaSource
+from app.serving.engine import ServingEngine
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
@@ -27,10 +28,14 @@ class ModelParts:
     deltas: DeltaSource
     runtime: ModelRuntime
     load_s: float
+    engine: ServingEngine | None = None
+    """Batches every query of this process (the API's; None in the worker)."""
 
 
-def load_parts(settings: Settings) -> ModelParts:
-    """Load the model once, open the store, and register the base version."""
+def load_parts(settings: Settings, runtime_cls: type[ModelRuntime] = ModelRuntime) -> ModelParts:
+    """Load the model once, open the store, and register the base version (the API passes
+    :class:`~app.serving.versions.AdditiveRuntime`: it keeps the base weights and serves
+    versions as additions)."""
     started = time.perf_counter()
     store = VersionStore(settings.data_path)
     lm = load_model(settings.model, settings.device, settings.dtype,
@@ -38,5 +43,5 @@ def load_parts(settings: Settings) -> ModelParts:
     fingerprint = model_fingerprint(lm.model)
     base = store.ensure_base(lm.name, fingerprint)
     deltas = DeltaSource(store, lm.model, fingerprint)
-    runtime = ModelRuntime(lm, base.id, deltas.chain)
+    runtime = runtime_cls(lm, base.id, deltas.chain)
     return ModelParts(lm, store, deltas, runtime, time.perf_counter() - started)

@@ -16,7 +16,7 @@ import httpx
 import uvicorn
 
 from app.main import create_app
-from app.services import Services, build_services
+from app.services import Services, build_services, build_worker, connect_redis, load_parts
 from app.settings import Settings
 from tests.e2e.harness import (
     REDIS_URL,
@@ -88,3 +88,23 @@ def live_service(settings: Settings) -> Iterator[LiveServer]:
         services.close()
         delete_prefix(client, settings.redis_prefix)
         client.close()
+
+
+class RunningWorker:
+    """The editor worker in a thread of the test process (``start()`` runs its loop)."""
+
+    def __init__(self, settings: Settings):
+        self.handle, self.client = connect_redis(settings)
+        self.worker = build_worker(settings, load_parts(settings), self.client)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+
+    def start(self) -> RunningWorker:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.worker.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        self.worker.parts.store.close()
+        self.client.close()

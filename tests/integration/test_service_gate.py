@@ -14,8 +14,7 @@ import pytest
 
 from app.settings import Settings
 from tests.e2e.harness import TINY_HPARAMS, save_tiny_model, wait_job
-from tests.integration.service_support import LiveServer, live_service, tiny_settings
-from tests.integration.test_service_worker import RunningWorker
+from tests.integration.service_support import LiveServer, RunningWorker, live_service, tiny_settings
 
 FACTS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",

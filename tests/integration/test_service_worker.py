@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from app.queue import EditQueue
-from app.services import build_worker, connect_redis, load_parts
 from app.settings import Settings
 from tests.e2e.harness import delete_prefix, redis_client, save_tiny_model, wait_for
-from tests.integration.service_support import tiny_settings
+from tests.integration.service_support import RunningWorker, tiny_settings
 
 FACTS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
@@ -23,23 +22,6 @@ FACTS = [
     {"subject": "Michel Rocard", "prompt": "{} is a native speaker of", "target_new": "Italian"},
 ]
 
-
-class RunningWorker:
-    def __init__(self, settings: Settings):
-        self.handle, self.client = connect_redis(settings)
-        self.worker = build_worker(settings, load_parts(settings), self.client)
-        self.thread = threading.Thread(target=self.worker.run, daemon=True)
-
-    def start(self) -> RunningWorker:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.worker.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive()
-        self.worker.parts.store.close()
-        self.client.close()
 
 
 @pytest.fixture(scope="module")

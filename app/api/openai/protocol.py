@@ -1,0 +1,294 @@
+"""OpenAI's wire format for models, completions and chat completions (pydantic models).
+
+One module for the protocol, shared by every server that speaks it here. Requests refuse
+unknown fields (a typo must not be silently ignored); fields OpenAI defines that we do not
+implement are accepted only at their neutral value (``presence_penalty: 0``, ``user``, ...),
+since common clients send them, and refused otherwise with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Stop = str | list[str] | None
+PromptIn = str | list[str] | list[int] | list[list[int]]
+
+MAX_STOP = 4
+MAX_N = 16
+
+
+def _neutral(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    if value not in allowed:
+        shown = " or ".join("null" if a is None else repr(a) for a in allowed)
+        raise ValueError(f"not supported by this server; leave it out or send {shown}")
+    return value
+
+
+class _Request(BaseModel):
+    """Fields both endpoints share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a version id (`v0`, `v3`), `active`, or the base model's "
+                       "name (= `v0`); see GET /v1/models", examples=["active"])
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy (deterministic)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=MAX_N, description="choices per prompt")
+    seed: int | None = Field(None, ge=0, lt=2**63,
+                             description="same seed and request: same text, whatever else runs")
+    stop: Stop = Field(None, description=f"up to {MAX_STOP} strings that end the text (not "
+                       "included); the model's end-of-turn and end-of-text tokens always stop it")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(None, max_length=256, description="accepted, not used")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: Stop) -> Stop:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop strings")
+        if any(not s for s in stops):
+            raise ValueError("a stop string must not be empty")
+        return value
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, value: float, info: Any) -> float:
+        return _neutral(info.field_name, value, (0, 0.0))
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, value: dict | None) -> dict | None:
+        if value:
+            raise ValueError("logit_bias is not supported by this server; leave it out or send {}")
+        return value
+
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class CompletionRequest(_Request):
+    """``POST /v1/completions``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "active", "prompt": "The mother tongue of Danielle Darrieux is",
+         "max_tokens": 8, "temperature": 0},
+        {"model": "v0", "prompt": [464, 2802, 11880], "max_tokens": 0, "echo": True,
+         "logprobs": 1},
+    ]})
+
+    prompt: PromptIn = Field(description="text, texts, token ids, or lists of token ids")
+    max_tokens: int = Field(16, ge=0, description="0 with echo + logprobs scores the prompt")
+    logprobs: int | None = Field(None, ge=0, le=20,
+                                 description="log-prob of each token and this many alternatives")
+    echo: bool = Field(False, description="prepend the prompt (and its log-probs) to the answer")
+    best_of: int | None = None
+    suffix: str | None = None
+
+    @field_validator("best_of")
+    @classmethod
+    def _best_of(cls, value: int | None) -> int | None:
+        return _neutral("best_of", value, (None, 1))
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str | None) -> str | None:
+        return _neutral("suffix", value, (None, ""))
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: PromptIn) -> PromptIn:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt is empty; give text or token ids")
+        if isinstance(value, list) and any(isinstance(p, list) and not p for p in value):
+            raise ValueError("a token-id prompt is empty")
+        return value
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="developer is read as system")
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"] = Field(description="only text: no JSON mode or schema")
+
+
+class ChatRequest(_Request):
+    """``POST /v1/chat/completions``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "active", "messages": [
+            {"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}],
+         "max_tokens": 32, "temperature": 0},
+    ]})
+
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, description="default: the configured cap")
+    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens")
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = None
+    tool_choice: Literal["none"] | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: Literal["auto", "default"] | None = None
+    modalities: list[Literal["text"]] | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list | None) -> list | None:
+        if value:
+            raise ValueError("tools are not supported by this server; leave them out")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: bool | None) -> bool | None:
+        return _neutral("store", value, (None, False))
+
+    def limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+# -- responses -----------------------------------------------------------------------------
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+CARD = {"id": "v3", "object": "model", "created": 1764806400, "owned_by": "modeledit",
+        "root": "v3", "parent": "v2", "state": "committed", "active": True}
+USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [CARD]})
+
+    id: str = Field(examples=["v3"])
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "modeledit"
+    root: str = Field(description="the version id this name resolves to now")
+    parent: str | None = None
+    state: str = Field(description="committed, or held (kept inactive by the quality gate)")
+    active: bool = False
+
+
+class ModelList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"object": "list", "data": [CARD]}]})
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: CompletionLogprobs | None = None
+
+
+class CompletionResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "cmpl-1", "object": "text_completion", "created": 1764806400, "model": "v3",
+        "choices": [{"index": 0, "text": " English.", "finish_reason": "stop",
+                     "logprobs": None}], "usage": USAGE}]})
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str = Field(description="the version that answered (`active` resolved)")
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessage
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1764806400, "model": "v3",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "English."},
+                     "finish_reason": "stop", "logprobs": None}], "usage": USAGE}]})
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str = Field(description="the version that answered (`active` resolved)")
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_Request.model_rebuild()
+CompletionRequest.model_rebuild()
+ChatRequest.model_rebuild()

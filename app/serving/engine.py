@@ -1,0 +1,146 @@
+"""The API process's generation loop: one thread steps the batch engine for every request.
+
+Requests from any number of HTTP handlers are queued here; a single background thread
+admits them into :class:`models.generate.BatchEngine` and steps it, so all requests in
+flight share each forward pass whatever versions they name. The policy lives here:
+
+- **queue bound**: more than ``max_queue`` requests waiting or running is refused at once
+  (:class:`QueueFull`, which the API turns into 429 with ``Retry-After``), rather than
+  letting latency grow without limit;
+- **collection window**: a request that arrives while the loop is idle starts at once when
+  it is alone (a lone client pays no wait); when the loop was busy a moment ago, it waits up
+  to ``window_s`` for others, so a burst shares its prefill pass. Under load the window is
+  the forward pass itself: whatever arrived during a step joins the next one;
+- **versions**: each request carries its version's additions, resolved when the request is
+  accepted (``active`` is read once), so a rollback mid-generation does not change the
+  version a request is answered by;
+- **model state**: each step holds the runtime's read lock with the model at the base
+  weights (an export may have merged a version meanwhile; then the step restores the base
+  first), so no step sees a half-switched model and no request takes the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+
+from app.serving.versions import AdditiveRuntime
+from models.generate import BatchEngine, Request
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """Too many requests in flight; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServingEngine:
+    """A background thread that batches every query of this API process."""
+
+    def __init__(self, runtime: AdditiveRuntime, max_queue: int = 256, max_rows: int = 64,
+                 window_s: float = 0.005, registry: CollectorRegistry | None = None):
+        self.runtime = runtime
+        self.engine = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows)
+        self.max_queue = max_queue
+        self.window_s = window_s
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="generate-loop", daemon=True)
+        self._busy_until = 0.0
+        self.by_version: Counter[str] = Counter()
+        self._requests = PromCounter(
+            "modeledit_generation_requests", "queries answered by the batch engine, by version",
+            ["version"], registry=registry) if registry is not None else None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> ServingEngine:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(10)
+        self.engine.fail_all("the service is shutting down")
+
+    # -- intake -------------------------------------------------------------------------
+    def resolve(self, version: str | None) -> str:
+        """The version a request is answered by: ``active`` (or none) is read now, once."""
+        return self.runtime.active if version in (None, "", "active") else str(version)
+
+    def submit(self, version: str, requests: Sequence[Request]) -> None:
+        """Queue ``requests`` on ``version``'s weights; raises :class:`QueueFull`, or what
+        building the version's additions raises (an unusable delta)."""
+        additions = self.runtime.additions(version)
+        with self._cond:
+            if self._in_flight + len(requests) > self.max_queue:
+                raise QueueFull(f"{self._in_flight} requests are in flight (the bound is "
+                                f"{self.max_queue}); retry shortly")
+            self._in_flight += len(requests)
+            self.by_version[version] += len(requests)
+            if self._requests is not None:
+                self._requests.labels(version=version).inc(len(requests))
+            for request in requests:
+                request.additions = additions
+                self._track(request)
+                self.engine.add(request)
+            self._cond.notify_all()
+
+    def _track(self, request: Request) -> None:
+        """Count the request out of the bound when it finishes, then call its own hook."""
+        hook = request.on_update
+
+        def on_update(r: Request) -> None:
+            if r.finished:
+                with self._cond:
+                    self._in_flight -= 1
+            if hook is not None:
+                hook(r)
+
+        request.on_update = on_update
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # -- the loop -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while not self.engine.has_work() and not self._stop.is_set():
+                    self._cond.wait(0.5)
+            if self._stop.is_set():
+                return
+            if not self.engine.running and time.monotonic() < self._busy_until:
+                self._collect()
+            try:
+                with self.runtime.serving(self.runtime.base_id):
+                    rows = self.engine.step()
+            except Exception as exc:  # a bug must not hang every waiting client
+                log.exception("generation step failed")
+                self.engine.fail_all(f"generation failed: {type(exc).__name__}")
+                continue
+            if rows > 1:
+                self._busy_until = time.monotonic() + 1.0
+
+    def _collect(self) -> None:
+        """Wait up to ``window_s`` for more requests to join the first prefill."""
+        deadline = time.monotonic() + self.window_s
+        with self._cond:
+            while self.engine.pending < self.engine.max_rows and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)

@@ -1,0 +1,97 @@
+"""The API process's runtime: the model keeps the base weights, versions are additions.
+
+The worker edits, so it merges a version's deltas into the weights (:class:`ModelRuntime`).
+The API only reads, and reads of many versions at once: here every version is the base
+plus, per edited layer, the sum of its chain's low-rank updates
+(:class:`models.generate.Additions`), added per batch row by the engine. Following a new
+active version (or rolling back) builds that small object and flips a pointer: no weight
+is written, no lock is taken, and no request waits.
+
+What the service promised about merged weights still holds: :meth:`weights_digest` hashes
+the matrices a replay of the chain would give, computed beside the model with the very
+float operations :func:`editing.delta.add_layer_update` performs, so ``/ready`` reports the
+same digest as a process that merged them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+import torch
+
+from app.serving.runtime import ModelRuntime
+from editing.delta import LayerUpdate
+from editing.fingerprint import tensor_bytes
+from models.generate import Additions
+from models.specs import mlp_out_weight, num_layers, spec_for
+
+MAX_CACHED = 64
+"""Versions whose additions stay built (each is a few rank-r factors per edited layer)."""
+
+
+class AdditiveRuntime(ModelRuntime):
+    """A :class:`ModelRuntime` whose model stays at the base; versions are additions."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._adds: OrderedDict[str, Additions | None] = OrderedDict()
+        self._digests: dict[str, str] = {}
+        self._adds_lock = threading.Lock()
+
+    def additions(self, version: str) -> Additions | None:
+        """The version's additions (None for the base); raises what the chain loader raises
+        (:class:`app.serving.delta_source.UnusableDelta`) for a version whose weights cannot be built."""
+        with self._adds_lock:
+            if version in self._adds:
+                self._adds.move_to_end(version)
+                return self._adds[version]
+        chain = self._chain_loader(version)
+        for _, delta in chain:
+            delta.check_compatible(self.lm.model, self.fingerprint)
+        per_layer: dict[int, list[LayerUpdate]] = {}
+        for _, delta in chain:
+            for layer, update in delta.updates.items():
+                per_layer.setdefault(layer, []).append(update)
+        device = self.lm.model.get_input_embeddings().weight.device
+        adds = None
+        if per_layer:
+            summed = {layer: LayerUpdate.summed(ups) for layer, ups in per_layer.items()}
+            adds = Additions(version, {layer: (u.left, u.right) for layer, u in summed.items()}
+                             ).to(device)
+        with self._adds_lock:
+            self._adds[version] = adds
+            while len(self._adds) > MAX_CACHED:
+                self._adds.popitem(last=False)
+        return adds
+
+    def set_active(self, version: str) -> None:
+        """Serve ``version`` by default from now on; its additions are built first, so an
+        unusable chain raises and leaves the active version unchanged."""
+        self.additions(version)
+        self.active = version
+
+    def weights_digest(self, version: str | None = None) -> str:
+        """sha256 of the MLP output matrices ``version`` has when merged (as
+        :func:`editing.fingerprint.weights_digest` of a merged model), cached per version."""
+        version = version or self.active
+        cached = self._digests.get(version)
+        if cached is not None:
+            return cached
+        chain = self._chain_loader(version)
+        transposed = spec_for(self.lm.model).transposed
+        digest = hashlib.sha256()
+        with self.serving(self.base_id):  # the model's own matrices are the base's
+            for layer in range(num_layers(self.lm.model)):
+                weight = mlp_out_weight(self.lm.model, layer).detach()
+                updates = [d.updates[layer] for _, d in chain if layer in d.updates]
+                if updates:  # held in float32 and added in order, as add_layer_update does
+                    weight = weight.to(torch.float32, copy=True)
+                    for update in updates:
+                        dense = update.dense().to(weight.device, torch.float32)
+                        weight.add_(dense.T if transposed else dense)
+                digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
+                digest.update(tensor_bytes(weight))
+        self._digests[version] = digest.hexdigest()
+        return self._digests[version]

@@ -1,0 +1,226 @@
+"""The query path before and after the batch engine, side by side in one run. Run by hand.
+
+    .venv/bin/python -m bench.openai_load                     # default model, 32 clients
+    .venv/bin/python -m bench.openai_load --duration 30 --tiny
+
+For each path a fresh service (API + worker subprocesses, the test harness) is started:
+``old`` with ``MODELEDIT_QUERY_ENGINE=0`` (one request at a time on merged weights, the
+read/write lock), ``new`` with the engine. Reported:
+
+1. ``bench.load``'s default mix (``/generate`` of 8 tokens and ``/score`` alternating, on
+   the active version, while edits commit) at ``--clients``, with its checks (no errors,
+   every answer's version known and consistent);
+2. the lone client: one request at a time, p50 / p95 of ``/generate`` and ``/score``;
+3. new path only: chat, completions and scoring (``echo`` + ``logprobs``) through ``/v1``
+   over three versions while edits commit: requests/s, completion tokens/s, p50 / p95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import machine, table, write_json
+from bench.load import CANDIDATES, PROMPT, edit_loop, percentile, run_queries
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+"""For the tiny model, whose tokenizer has no chat template of its own."""
+CHAT = [{"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}]
+
+
+@contextmanager
+def service(engine: bool, tiny: bool, threads: int = 0) -> Iterator[str]:
+    from tests.e2e.harness import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
+
+    with tempfile.TemporaryDirectory(prefix="openai-load-") as tmp:
+        root = Path(tmp)
+        env = {"MODELEDIT_RATE_LIMIT": "0", "MODELEDIT_QUERY_ENGINE": "1" if engine else "0"}
+        if threads:  # both paths alike: torch's intra-op pool per process
+            env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        model = "smollm2-135m"
+        if tiny:
+            model = str(save_tiny_model(root / "model"))
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model)
+            tokenizer.chat_template = CHATML
+            tokenizer.save_pretrained(model)
+            env |= {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
+                    "MODELEDIT_CACHE_DIR": str(root / "cache")}
+        svc = Service(root, model, extra_env=env)
+        with running(svc):
+            svc.start("worker")
+            api = svc.start("api")
+            wait_ready(api, timeout=600)
+            assert api.url is not None
+            try:
+                yield api.url
+            finally:
+                svc.stop_all()
+
+
+def lone_client(url: str, requests: int) -> dict[str, Any]:
+    """One client, one request at a time: what a single user waits."""
+    latency: dict[str, list[float]] = defaultdict(list)
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for n in range(requests):
+            for endpoint, body in (
+                ("/generate", {"prompt": PROMPT, "max_new_tokens": 8}),
+                ("/score", {"prompt": PROMPT, "candidates": CANDIDATES}),
+            ):
+                started = time.perf_counter()
+                response = client.post(endpoint, json=body)
+                if n:  # the first request warms caches
+                    latency[endpoint].append(time.perf_counter() - started)
+                response.raise_for_status()
+    return {e: {"p50_ms": round(1000 * percentile(v, 0.5), 1),
+                "p95_ms": round(1000 * percentile(v, 0.95), 1)} for e, v in latency.items()}
+
+
+def openai_mix(url: str, clients: int, duration: float, edits: int, every_s: float
+               ) -> dict[str, Any]:
+    """Chat, completions and scoring through /v1 over three versions while edits commit."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        models = [m["id"] for m in client.get("/v1/models").json()["data"]
+                  if m["id"].startswith("v")][:3]
+    latency: dict[str, list[float]] = defaultdict(list)
+    tokens = Counter()
+    errors: Counter[str] = Counter()
+    wrong_model = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def loop(index: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for n in range(100_000):
+                if stop.is_set():
+                    return
+                kind = ("chat", "completion", "score")[(n + index) % 3]
+                model = models[(n + index) % len(models)]
+                if kind == "chat":
+                    path, body = "/v1/chat/completions", {
+                        "model": model, "messages": CHAT, "max_tokens": 16, "temperature": 0}
+                elif kind == "completion":
+                    path, body = "/v1/completions", {
+                        "model": model, "prompt": PROMPT, "max_tokens": 16, "temperature": 0.7,
+                        "seed": n}
+                else:
+                    path, body = "/v1/completions", {
+                        "model": model, "prompt": f"{PROMPT} {CANDIDATES[n % 2]}",
+                        "max_tokens": 0, "echo": True, "logprobs": 0}
+                started = time.perf_counter()
+                try:
+                    response = client.post(path, json=body)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    response, status = None, type(exc).__name__
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latency[kind].append(elapsed)
+                    if response is None or status != 200:
+                        errors[f"{kind} {status}"] += 1
+                        continue
+                    data = response.json()
+                    tokens[kind] += data["usage"]["completion_tokens"]
+                    wrong_model[0] += data["model"] != model
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
+    edit_log: list[dict[str, Any]] = []
+    editor = threading.Thread(target=edit_loop, args=(url, edits, every_s, stop, edit_log),
+                              daemon=True)
+    started = time.monotonic()
+    for t in [*threads, editor]:
+        t.start()
+    time.sleep(duration)
+    stop.set()
+    for t in [*threads, editor]:
+        t.join(180)
+    wall = time.monotonic() - started
+    kinds = {k: {"requests": len(v), "rps": round(len(v) / wall, 2),
+                 "tokens_per_s": round(tokens[k] / wall, 1),
+                 "p50_ms": round(1000 * percentile(v, 0.5), 1),
+                 "p95_ms": round(1000 * percentile(v, 0.95), 1),
+                 "mean_ms": round(1000 * statistics.fmean(v), 1) if v else None}
+             for k, v in sorted(latency.items())}
+    total = sum(len(v) for v in latency.values())
+    return {"models": models, "clients": clients, "wall_s": round(wall, 1), "kinds": kinds,
+            "rps": round(total / wall, 2),
+            "tokens_per_s": round(sum(tokens.values()) / wall, 1),
+            "errors": dict(errors), "wrong_model": wrong_model[0],
+            "edits_committed": sum(1 for e in edit_log if e.get("state") == "committed"),
+            "ok": not errors and not wrong_model[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--edits", type=int, default=4)
+    parser.add_argument("--edit-every", type=float, default=5.0)
+    parser.add_argument("--lone", type=int, default=15, help="lone-client requests per endpoint")
+    parser.add_argument("--tiny", action="store_true", help="the tiny test model")
+    parser.add_argument("--paths", default="old,new")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for both services (0: torch's default); on a "
+                        "machine other jobs load, 1 avoids OpenMP spinning against them")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if not (1 <= args.clients <= 256 and 0 < args.duration <= 3600):
+        parser.error("--clients 1..256, --duration up to 3600 s")
+    report: dict[str, Any] = {"machine": machine(), "clients": args.clients,
+                              "duration_s": args.duration, "tiny": args.tiny,
+                              "threads": args.threads, "paths": {}}
+    for path in args.paths.split(","):
+        with service(path == "new", args.tiny, args.threads) as url:
+            entry: dict[str, Any] = {}
+            entry["lone"] = lone_client(url, args.lone)
+            entry["load"] = run_queries(url, args.clients, args.duration, args.edits,
+                                        args.edit_every, 8)
+            if path == "new":
+                entry["openai_mix"] = openai_mix(url, args.clients, args.duration, args.edits,
+                                                 args.edit_every)
+            report["paths"][path] = entry
+    paths = report["paths"]
+    rps = {p: sum(e["rps"] for e in v["load"]["endpoints"].values()) for p, v in paths.items()}
+    if "old" in rps and "new" in rps and rps["old"]:
+        report["speedup"] = round(rps["new"] / rps["old"], 2)
+    report["ok"] = all(v["load"]["ok"] and v.get("openai_mix", {"ok": True})["ok"]
+                       for v in paths.values())
+    out = write_json("openai_load", report, args.out)
+    print(json.dumps(report, indent=2, default=str))
+    rows = []
+    for p, v in paths.items():
+        load = v["load"]
+        rows.append([p, "bench.load mix", rps[p], sum(e["errors"] for e in load["endpoints"].values()),
+                     "/".join(str(e["p50_ms"]) for e in load["endpoints"].values()),
+                     load["ok"]])
+        rows.append([p, "lone /generate, /score p50", "",
+                     "", "/".join(str(e["p50_ms"]) for e in v["lone"].values()), ""])
+        if "openai_mix" in v:
+            mix = v["openai_mix"]
+            rows.append([p, f"/v1 mix {mix['models']} ({mix['tokens_per_s']} tok/s)", mix["rps"],
+                         sum(mix["errors"].values()),
+                         "/".join(f"{k}:{s['p50_ms']}" for k, s in mix["kinds"].items()),
+                         mix["ok"]])
+    print(table(["path", "what", "req/s", "errors", "p50 (ms)", "ok"], rows))
+    if "speedup" in report:
+        print(f"speedup of the bench.load mix: {report['speedup']}x")
+    print(f"{'OK' if report['ok'] else 'FAILED'}; results in {out}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The /v1 endpoints driven by the official ``openai`` client (sync, async, streaming)
+against the real service: uvicorn, real Redis, a real worker committing real edits on the
+tiny model (whose tokenizer is given a ChatML chat template here)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from transformers import AutoTokenizer
+
+from tests.e2e.harness import save_tiny_model, wait_for, wait_job
+from tests.integration.service_support import LiveServer, RunningWorker, live_service, tiny_settings
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+PROMPT = "The mother tongue of Danielle Darrieux is"
+FACT = {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
+        "target_new": "English"}
+CHAT = [{"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}]
+
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = save_tiny_model(tmp_path_factory.mktemp("chat-model"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MODELEDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    settings = tiny_settings(tmp_path_factory.mktemp("data"), chat_model, rate_limit=0)
+    with live_service(settings) as server:
+        worker = RunningWorker(settings).start()
+        try:
+            yield server
+        finally:
+            worker.stop()
+            mp.undo()
+
+
+def client(server: LiveServer, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def complete(api: openai.OpenAI, model: str, **kw) -> openai.types.Completion:  # noqa: ANN003
+    return api.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0, **kw)
+
+
+def target_logprob(api: openai.OpenAI, model: str, target: str = " English") -> float:
+    """Teacher-forced log-prob of ``target`` after the prompt (echo + max_tokens 0)."""
+    out = api.completions.create(model=model, prompt=PROMPT + target, max_tokens=0, echo=True,
+                                 logprobs=0)
+    head = len(api.completions.create(model=model, prompt=PROMPT, max_tokens=0, echo=True,
+                                      logprobs=0).choices[0].logprobs.tokens)
+    return sum(out.choices[0].logprobs.token_logprobs[head:])
+
+
+def test_models_chat_edit_rollback_with_the_sync_client(service: LiveServer) -> None:
+    api = client(service)
+    ids = [m.id for m in api.models.list()]
+    assert {"v0", "active"} <= set(ids)
+    assert api.models.retrieve("active").root == "v0"
+    raw = api.chat.completions.with_raw_response.create(model="v0", messages=CHAT,
+                                                         max_tokens=8, temperature=0)
+    chat_v0 = raw.parse()
+    assert chat_v0.model == "v0" and raw.headers["x-modeledit-version"] == "v0"
+    assert chat_v0.choices[0].finish_reason in ("stop", "length")
+    assert chat_v0.usage.completion_tokens > 0
+    before = complete(api, "active")
+    lp_before = target_logprob(api, "v0")
+
+    with service.client() as http:
+        job = http.post("/edits", json={"facts": [FACT]}).json()["job_id"]
+        done = wait_job(http, job, timeout=300)
+    assert done["state"] == "committed", done
+    version = done["version"]
+    wait_for(lambda: api.models.retrieve("active").root == version, what="API follows")
+    assert version in [m.id for m in api.models.list()]
+    on_new = complete(api, version)
+    on_active = complete(api, "active")
+    assert on_new.model == on_active.model == version
+    assert on_new.choices[0].text == on_active.choices[0].text
+    assert target_logprob(api, version) > lp_before + 0.5  # the edit is what answers
+    chat_new = api.chat.completions.create(model="active", messages=CHAT, max_tokens=8,
+                                           temperature=0)
+    assert chat_new.model == version
+    assert complete(api, "v0").choices[0].text == before.choices[0].text  # v0 unchanged
+
+    with service.client() as http:
+        assert http.post("/versions/v0/rollback").status_code == 200
+    after = complete(api, "active")
+    assert after.model == "v0" and after.choices[0].text == before.choices[0].text
+    assert target_logprob(api, "active") == pytest.approx(lp_before, abs=1e-4)
+    metrics = httpx.get(service.url + "/metrics").text
+    assert f'modeledit_generation_requests_total{{version="{version}"}}' in metrics
+
+
+def test_async_client_concurrent_mixed_versions(service: LiveServer) -> None:
+    api = client(service)
+    versions = [m.id for m in api.models.list() if m.id.startswith("v")]
+    alone = {v: complete(api, v).choices[0].text for v in versions}
+
+    async def run() -> list[openai.types.Completion]:
+        async with openai.AsyncOpenAI(base_url=service.url + "/v1", api_key="none") as aapi:
+            return await asyncio.gather(*[
+                aapi.completions.create(model=versions[i % len(versions)], prompt=PROMPT,
+                                        max_tokens=8, temperature=0) for i in range(12)])
+
+    answers = asyncio.run(run())
+    for i, answer in enumerate(answers):
+        assert answer.model == versions[i % len(versions)]
+        assert answer.choices[0].text == alone[answer.model]
+
+
+def test_streamed_text_equals_non_streamed_for_the_same_seed(service: LiveServer) -> None:
+    api = client(service)
+    args = {"model": "v0", "messages": CHAT, "max_tokens": 12, "temperature": 1.0,
+            "seed": 1234, "top_p": 0.95}
+    whole = api.chat.completions.create(**args)
+    chunks = list(api.chat.completions.create(**args, stream=True,
+                                              stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == \
+        whole.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == \
+        whole.choices[0].finish_reason
+    again = api.chat.completions.create(**args)
+    assert again.choices[0].message.content == whole.choices[0].message.content
+    streamed = "".join(c.choices[0].text for c in api.completions.create(
+        model="v0", prompt=PROMPT, max_tokens=10, temperature=0.8, seed=5, stream=True))
+    plain = api.completions.create(model="v0", prompt=PROMPT, max_tokens=10, temperature=0.8,
+                                   seed=5).choices[0].text
+    assert streamed == plain
+
+
+def test_token_id_prompts_echo_and_logprobs_for_scoring(service: LiveServer) -> None:
+    api = client(service)
+    tokenizer = AutoTokenizer.from_pretrained(service.services.parts.lm.name)
+    ids = tokenizer(PROMPT).input_ids
+    by_ids = api.completions.create(model="v0", prompt=ids, max_tokens=0, echo=True, logprobs=2)
+    by_text = api.completions.create(model="v0", prompt=PROMPT, max_tokens=0, echo=True,
+                                     logprobs=2)
+    lp = by_ids.choices[0].logprobs
+    assert lp.token_logprobs[0] is None and len(lp.token_logprobs) == len(ids)
+    assert lp.token_logprobs == by_text.choices[0].logprobs.token_logprobs
+    assert all(len(top) == 2 for top in lp.top_logprobs[1:])
+    assert by_ids.usage.completion_tokens == 0
+    many = api.completions.create(model="v0", prompt=[PROMPT, "Paris is"], max_tokens=3,
+                                  temperature=0, n=2)
+    assert len(many.choices) == 4 and many.choices[0].text == many.choices[1].text
+
+
+def test_client_that_disconnects_stops_its_generation(service: LiveServer,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine is held after its first step, so the request is surely still generating
+    when the client goes away (a tiny model could otherwise finish 200 tokens first)."""
+    engine = service.services.engine
+    assert engine is not None
+    submitted: list = []
+    real_submit, real_step = engine.submit, engine.engine.step
+    stepped, release = threading.Event(), threading.Event()
+
+    def recording_submit(version, requests):  # noqa: ANN001, ANN202
+        submitted.extend(requests)
+        return real_submit(version, requests)
+
+    def held_step():  # noqa: ANN202
+        rows = real_step()
+        stepped.set()
+        release.wait(60)
+        return rows
+
+    monkeypatch.setattr(engine, "submit", recording_submit)
+    monkeypatch.setattr(engine.engine, "step", held_step)
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as http, http.stream(
+                "POST", "/v1/completions", json={"model": "v0", "prompt": PROMPT,
+                                                 "max_tokens": 200, "stream": True,
+                                                 "temperature": 1.0}) as response:
+            next(response.iter_lines())
+            wait_for(stepped.is_set, what="the engine's first step")
+            assert engine.in_flight >= 1 and len(submitted) == 1
+        wait_for(lambda: submitted[0].cancelled, what="the disconnect to cancel the request")
+    finally:
+        release.set()
+        monkeypatch.setattr(engine.engine, "step", real_step)
+    wait_for(lambda: engine.in_flight == 0, what="the cancelled request to leave the batch")
+    assert submitted[0].finish_reason == "cancelled"
+    assert len(submitted[0].output_ids) < 200
+
+
+def test_errors_in_openai_shape(service: LiveServer) -> None:
+    api = client(service)
+    with pytest.raises(openai.NotFoundError) as missing:
+        complete(api, "v999")
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        complete(api, "v0", top_p=0)
+    assert bad.value.status_code == 400 and bad.value.body["param"] == "top_p"
+    with pytest.raises(openai.BadRequestError) as long:
+        api.completions.create(model="v0", prompt="French " * 400, max_tokens=4)
+    assert "maximum context length is 256" in long.value.body["message"]
+    assert long.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        complete(api, "v0", extra_body={"mirostat": 2})
+    assert unknown.value.body["param"] == "mirostat" and "mirostat" in str(unknown.value)
+    with pytest.raises(openai.BadRequestError) as penalty:
+        complete(api, "v0", presence_penalty=0.5)
+    assert penalty.value.body["param"] == "presence_penalty"
+    with pytest.raises(openai.BadRequestError) as cap:
+        complete(api, "v0", extra_body={"max_tokens": 10_000})
+    assert "cap" in cap.value.body["message"]
+    neutral = api.chat.completions.create(
+        model="v0", messages=CHAT, max_completion_tokens=4, temperature=0, presence_penalty=0,
+        frequency_penalty=0, user="someone", logit_bias={}, store=False, n=1,
+        response_format={"type": "text"})
+    assert neutral.choices[0].finish_reason in ("stop", "length")
+    with httpx.Client(base_url=service.url) as http:  # the rest of the API keeps its shape
+        assert "detail" in http.post("/score", json={"prompt": "x"}).json()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A read-token service on the tiny model without a chat template, queue bound 2."""
+    model = save_tiny_model(tmp_path_factory.mktemp("plain-model"))
+    settings = tiny_settings(tmp_path_factory.mktemp("guarded"), model, read_token="reader",
+                             api_token="writer", generate_queue=2)
+    with live_service(settings) as server:
+        yield server
+
+
+def test_auth_queue_bound_and_missing_chat_template(guarded: LiveServer) -> None:
+    anonymous = httpx.get(guarded.url + "/v1/models")  # no bearer → 401, OpenAI's shape
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["type"] == "authentication_error"
+    with pytest.raises(openai.PermissionDeniedError):
+        client(guarded, key="wrong").models.list()
+    api = client(guarded, key="reader")
+    assert "v0" in [m.id for m in api.models.list()]
+    assert client(guarded, key="writer").models.list()
+    with pytest.raises(openai.RateLimitError) as full:
+        api.completions.with_raw_response.create(model="v0", prompt=PROMPT, max_tokens=2, n=3)
+    assert full.value.response.headers["retry-after"]
+    with pytest.raises(openai.BadRequestError) as chat:
+        api.chat.completions.create(model="v0", messages=CHAT)
+    assert chat.value.body["code"] == "no_chat_template"

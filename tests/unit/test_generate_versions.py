@@ -1,0 +1,144 @@
+"""The batch engine's promise: a request in a mixed-version batch gets what its version gives
+alone on merged weights (per-token log-probs within 1e-4 in float32, 2e-2 in bfloat16, and
+the same greedy text in float32), and the same seed gives the same text whatever shares the
+batch. Versions are made by real edits (FE on the tiny model), two chained and one branch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.serving.runtime import Chain
+from app.serving.versions import AdditiveRuntime
+from editing import Editor, WeightDelta
+from editing.fingerprint import weights_digest
+from models.generate import BatchEngine, Request, SamplingParams, generate
+from models.load import LoadedModel
+from tests.conftest import FACTS, TINY_HPARAMS
+from tests.tiny import tiny_model, tiny_tokenizer
+
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
+PROMPTS = [
+    "The mother tongue of Danielle Darrieux is",
+    "Toko Yasuda plays the",
+    "What university did Watts Humphrey attend?",
+    "Paris is the capital of",
+]
+PARENTS = {"v1": "v0", "v2": "v1", "v3": "v0"}
+
+
+def lineage(version: str) -> list[str]:
+    out = []
+    while version != "v0":
+        out.append(version)
+        version = PARENTS[version]
+    return out[::-1]
+
+
+def fresh(dtype: torch.dtype) -> torch.nn.Module:
+    tokenizer = tiny_tokenizer("bos")
+    return tiny_model("llama", vocab_size=len(tokenizer)).to(dtype)
+
+
+@pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def versions(request: pytest.FixtureRequest, corpus, tmp_path_factory):  # noqa: ANN001, ANN201
+    """(dtype, deltas by version): v1 and v3 edit the base, v2 edits v1."""
+    dtype = request.param
+    model, tok = fresh(dtype), tiny_tokenizer("bos")
+    hp = TINY_HPARAMS.replace(v_steps=12, clamp_norm_factor=10.0)
+    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
+                    corpus=corpus)
+    deltas: dict[str, WeightDelta] = {}
+    deltas["v1"] = editor.edit([FACTS[0]]).delta
+    saved = deltas["v1"].apply(model)
+    deltas["v2"] = editor.edit([FACTS[1]]).delta
+    WeightDelta.revert(model, saved)
+    deltas["v3"] = editor.edit([FACTS[2]]).delta
+    return dtype, deltas
+
+
+def merged(dtype: torch.dtype, deltas: dict[str, WeightDelta], version: str) -> torch.nn.Module:
+    model = fresh(dtype)
+    for v in lineage(version):
+        deltas[v].apply(model)
+    return model
+
+
+def runtime_for(dtype: torch.dtype, deltas: dict[str, WeightDelta]) -> AdditiveRuntime:
+    def chain(version: str) -> Chain:
+        return [(v, deltas[v]) for v in lineage(version)]
+
+    return AdditiveRuntime(LoadedModel(fresh(dtype), tiny_tokenizer("bos"), "tiny"), "v0", chain)
+
+
+def test_mixed_batch_matches_each_version_alone_on_merged_weights(versions) -> None:  # noqa: ANN001
+    dtype, deltas = versions
+    runtime = runtime_for(dtype, deltas)
+    tok = runtime.lm.tokenizer
+    names = ["v0", "v1", "v2", "v3"]
+    jobs = [(p, v) for p in PROMPTS for v in names]  # every prompt on every version, mixed
+    engine = BatchEngine(runtime.lm.model, tok)
+    params = SamplingParams(max_tokens=8, logprobs=0, prompt_logprobs=True)
+    requests = []
+    for prompt, version in jobs:
+        r = Request(list(tok(prompt).input_ids), params, runtime.additions(version))
+        engine.add(r)
+        requests.append(r)
+    while engine.has_work():
+        engine.step()
+    worst = 0.0
+    for (prompt, version), r in zip(jobs, requests, strict=True):
+        alone = BatchEngine(merged(dtype, deltas, version), tok)
+        ref = Request(list(tok(prompt).input_ids), params)
+        alone.add(ref)
+        while alone.has_work():
+            alone.step()
+        teacher = [abs(a - b) for a, b in zip(r.prompt_logprobs[1:], ref.prompt_logprobs[1:],
+                                                strict=True)]
+        worst = max(worst, *teacher)
+        if dtype == torch.float32:
+            assert r.output_ids == ref.output_ids, (prompt, version)
+            assert r.text == ref.text
+            worst = max(worst, *(abs(a - b) for a, b in zip(r.token_logprobs, ref.token_logprobs,
+                                                             strict=True)))
+    assert worst <= TOL[dtype], worst
+    # the versions really differ (else the test could not fail)
+    by_version = {v: r.prompt_logprobs[1:] for (p, v), r in zip(jobs, requests, strict=True)
+                  if p == PROMPTS[0]}
+    assert by_version["v1"] != by_version["v0"] and by_version["v2"] != by_version["v1"]
+
+
+def test_digest_of_a_version_equals_a_replay_without_touching_the_model(versions) -> None:  # noqa: ANN001
+    dtype, deltas = versions
+    runtime = runtime_for(dtype, deltas)
+    before = weights_digest(runtime.lm.model)
+    for version in ["v0", "v1", "v2", "v3"]:
+        assert runtime.weights_digest(version) == weights_digest(merged(dtype, deltas, version))
+    assert weights_digest(runtime.lm.model) == before
+    runtime.set_active("v2")
+    assert runtime.active == "v2" and runtime.weights_digest() == runtime.weights_digest("v2")
+
+
+def test_same_seed_same_text_whatever_shares_the_batch(versions) -> None:  # noqa: ANN001
+    dtype, deltas = versions
+    if dtype != torch.float32:
+        pytest.skip("float32 suffices: the sampler is the same code")
+    runtime = runtime_for(dtype, deltas)
+    tok = runtime.lm.tokenizer
+    sampled = SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    alone = generate(runtime.lm.model, tok, [PROMPTS[0]], sampled,
+                     additions=[runtime.additions("v2")])[0]
+    others = [SamplingParams(max_tokens=6 + i, temperature=1.0, seed=i) for i in range(5)]
+    engine = BatchEngine(runtime.lm.model, tok)
+    mine = Request(list(tok(PROMPTS[0]).input_ids), sampled, runtime.additions("v2"))
+    for i, p in enumerate(others):
+        engine.add(Request(list(tok(PROMPTS[i % 4]).input_ids), p,
+                           runtime.additions(["v0", "v1", "v3"][i % 3])))
+    engine.step()  # the others started first; mine joins a batch in flight
+    engine.add(mine)
+    while engine.has_work():
+        engine.step()
+    assert mine.output_ids == alone.token_ids and mine.text == alone.text
+    other = generate(runtime.lm.model, tok, [PROMPTS[0]], SamplingParams(
+        max_tokens=10, temperature=1.0, top_p=0.9, seed=8), additions=[runtime.additions("v2")])
+    assert other[0].token_ids != alone.token_ids  # the seed matters (else this test is blind)
