@@ -30,11 +30,13 @@ from models.placement import input_device
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """A prompt teacher-forced on a target, or (``target=None``) a bare prompt whose
+    """A prompt teacher-forced on ``sep + target``, or (``target=None``) a bare prompt whose
     next-token distribution is wanted."""
 
     prompt: str
     target: str | None = None
+    sep: str = " "
+    """What joins prompt and target: a space, or nothing where a chat turn opens."""
 
 
 @dataclass
@@ -56,7 +58,8 @@ def encode_row(tokenizer: PreTrainedTokenizerBase, row: ScoreRow) -> tuple[list[
     head = prompt_ids(tokenizer, row.prompt)
     if not head:
         raise ValueError(f"prompt {row.prompt!r} encodes to no tokens")
-    tail = continuation_ids(tokenizer, row.prompt, row.target) if row.target is not None else []
+    tail = (continuation_ids(tokenizer, row.prompt, row.target, row.sep)
+            if row.target is not None else [])
     return head, tail
 
 
