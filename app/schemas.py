@@ -94,6 +94,11 @@ class Fact(ApiModel):
     neighborhood_prompts: list[FactText] = Field(
         default_factory=list, max_length=MAX_PROMPTS, description="kept for evaluation"
     )
+    question: FactText | None = Field(
+        None, description="the fact asked as a person would ask it, answered by target_new "
+        "('What is the mother tongue of Danielle Darrieux?'); evaluation asks it in the "
+        "model's chat template",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -145,6 +150,7 @@ class Fact(ApiModel):
             target_true=self.target_true,
             paraphrase_prompts=tuple(self.paraphrase_prompts),
             neighborhood_prompts=tuple(self.neighborhood_prompts),
+            question=self.question,
         )
 
 
