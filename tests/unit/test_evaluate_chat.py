@@ -126,3 +126,26 @@ def test_evaluate_reports_the_user_view_and_an_unchanged_model_breaks_nothing() 
     cloze_only = evaluate(model, tok, [REQ], None, dataset="counterfact", user_view=False)
     assert "chat_efficacy" not in cloze_only
     assert cloze_only["efficacy_success"] == results["efficacy_success"]
+
+
+def test_name_rows_predict_the_second_mention_of_the_subject() -> None:
+    from editing.encoding import encode_names
+
+    tok = tiny_tokenizer("bpe")
+    row = encode_names(tok, [REQ])[0]
+    assert tok.decode(row.target).strip() == REQ.subject
+    assert row.ids[-len(row.target):] == row.target
+    assert tok.decode(row.ids[: row.fact + 1]).strip() == REQ.subject  # the first mention
+
+
+def test_the_name_term_changes_z_and_only_when_asked() -> None:
+    from editing.hparams import EditHparams
+    from editing.targets import optimize_z
+
+    tok = tiny_tokenizer("bpe")
+    model = tiny_model("llama", vocab_size=len(tok))
+    hp = EditHparams(layers=(1,), v_steps=4, v_lr=0.5, nll_stop=0.0)
+    plain = optimize_z(model, tok, [REQ], [""], 1, hp)
+    held = optimize_z(model, tok, [REQ], [""], 1, hp.replace(name_kl_factor=50.0))
+    assert not torch.allclose(plain.offset, held.offset)
+    assert "name_kl_factor" not in hp.to_dict()
