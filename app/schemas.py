@@ -165,6 +165,11 @@ class GateIn(ApiModel):
         None, ge=0.0, le=MAX_GATE_KL, allow_inf_nan=False,
         description="largest mean KL(parent ‖ new) in nats on the service's probe prompts",
     )
+    min_chat_efficacy: float | None = Field(
+        None, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="percent of the facts with a question whose target_new wins as the "
+        "assistant's first words when the question is asked in the model's chat template",
+    )
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"example": {"min_efficacy": 90, "max_kl": 0.05}}
@@ -188,7 +193,8 @@ class EditSubmit(ApiModel):
     gate: GateIn | None = Field(
         None,
         description="quality-gate thresholds for this batch, overriding the service's "
-        "(MODELEDIT_GATE_MIN_EFFICACY / MODELEDIT_GATE_MAX_KL); a batch that misses them is "
+        "(MODELEDIT_GATE_MIN_EFFICACY / MODELEDIT_GATE_MAX_KL / MODELEDIT_GATE_MIN_CHAT_EFFICACY); "
+        "a batch that misses them is "
         "committed but held, not activated",
     )
     strength: Literal["conservative", "default", "strong"] | None = Field(

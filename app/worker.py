@@ -66,7 +66,8 @@ class Worker:
             default_method=self.settings.method, shared_data=self.settings.shared_data,
             before_commit=self.lock.check,
             gate=QualityGate(self.parts.runtime, GateThresholds(
-                self.settings.gate_min_efficacy, self.settings.gate_max_kl), self.parts.store),
+                self.settings.gate_min_efficacy, self.settings.gate_max_kl,
+                self.settings.gate_min_chat_efficacy), self.parts.store),
         )
         self.stop = threading.Event()
         self.busy = False
