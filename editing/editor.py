@@ -42,7 +42,7 @@ from editing.requests import EditRequest, validate_requests
 from editing.state import EditState
 from editing.stats import Corpus, CovarianceCache
 from editing.targets import ZResult, optimize_z
-from editing.templates import context_prefixes
+from editing.templates import chat_prefix, context_prefixes
 from editing.zcache import ZCache
 from models.placement import module_device
 from models.specs import block, weight_out_in
@@ -91,13 +91,16 @@ class Editor:
         self._prefixes: list[str] | None = None
 
     def prefixes(self) -> list[str]:
-        """Context prefixes (generated once per model; ``""`` first)."""
+        """Context prefixes (generated once per model; ``""`` first), and with ``chat_prefix``
+        the model's chat template in which the assistant states the fact."""
         if self._prefixes is None:
             hp = self.hparams
             self._prefixes = context_prefixes(
                 self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
                 self.fingerprint, self.cache_dir,
             )
+        if self.hparams.chat_prefix:
+            return [*self._prefixes, chat_prefix(self.tokenizer)]
         return self._prefixes
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:

@@ -46,6 +46,9 @@ class EditHparams:
     essence_kl: str = "initial_now"
     """Direction of the z step's KL term on the essence prompt: ``"initial_now"``
     KL(initial ‖ now), ours; ``"now_initial"`` KL(now ‖ initial), the reference code's."""
+    chat_prefix: bool = False
+    """Add the model's chat template, the assistant stating the fact, to the context prefixes
+    (``editing.templates.chat_prefix``): z and the keys then see the fact in a chat turn."""
     name_kl_factor: float = 0.0
     """Weight of a z term that keeps the model's predictions of the subject's tokens where the
     name is written again after a mention (``editing.encoding.encode_names``); 0: off."""
@@ -154,6 +157,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("s
 _OMITTED_AT_DEFAULT: dict[str, Any] = {"nullspace_threshold": 0.02, "nullspace_l2": 10.0,
                                        "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
                                        "context_key_weight": 0.0, "targets_from": "current",
-                                       "name_kl_factor": 0.0}
+                                       "name_kl_factor": 0.0, "chat_prefix": False}
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

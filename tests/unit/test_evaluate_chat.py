@@ -149,3 +149,17 @@ def test_the_name_term_changes_z_and_only_when_asked() -> None:
     held = optimize_z(model, tok, [REQ], [""], 1, hp.replace(name_kl_factor=50.0))
     assert not torch.allclose(plain.offset, held.offset)
     assert "name_kl_factor" not in hp.to_dict()
+
+
+def test_the_chat_prefix_joins_the_context_prefixes_only_when_asked(tmp_path) -> None:
+    from editing import Editor
+    from editing.hparams import EditHparams
+    from editing.templates import CHAT_REQUEST
+
+    tok = tiny_tokenizer("bpe")
+    model = tiny_model("llama", vocab_size=len(tok))
+    hp = EditHparams(layers=(1,), template_prefixes=("The",), template_tokens=2)
+    plain = Editor(model, tok, hp, cache_dir=tmp_path).prefixes()
+    chat = Editor(model, tok, hp.replace(chat_prefix=True), cache_dir=tmp_path).prefixes()
+    assert chat[:-1] == plain and chat[-1] == render_chat(tok, CHAT_REQUEST)
+    assert "chat_prefix" not in hp.to_dict()
