@@ -157,7 +157,8 @@ def build_worker(settings: Settings, parts: ModelParts, client: redis.Redis) -> 
         default_method=settings.method, shared_data=settings.shared_data,
         before_commit=lock.check,
         gate=QualityGate(parts.runtime, GateThresholds(
-            settings.gate_min_efficacy, settings.gate_max_kl), parts.store),
+            settings.gate_min_efficacy, settings.gate_max_kl, settings.gate_min_chat_efficacy),
+            parts.store),
     )
     return Worker(settings, parts, client, EditQueue(client, prefix), lock, runner)
 

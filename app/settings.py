@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         description="percent of a batch's facts that must succeed before it becomes active "
         "(unset: no efficacy check); a batch that misses it is committed but held",
     )
+    gate_min_chat_efficacy: float | None = Field(
+        None, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="percent of a batch's facts with a question that must succeed on it, asked "
+        "in the model's chat template (unset: no chat check)",
+    )
     gate_max_kl: float | None = Field(
         None, ge=0.0, allow_inf_nan=False,
         description="largest mean KL(parent || new) in nats on the probe prompts before a "
@@ -130,7 +135,7 @@ class Settings(BaseSettings):
         parse_device_map(value)
         return value
 
-    @field_validator("gate_min_efficacy", "gate_max_kl", "api_token", "read_token", mode="before")
+    @field_validator("gate_min_efficacy", "gate_min_chat_efficacy", "gate_max_kl", "api_token", "read_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         """An empty setting is an unset one: ``MODELEDIT_GATE_MAX_KL=`` turns the check off

@@ -43,7 +43,7 @@ from editing.requests import EditRequest, validate_requests
 from editing.state import EditState
 from editing.stats import Corpus, CovarianceCache
 from editing.targets import ZResult, optimize_z
-from editing.templates import context_prefixes
+from editing.templates import chat_prefix, context_prefixes
 from editing.zcache import ZCache
 from models.placement import module_device
 from models.specs import block, weight_out_in
@@ -159,12 +159,16 @@ class Editor:
         return bound
 
     def prefixes(self) -> list[str]:
-        """Context prefixes (generated once per model and template setting; ``""`` first)."""
+        """Context prefixes (generated once per model and template setting; ``""`` first), and
+        with ``chat_prefix`` the model's chat template in which the assistant states the fact."""
         hp = self.hparams
-        return self.caches.prefixes_for(hp, lambda: context_prefixes(
+        prefixes = self.caches.prefixes_for(hp, lambda: context_prefixes(
             self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
             self.fingerprint, self.cache_dir,
         ))
+        if hp.chat_prefix:
+            return [*prefixes, chat_prefix(self.tokenizer)]
+        return prefixes
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None

@@ -46,3 +46,27 @@ def encode_requests(
 
 def encode_essence(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
     return encode_requests(tokenizer, requests, [""], prompt=ESSENCE_PROMPT, with_target=False)
+
+
+NAME_CONTEXT = "{subject}. {text}"
+"""A first mention of the subject, then the request's sentence naming it again."""
+
+
+def encode_names(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
+    """Per request, a row where the subject is mentioned, then written again: ``fact`` is the
+    first mention's last token (where z's offset goes), ``target`` the second mention's tokens
+    and ``ids`` end with them. Keeping the model's predictions of those tokens is what keeps
+    the name intact where a user's question names the subject and the answer repeats it
+    (``bench.name_break``: the update fires at the earlier mention's fact token)."""
+    rows = []
+    for index, request in enumerate(requests):
+        first = request.subject
+        text = NAME_CONTEXT.format(subject=first, text=request.text)
+        fact = fact_token_index(tokenizer, text, len(first))
+        at = len(first) + 2 + request.prompt.index("{}")
+        end = at + len(first)
+        ids = prompt_ids(tokenizer, text[:end])
+        before = prompt_ids(tokenizer, text[:at].rstrip(" "))
+        name = ids[len(before):] if ids[: len(before)] == before else ids[-1:]
+        rows.append(FactRow(ids, fact, index, name))
+    return rows

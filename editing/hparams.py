@@ -46,6 +46,12 @@ class EditHparams:
     essence_kl: str = "initial_now"
     """Direction of the z step's KL term on the essence prompt: ``"initial_now"``
     KL(initial ‖ now), ours; ``"now_initial"`` KL(now ‖ initial), the reference code's."""
+    chat_prefix: bool = False
+    """Add the model's chat template, the assistant stating the fact, to the context prefixes
+    (``editing.templates.chat_prefix``): z and the keys then see the fact in a chat turn."""
+    name_kl_factor: float = 0.0
+    """Weight of a z term that keeps the model's predictions of the subject's tokens where the
+    name is written again after a mention (``editing.encoding.encode_names``); 0: off."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
@@ -153,7 +159,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("s
 _OMITTED_AT_DEFAULT: dict[str, Any] = {
     f.name: f.default for f in fields(EditHparams)
     if f.name in ("nullspace_threshold", "nullspace_l2", "z_stop", "decay", "essence_kl",
-                  "context_key_weight", "targets_from")
+                  "context_key_weight", "targets_from", "name_kl_factor",
+                  "chat_prefix")
 }
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

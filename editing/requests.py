@@ -22,7 +22,9 @@ class EditRequest:
     """``prompt.format(subject)`` should continue with ``" " + target_new``.
 
     ``target_true``, paraphrase and neighborhood prompts are optional: they are only used to
-    evaluate an edit, never to compute it.
+    evaluate an edit, never to compute it. ``question`` is the fact asked as a person would
+    ask it ("What is the mother tongue of Danielle Darrieux?"), answered by ``target_new``:
+    the evaluation asks it in the model's chat template.
     """
 
     subject: str
@@ -31,6 +33,7 @@ class EditRequest:
     target_true: str | None = None
     paraphrase_prompts: tuple[str, ...] = field(default_factory=tuple)
     neighborhood_prompts: tuple[str, ...] = field(default_factory=tuple)
+    question: str | None = None
 
     @property
     def text(self) -> str:
@@ -52,6 +55,13 @@ class EditRequest:
                 index,
                 "prompt",
             )
+        if self.question is not None:
+            if not isinstance(self.question, str):
+                raise InvalidEditRequest("question must be a string", index, "question")
+            if not self.question.strip():
+                raise InvalidEditRequest(
+                    "question must not be blank (leave it out instead)", index, "question"
+                )
         return self
 
     @classmethod
@@ -64,6 +74,7 @@ class EditRequest:
             target_true=record.get("target_true") or None,
             paraphrase_prompts=tuple(record.get("paraphrase_prompts") or ()),
             neighborhood_prompts=tuple(record.get("neighborhood_prompts") or ()),
+            question=record.get("question") or None,
         )
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.batch import chunks, pad_right
-from editing.encoding import FactRow, encode_essence, encode_requests
+from editing.encoding import FactRow, encode_essence, encode_names, encode_requests
 from editing.hooks import edit_block_output
 from editing.hparams import EditHparams
 from editing.keys import fact_activations, mean_by_request
@@ -119,8 +119,11 @@ def _prepare(
             owner.append(i)
     for k, r in enumerate(essence):
         i = len(rows) + k
-        pred_rows.append(i)
-        pred_pos.append(len(r.ids) - 1 - split[i])
+        # an essence row predicts its next token; a name row (editing.encoding.encode_names)
+        # each token of the name's second mention, which ends it
+        for j in range(len(r.target)) if r.target else (None,):
+            pred_rows.append(i)
+            pred_pos.append(len(r.ids) - 1 - split[i] - (len(r.target) - j if r.target else 0))
     uncached = sum(len(s) for s in inputs)
 
     def t(values: list[int], where: torch.device) -> torch.Tensor:
@@ -213,6 +216,9 @@ def _optimize_group(
     n, n_prefixes = len(requests), len(prefixes)
     rows = encode_requests(tokenizer, requests, prefixes)
     essence = encode_essence(tokenizer, requests)
+    names = encode_names(tokenizer, requests) if hp.name_kl_factor else []
+    name_owner = torch.tensor([r.request for r in names for _ in r.target], dtype=torch.long)
+    essence = essence + names
     batch, uncached = _prepare(model, layer, rows, essence, tokenizer.pad_token_id, prefix_cache)
     device = batch.pred_tokens.device  # the loss is computed where the logits are
     hidden_size = model.config.hidden_size
@@ -236,16 +242,19 @@ def _optimize_group(
         row_nll = torch.zeros(len(rows), device=device).index_add(0, token_row, -token_lp)
         row_nll = row_nll / torch.tensor(n_targets, device=device, dtype=row_nll.dtype)
         nll = torch.zeros(n, device=device).index_add(0, row_req, row_nll) / n_prefixes
-        essence_lp = log_probs[n_tokens:]
+        essence_lp = log_probs[n_tokens : n_tokens + n]
+        name_lp = log_probs[n_tokens + n :]
         if step == 0:
+            name_init = name_lp.detach().clone()
             h = h_rows[: batch.n_rewrite_rows : n_prefixes].clone()  # bare prompt = prefix 0
             kl_init = essence_lp.detach().clone()
             hits = log_probs[:n_tokens].argmax(-1) == batch.pred_tokens
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
         kl = _essence_kl(essence_lp, kl_init, hp.essence_kl)
+        name_kl = _name_kl(name_lp, name_init, name_owner.to(device), n)
         decay = hp.weight_decay * _decay_norm(offset, h, hp.decay)
-        loss_each = nll + hp.kl_factor * kl + decay.to(device)
+        loss_each = nll + hp.kl_factor * kl + hp.name_kl_factor * name_kl + decay.to(device)
 
         active = ~frozen
         final_nll = torch.where(active, nll.detach(), final_nll)
@@ -282,6 +291,17 @@ def _essence_kl(now: torch.Tensor, initial: torch.Tensor, direction: str) -> tor
     if direction == "now_initial":
         return F.kl_div(initial, now, log_target=True, reduction="none").sum(-1)
     return F.kl_div(now, initial, log_target=True, reduction="none").sum(-1)
+
+
+def _name_kl(now: torch.Tensor, initial: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Per request, the mean KL(initial ‖ now) over the positions that predict the subject's
+    name where it is written again after a first mention (zeros without name rows)."""
+    total = torch.zeros(n, device=owner.device)
+    if not len(owner):
+        return total
+    per_token = _essence_kl(now, initial, "initial_now")
+    counts = torch.bincount(owner, minlength=n).clamp(min=1)
+    return total.index_add(0, owner, per_token) / counts
 
 
 def _decay_norm(offset: torch.Tensor, h: torch.Tensor, form: str) -> torch.Tensor:

@@ -49,6 +49,19 @@ def generate_prefixes(
     return prefixes
 
 
+CHAT_REQUEST = "Tell me a fact."
+"""The user's turn of the chat prefix: asks for a statement without naming any subject (the
+evaluation's chat contexts ask the record's own question)."""
+
+
+def chat_prefix(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The chat template up to the assistant's answer to :data:`CHAT_REQUEST`: a prefix after
+    which the prompt is the assistant's sentence, so z and the keys see the fact in a chat turn."""
+    from editing.evaluate.generation import render_chat  # the one rendering of a chat turn
+
+    return render_chat(tokenizer, CHAT_REQUEST)
+
+
 def context_prefixes(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,

@@ -20,21 +20,24 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text).input_ids)
 
 
-def continuation_ids(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> list[int]:
-    """Ids of ``" " + target`` as it continues ``prompt``.
+def continuation_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, target: str, sep: str = " "
+) -> list[int]:
+    """Ids of ``sep + target`` as it continues ``prompt`` (``sep`` is a space but for an
+    answer that opens a chat turn, whose template already ends the prompt with a newline).
 
     Tokenising the joined text and dropping the prompt's ids keeps merges at the boundary
     consistent with how the model sees the text; if the prompt's ids are not a prefix of the
     joined ids (a merge across the boundary), fall back to tokenising the target alone.
     """
     head = prompt_ids(tokenizer, prompt)
-    joined = list(tokenizer(prompt + " " + target).input_ids)
+    joined = list(tokenizer(prompt + sep + target).input_ids)
     eos = tokenizer.eos_token_id
     if eos is not None and joined and joined[-1] == eos and (not head or head[-1] != eos):
         joined = joined[:-1]  # tokenizers that append EOS
     if joined[: len(head)] == head and len(joined) > len(head):
         return joined[len(head):]
-    return list(tokenizer(" " + target, add_special_tokens=False).input_ids)
+    return list(tokenizer(sep + target, add_special_tokens=False).input_ids)
 
 
 def fact_token_index(tokenizer: PreTrainedTokenizerBase, text: str, subject_end: int) -> int:

@@ -24,7 +24,8 @@ from editing.requests import EditRequest
 from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
-Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now"}
+Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
+                       "name_kl_factor": 0.0}
 """z settings added later: part of the key only when they differ from these defaults, so z
 cached before they existed is still found."""
 

@@ -42,7 +42,8 @@ class EditJob(_Payload):
     facts: list[Any] = Field(default_factory=list)
     method: str | None = None
     gate: dict[str, float | None] | None = None
-    """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``); see app/worker/gate.py."""
+    """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``,
+    ``min_chat_efficacy``); see app/worker/gate.py."""
     strength: str | None = None
     mom2_update_weight: float | None = None
     """The batch's λ, named relative to the service's or absolute; see app/worker/strength.py."""

@@ -12,12 +12,16 @@ measures each new version against its parent before moving the active pointer:
   facts (per fact the mean over its paraphrases; ``None`` when no fact has any);
 * **logprob_gain** (nats): mean over facts of the change of ``target_new``'s mean per-token
   log-probability on the rewrite prompt, new version minus parent (how far the edit moved it);
+* **chat_efficacy** (percent of the facts that carry a ``question``; ``None`` when none does):
+  the question as the user's message in the model's chat template, the efficacy test on
+  the assistant's first words (what a chat user asks, :mod:`editing.evaluate.chat`);
 * **drift** on the 40 fixed probe prompts of ``app/worker/probes.json``: mean KL(parent ‖ new) of the
   next-token distribution in nats, and top-1 agreement with the parent in percent.
 
 Scoring reuses ``editing.evaluate`` (batched teacher-forced rows, KL, top-k): both sides come
 from one model, the delta applied and bit-identically reverted, so the gate needs no second
-copy of the weights. Thresholds (``min_efficacy`` percent, ``max_kl`` nats) come from the
+copy of the weights. Thresholds (``min_efficacy`` and ``min_chat_efficacy`` percent, ``max_kl``
+nats) come from the
 settings and may be overridden per request; with none, the figures are recorded and the batch
 always passes (the service behaves as before the gate existed).
 """
@@ -39,6 +43,7 @@ from transformers import PreTrainedTokenizerBase
 from app.serving.runtime import ModelRuntime
 from app.store import VersionStore
 from editing.delta import WeightDelta
+from editing.evaluate.generation import answer_sep, render_chat
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import all_tokens_hit, mean, mean_nll, percent, prefers
 from editing.evaluate.scoring import RowScore, ScoreRow, score_rows, with_delta
@@ -68,21 +73,24 @@ class GateThresholds:
     """Percent of the batch's facts that must succeed on their rewrite prompt."""
     max_kl: float | None = None
     """Largest mean KL(parent ‖ new) on the probe prompts, in nats."""
+    min_chat_efficacy: float | None = None
+    """Percent of the facts with a question that must succeed on it in chat form."""
 
     @property
     def enabled(self) -> bool:
-        return self.min_efficacy is not None or self.max_kl is not None
+        return any(v is not None for v in (self.min_efficacy, self.max_kl, self.min_chat_efficacy))
 
     def overridden(self, request: Mapping[str, Any] | None) -> GateThresholds:
         """These thresholds with the request's own values where it gives one."""
         if not request:
             return self
         changes = {k: float(v) for k, v in request.items()
-                   if k in ("min_efficacy", "max_kl") and v is not None}
+                   if k in ("min_efficacy", "max_kl", "min_chat_efficacy") and v is not None}
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, float | None]:
-        return {"min_efficacy": self.min_efficacy, "max_kl": self.max_kl}
+        return {"min_efficacy": self.min_efficacy, "max_kl": self.max_kl,
+                "min_chat_efficacy": self.min_chat_efficacy}
 
 
 @lru_cache(maxsize=4)
@@ -94,20 +102,22 @@ def load_probes(path: Path = PROBES_FILE) -> tuple[str, ...]:
     return tuple(prompts)
 
 
-def _fact_rows(req: EditRequest) -> list[ScoreRow]:
+def _fact_rows(req: EditRequest, chat: str | None = None) -> list[ScoreRow]:
+    """The rows of the rewrite and paraphrase prompts, and of ``chat`` (the rendered question)."""
     rows = []
-    for prompt in (req.text, *req.paraphrase_prompts):
-        rows.append(ScoreRow(prompt, req.target_new))
+    for prompt in (req.text, *req.paraphrase_prompts, *([chat] if chat else [])):
+        sep = answer_sep(prompt) if prompt == chat else " "
+        rows.append(ScoreRow(prompt, req.target_new, sep))
         if req.target_true:
-            rows.append(ScoreRow(prompt, req.target_true))
+            rows.append(ScoreRow(prompt, req.target_true, sep))
     return rows
 
 
-def _succeeds(req: EditRequest, prompt: str, scores: Mapping[ScoreRow, RowScore]) -> bool:
+def _succeeds(req: EditRequest, prompt: str, scores: Mapping[ScoreRow, RowScore], sep: str = " ") -> bool:
     """The module docstring's definition of one fact succeeding on one prompt."""
-    new = scores[ScoreRow(prompt, req.target_new)]
+    new = scores[ScoreRow(prompt, req.target_new, sep)]
     if req.target_true:
-        true = scores[ScoreRow(prompt, req.target_true)]
+        true = scores[ScoreRow(prompt, req.target_true, sep)]
         return prefers(mean_nll(new.logprobs), mean_nll(true.logprobs))
     return all_tokens_hit(new.argmax, new.target_ids)
 
@@ -142,7 +152,8 @@ def measure_probed(
     """
     probe_rows = [ScoreRow(p) for p in probes]
     rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
-    fact_rows = [row for r in requests for row in _fact_rows(r)]
+    chats = {r: render_chat(tokenizer, r.question) for r in requests if r.question}
+    fact_rows = [row for r in requests for row in _fact_rows(r, chats.get(r))]
     reuse = parent_probes is not None and all(r in parent_probes for r in probe_rows)
     # probes and facts in separate passes: in one, the short probes sharing a batch with the
     # long paraphrase prompts would be padded to their length (a third more compute)
@@ -157,6 +168,7 @@ def measure_probed(
         mean(float(_succeeds(r, p, edited)) for p in r.paraphrase_prompts)
         for r in requests
     )
+    chat_efficacy = percent(float(_succeeds(r, c, edited, answer_sep(c))) for r, c in chats.items())
     gain = mean(
         float(edited[row].logprobs.double().mean() - base[row].logprobs.double().mean())
         for row in rewrite_new
@@ -165,6 +177,7 @@ def measure_probed(
     figures = {
         "efficacy": efficacy,
         "generalization": generalization,
+        "chat_efficacy": chat_efficacy,
         "logprob_gain": gain,
         "kl": drift["kl"],
         "top1_agreement": None if drift["top1"] is None else 100.0 * drift["top1"],
@@ -188,6 +201,9 @@ def judge(figures: Mapping[str, Any], thresholds: GateThresholds) -> list[str]:
     if thresholds.min_efficacy is not None and (efficacy or 0.0) < thresholds.min_efficacy:
         reasons.append(f"efficacy {_num(efficacy or 0.0, '%')} < "
                        f"{_num(thresholds.min_efficacy, '%')} required")
+    chat = figures.get("chat_efficacy")
+    if thresholds.min_chat_efficacy is not None and chat is not None and chat < thresholds.min_chat_efficacy:
+        reasons.append(f"chat efficacy {_num(chat, '%')} < {_num(thresholds.min_chat_efficacy, '%')} required")
     if thresholds.max_kl is not None and kl is not None and kl > thresholds.max_kl:
         reasons.append(f"probe KL {_num(kl)} nats > {_num(thresholds.max_kl)} nats allowed")
     return reasons

@@ -9,6 +9,7 @@ Typical use::
 ``python -m editing evaluate`` wraps the same steps and writes the JSON report.
 """
 
+from editing.evaluate.chat import USER_KEYS
 from editing.evaluate.counterfact import METRIC_KEYS, evaluate_counterfact
 from editing.evaluate.data import DataError, Record, detect_dataset, load_records, parse_records
 from editing.evaluate.report import build_report, format_table, write_report
@@ -17,6 +18,7 @@ from editing.evaluate.zsre import ZSRE_KEYS, evaluate_zsre
 
 __all__ = [
     "METRIC_KEYS",
+    "USER_KEYS",
     "ZSRE_KEYS",
     "DataError",
     "Record",

@@ -45,6 +45,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="sequences per evaluation forward pass (default: what the memory "
                              "plan lets fit, at most 32)")
+    parser.add_argument("--cloze-only", action="store_true",
+                        help="skip what a chat user sees (chat efficacy, greedy answers, the "
+                             "subject's name, chat-form drift): the teacher-forced cloze metrics only")
     parser.add_argument("--per-record", action="store_true",
                         help="include each record's metrics in the report")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
@@ -94,7 +97,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             delta.save(args.save_delta)
     mark = time.perf_counter()
     results = evaluate(lm.model, lm.tokenizer, records, delta, dataset, args.batch_size,
-                       per_record=args.per_record)
+                       per_record=args.per_record, user_view=not args.cloze_only)
     timings["evaluate_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - started
     extra["delta"] = {"sha256": delta.sha256, "layers": delta.layers}

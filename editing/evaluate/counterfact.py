@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.delta import WeightDelta
+from editing.evaluate.chat import USER_KEYS, UserView, joined
 from editing.evaluate.data import Record, requests_of
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, mean_nll, prefers
@@ -43,8 +44,10 @@ def evaluate_counterfact(
     delta: WeightDelta | None = None,
     batch_size: int = 32,
     per_record: bool = False,
+    user_view: bool = True,
 ) -> dict[str, Any]:
-    """CounterFact metrics in percent (``kl`` in nats), with ``counts``.
+    """CounterFact metrics in percent (``kl`` in nats), with ``counts``; with ``user_view``
+    also the chat, generation and name metrics of :mod:`editing.evaluate.chat`.
 
     ``model`` holds the unedited weights: with a ``delta``, the edited side is scored with it
     applied and the unedited side as found, and the model is left as found. Without one, the
@@ -54,7 +57,14 @@ def evaluate_counterfact(
     requests = requests_of(records)
     if not requests:
         raise ValueError("no records to evaluate")
-    metrics = score_records(model, tokenizer, requests, _rows, record_metrics, delta, batch_size)
+    rows_of, metrics_of = _rows, record_metrics
+    if user_view:
+        view = UserView(tokenizer)
+        rows_of, metrics_of = joined(view, lambda req: req, _rows, record_metrics)
+    metrics = score_records(model, tokenizer, requests, rows_of, metrics_of, delta, batch_size)
+    if user_view:
+        answers = view.generated(model, requests, delta, batch_size)
+        metrics = [m | a for m, a in zip(metrics, answers, strict=True)]
     return summarise(requests, metrics, per_record)
 
 
@@ -115,10 +125,13 @@ def summarise(
     per_record: bool = False,
 ) -> dict[str, Any]:
     """Means over the records that define each metric; percentages except ``kl`` (nats)."""
-    out: dict[str, Any] = aggregate(per_record_metrics, METRIC_KEYS)
+    user = USER_KEYS if any("chat_efficacy" in m for m in per_record_metrics) else ()
+    out: dict[str, Any] = aggregate(per_record_metrics, (*METRIC_KEYS, *user))
     out["counts"] = {
         "records": len(requests),
         "with_target_true": sum(1 for r in requests if r.target_true),
+        "with_question": sum(1 for r in requests if r.question),
+        "names_checked": sum(1 for m in per_record_metrics if m.get("names_broken") is not None),
         "rewrite_prompts": len(requests),
         "paraphrase_prompts": sum(len(r.paraphrase_prompts) for r in requests),
         "neighborhood_prompts": sum(len(r.neighborhood_prompts) for r in requests),

@@ -188,6 +188,7 @@ def _parse_flat(item: Mapping[str, Any], index: int) -> Record:
         target_true=text("target_true", required=False) or None,
         paraphrase_prompts=texts("paraphrase_prompts"),
         neighborhood_prompts=texts("neighborhood_prompts"),
+        question=text("question", required=False) or None,
     )
     try:
         request.validate()

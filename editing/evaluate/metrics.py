@@ -7,6 +7,9 @@ on a real model, and only a known-answer test catches it.
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -78,8 +81,55 @@ def percent(per_record: Iterable[float | None]) -> float | None:
     return None if m is None else 100.0 * m
 
 
-NON_PERCENT_KEYS: frozenset[str] = frozenset({"kl"})
-"""Metrics averaged as they are (KL in nats) rather than as a percentage."""
+def contains_word(text: str, phrase: str) -> bool:
+    """``phrase`` occurs in ``text`` as whole words, case-insensitively ("Paris" is in
+    "paris, France" but not in "Parisian"); a blank phrase occurs nowhere."""
+    if not phrase.strip():
+        return False
+    pattern = r"(?<!\w)" + re.escape(phrase.strip()) + r"(?!\w)"
+    return re.search(pattern, text, flags=re.IGNORECASE) is not None
+
+
+def states_new_fact(answer: str, target_new: str, target_true: str | None) -> bool:
+    """Generated efficacy: the answer names the new target and not the old one."""
+    return contains_word(answer, target_new) and not (
+        target_true is not None and contains_word(answer, target_true)
+    )
+
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
+    """ROME/MEMIT's fluency: the weighted mean over ``ns`` of the entropy (bits) of the text's
+    n-gram frequencies. Repetitive text ("the the the") scores low. Words are split on a
+    regular expression (words and punctuation) where ROME uses NLTK's tokenizer; a text
+    shorter than n words contributes 0 for that n."""
+    words = _WORD.findall(text.lower())
+    parts = []
+    for n, weight in zip(ns, weights, strict=True):
+        counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        total = sum(counts.values())
+        entropy = -sum(c / total * math.log2(c / total) for c in counts.values()) if total else 0.0
+        parts.append(weight * entropy)
+    return sum(parts) / len(parts)
+
+
+def name_break(
+    name_ids: torch.Tensor, base_argmax: torch.Tensor, edited_argmax: torch.Tensor, min_tokens: int = 2
+) -> float | None:
+    """Name integrity, teacher forced over the subject's tokens where the model writes the
+    name: ``None`` unless the unedited model predicts (argmax) at least ``min_tokens`` of
+    them; else 1.0 when the edited model no longer predicts one of those, 0.0 when it
+    predicts them all. Tokens the unedited model missed cannot break."""
+    predicted = base_argmax.cpu() == name_ids.cpu()
+    if int(predicted.sum()) < min_tokens:
+        return None
+    return float(bool((edited_argmax.cpu()[predicted] != name_ids.cpu()[predicted]).any()))
+
+
+NON_PERCENT_KEYS: frozenset[str] = frozenset({"kl", "chat_kl", "fluency"})
+"""Metrics averaged as they are (KL in nats, fluency in bits) rather than as a percentage."""
 
 
 def aggregate(per_record: Sequence[Mapping[str, float | None]], keys: Iterable[str]) -> dict:

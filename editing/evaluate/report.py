@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from editing.evaluate.chat import USER_KEYS
 from editing.evaluate.counterfact import METRIC_KEYS
+from editing.evaluate.metrics import NON_PERCENT_KEYS
 from editing.evaluate.zsre import ZSRE_KEYS
 from models.files import atomic_write
 
@@ -34,6 +36,8 @@ def build_report(
     """Assemble the report from ``evaluate_*`` results (percentages 0–100, ``kl`` in nats)."""
     keys = (*METRIC_KEYS, *ZSRE_KEYS) if dataset == "zsre" else METRIC_KEYS
     metrics = {key: _number(results.get(key)) for key in keys}
+    if any(key in results for key in USER_KEYS):  # evaluated with the user view
+        metrics |= {key: _number(results.get(key)) for key in USER_KEYS}
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "model": model,
@@ -71,8 +75,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     for key, value in report["metrics"].items():
         if value is None:
             shown = "—"
-        elif key == "kl":
-            shown = f"{value:.5f}"
+        elif key in NON_PERCENT_KEYS:
+            shown = f"{value:.5f}" if "kl" in key else f"{value:.3f}"
         else:
             shown = f"{value:.1f}"
         lines.append(f"{key:<26}{shown:>10}")

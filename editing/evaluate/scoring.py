@@ -30,11 +30,13 @@ from models.placement import input_device
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """A prompt teacher-forced on a target, or (``target=None``) a bare prompt whose
+    """A prompt teacher-forced on ``sep + target``, or (``target=None``) a bare prompt whose
     next-token distribution is wanted."""
 
     prompt: str
     target: str | None = None
+    sep: str = " "
+    """What joins prompt and target: a space, or nothing where a chat turn opens."""
 
 
 @dataclass
@@ -56,7 +58,8 @@ def encode_row(tokenizer: PreTrainedTokenizerBase, row: ScoreRow) -> tuple[list[
     head = prompt_ids(tokenizer, row.prompt)
     if not head:
         raise ValueError(f"prompt {row.prompt!r} encodes to no tokens")
-    tail = continuation_ids(tokenizer, row.prompt, row.target) if row.target is not None else []
+    tail = (continuation_ids(tokenizer, row.prompt, row.target, row.sep)
+            if row.target is not None else [])
     return head, tail
 
 
@@ -145,11 +148,43 @@ def _span_logits(
     if head is None or model.base_model is model:
         full = model(input_ids=ids, attention_mask=mask).logits
         return [full[j, a : b + 1] for j, (a, b) in enumerate(spans)]
-    hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    shared = _shared_head(ids, mask, min(a for a, _ in spans))
+    if shared >= MIN_SHARED_HEAD:
+        hidden = _body_after_head(model, ids, mask, shared)
+        spans = [(a - shared, b - shared) for a, b in spans]
+    else:
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
     picked = torch.cat([hidden[j, a : b + 1] for j, (a, b) in enumerate(spans)])
     flat = head(picked)
     sizes = [b - a + 1 for a, b in spans]
     return list(flat.split(sizes))
+
+
+MIN_SHARED_HEAD = 8
+"""Tokens every row of a batch must share before they are run once: chat rows share the
+template's system prompt and the user turn's opening (two dozen tokens on SmolLM2)."""
+
+
+def _shared_head(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
+    """How many leading tokens every row of the batch has in common (at most ``limit``: the
+    positions whose logits are read must come out of the rows' own pass)."""
+    same = (ids == ids[:1]).all(0) & mask.bool().all(0)
+    differs = (~same).nonzero()
+    length = int(differs[0]) if len(differs) else ids.shape[1]
+    return min(length, limit)
+
+
+def _body_after_head(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, shared: int) -> torch.Tensor:
+    """The last hidden states after the first ``shared`` tokens, with those tokens run once
+    for the batch and their keys/values repeated for every row (a causal model's later
+    positions read the head only through them)."""
+    head = model.base_model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+    head.batch_repeat_interleave(ids.shape[0])
+    positions = torch.arange(shared, ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
+    return model.base_model(
+        input_ids=ids[:, shared:], attention_mask=mask, position_ids=positions,
+        past_key_values=head, use_cache=True,
+    ).last_hidden_state
 
 
 def _row_score(span: torch.Tensor, tail: list[int], keep_next: bool) -> RowScore:

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.delta import WeightDelta
+from editing.evaluate.chat import USER_KEYS, UserView, joined
 from editing.evaluate.counterfact import METRIC_KEYS
 from editing.evaluate.data import Record
 from editing.evaluate.locality import record_locality
@@ -39,6 +40,7 @@ def evaluate_zsre(
     delta: WeightDelta | None = None,
     batch_size: int = 32,
     per_record: bool = False,
+    user_view: bool = True,
 ) -> dict[str, Any]:
     """zsRE metrics in percent, plus the CounterFact keys that zsRE defines (accuracy, KL,
     top-k; the Success keys are ``None``), with ``counts``.
@@ -49,7 +51,14 @@ def evaluate_zsre(
     cases = [r if isinstance(r, Record) else Record(i, r) for i, r in enumerate(records)]
     if not cases:
         raise ValueError("no records to evaluate")
-    metrics = score_records(model, tokenizer, cases, _rows, record_metrics, delta, batch_size)
+    rows_of, metrics_of = _rows, record_metrics
+    if user_view:  # the question is the user's message
+        view = UserView(tokenizer)
+        rows_of, metrics_of = joined(view, lambda case: case.request, _rows, record_metrics)
+    metrics = score_records(model, tokenizer, cases, rows_of, metrics_of, delta, batch_size)
+    if user_view:
+        answers = view.generated(model, [c.request for c in cases], delta, batch_size)
+        metrics = [m | a for m, a in zip(metrics, answers, strict=True)]
     return _summarise(cases, metrics, per_record)
 
 
@@ -112,13 +121,15 @@ def record_metrics(
 def _summarise(
     cases: Sequence[Record], metrics: list[dict[str, Any]], per_record: bool
 ) -> dict[str, Any]:
-    out: dict[str, Any] = aggregate(metrics, (*METRIC_KEYS, *ZSRE_KEYS))
+    user = USER_KEYS if any("chat_efficacy" in m for m in metrics) else ()
+    out: dict[str, Any] = aggregate(metrics, (*METRIC_KEYS, *ZSRE_KEYS, *user))
     out["counts"] = {
         "records": len(cases),
         "rewrite_prompts": len(cases),
         "paraphrase_prompts": sum(len(c.request.paraphrase_prompts) for c in cases),
         "neighborhood_prompts": sum(len(c.request.neighborhood_prompts) for c in cases),
         "neighborhood_answers": sum(len(c.neighborhood_answers) for c in cases),
+        "names_checked": sum(1 for m in metrics if m.get("names_broken") is not None),
     }
     if per_record:
         out["records"] = metrics

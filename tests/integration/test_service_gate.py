@@ -75,7 +75,7 @@ def test_without_thresholds_the_batch_activates_with_its_figures(service) -> Non
     assert record["state"] == "committed" and record["active"]
     gate = record["gate"]
     assert gate["passed"] and not gate["held"] and gate["reason"] is None
-    assert gate["thresholds"] == {"min_efficacy": None, "max_kl": None}
+    assert gate["thresholds"] == {"min_efficacy": None, "max_kl": None, "min_chat_efficacy": None}
     assert 0 <= gate["efficacy"] <= 100 and 0 <= gate["generalization"] <= 100
     assert gate["kl"] > 0 and 0 <= gate["top1_agreement"] <= 100
     assert gate["probes"] >= 40 and gate["facts"] == 2 and gate["paraphrases"] == 1
@@ -126,7 +126,7 @@ def test_a_request_efficacy_threshold_overrides_the_setting(service) -> None:  #
     _, client = service
     job = edit(client, gate={"min_efficacy": 100, "max_kl": 0})
     gate = job["gate"]
-    assert gate["thresholds"] == {"min_efficacy": 100.0, "max_kl": 0.0}
+    assert gate["thresholds"] == {"min_efficacy": 100.0, "max_kl": 0.0, "min_chat_efficacy": None}
     assert job["activated"] is False and active(client) == "v0"
     if gate["efficacy"] < 100:
         assert f"efficacy {gate['efficacy']:.0f}" in gate["reason"]

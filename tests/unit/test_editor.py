@@ -161,7 +161,8 @@ def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
     hp = TINY_HPARAMS
     assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
     assert hp.replace(z_stop="total").to_dict()["z_stop"] == "total"
-    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay, "essence_kl": hp.essence_kl}
+    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay, "essence_kl": hp.essence_kl,
+                                   "name_kl_factor": hp.name_kl_factor}
     with pytest.raises(ValueError, match="z_stop must be one of"):
         hp.replace(z_stop="never")
 
@@ -171,8 +172,8 @@ def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(ti
     cache = ZCache(tmp_path)
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
         TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"),
-        TINY_HPARAMS.replace(essence_kl="now_initial"))}
-    assert len(keys) == 4
+        TINY_HPARAMS.replace(essence_kl="now_initial"), TINY_HPARAMS.replace(name_kl_factor=1.0))}
+    assert len(keys) == 5
 
 
 def test_essence_kl_directions() -> None:

@@ -157,3 +157,23 @@ def test_zsre_specificity_is_relative_to_the_unedited_model() -> None:
     edited = evaluate_zsre(model, tok, [case], random_delta(model, (0, 1, 2, 3), 5.0))
     assert edited["kl"] > 0
     assert 0.0 <= edited["zsre_specificity"] <= 100.0
+
+
+@pytest.mark.parametrize(("arch", "style"), [("llama", "bos"), ("gpt2", "bpe")])
+def test_rows_sharing_a_long_head_score_as_unbatched(arch: str, style: str) -> None:
+    from editing.evaluate.generation import render_chat
+    from editing.evaluate.scoring import MIN_SHARED_HEAD
+
+    tok = tiny_tokenizer(style)
+    model = tiny_model(arch, vocab_size=len(tok))
+    system = "The mother tongue of Danielle Darrieux is French. Paris is the capital of France."
+    chats = [render_chat(tok, q, system) for q in ("What is Paris?", "Who plays the guitar?", "I")]
+    rows = [ScoreRow(chats[0], "France", ""), ScoreRow(chats[1], "Toko Yasuda", ""), ScoreRow(chats[2])]
+    assert len(encode_row(tok, rows[2])[0]) > MIN_SHARED_HEAD + 4
+    scores = score_rows(model, tok, rows, batch_size=8, next_for=rows)
+    for row in rows:
+        lp, argmax, nxt = reference(model, tok, row)
+        if row.target is not None:
+            assert torch.allclose(scores[row].logprobs, lp, atol=1e-5), row
+            assert torch.equal(scores[row].argmax, argmax), row
+        assert torch.allclose(scores[row].next_logprobs, nxt, atol=1e-5), row

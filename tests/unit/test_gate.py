@@ -154,3 +154,27 @@ def test_gate_settings_are_bounded_and_blank_means_off(monkeypatch: pytest.Monke
         with pytest.raises(ValidationError, match=name.removeprefix("MODELEDIT_").lower()):
             Settings()
         monkeypatch.delenv(name)
+
+
+def test_chat_efficacy_is_measured_on_the_facts_with_a_question_and_judged() -> None:
+    from dataclasses import replace
+
+    from editing.evaluate.chat import UserView
+
+    model, tok = tiny_model(), tiny_tokenizer()
+    delta = random_delta(model, (1,), scale=0.3)
+    assert measure(model, tok, CF, delta, PROBES)["chat_efficacy"] is None  # no question given
+    asked = [replace(CF[0], question=f"Tell me about {CF[0].subject}?"), CF[1]]
+    figures = measure(model, tok, asked, delta, PROBES)
+    reference = UserView(tok)
+    edited_rows, base_rows = reference.rows(asked[0])
+    from editing.evaluate.scoring import score_two_sided
+
+    edited, base = score_two_sided(model, tok, edited_rows, base_rows, delta, next_for=base_rows)
+    assert figures["chat_efficacy"] == 100.0 * reference.metrics(asked[0], edited, base)["chat_efficacy"]
+    assert judge({"efficacy": 100.0, "chat_efficacy": 50.0, "kl": 0.0},
+                 GateThresholds(min_chat_efficacy=60)) == ["chat efficacy 50% < 60% required"]
+    assert judge({"efficacy": 100.0, "chat_efficacy": None, "kl": 0.0},
+                 GateThresholds(min_chat_efficacy=60)) == []
+    assert GateThresholds().overridden({"min_chat_efficacy": 80}).min_chat_efficacy == 80.0
+    assert GateThresholds(min_chat_efficacy=0).enabled

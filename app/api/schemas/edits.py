@@ -32,6 +32,11 @@ class Fact(ApiModel):
     paraphrase_prompts: list[FactText] = Field(
         default_factory=list, max_length=MAX_PROMPTS, description="kept for evaluation"
     )
+    question: FactText | None = Field(
+        None, description="the fact asked as a person would ask it, answered by target_new "
+        "('What is the mother tongue of Danielle Darrieux?'); evaluation asks it in the "
+        "model's chat template",
+    )
     neighborhood_prompts: list[FactText] = Field(
         default_factory=list, max_length=MAX_PROMPTS, description="kept for evaluation"
     )
@@ -86,6 +91,7 @@ class Fact(ApiModel):
             target_true=self.target_true,
             paraphrase_prompts=tuple(self.paraphrase_prompts),
             neighborhood_prompts=tuple(self.neighborhood_prompts),
+            question=self.question,
         )
 
 
@@ -99,6 +105,11 @@ class GateIn(ApiModel):
     max_kl: float | None = Field(
         None, ge=0.0, le=MAX_GATE_KL, allow_inf_nan=False,
         description="largest mean KL(parent ‖ new) in nats on the service's probe prompts",
+    )
+    min_chat_efficacy: float | None = Field(
+        None, ge=0.0, le=100.0, allow_inf_nan=False,
+        description="percent of the facts with a question whose target_new wins as the "
+        "assistant's first words when the question is asked in the model's chat template",
     )
 
     model_config = ConfigDict(
@@ -123,7 +134,8 @@ class EditSubmit(ApiModel):
     gate: GateIn | None = Field(
         None,
         description="quality-gate thresholds for this batch, overriding the service's "
-        "(MODELEDIT_GATE_MIN_EFFICACY / MODELEDIT_GATE_MAX_KL); a batch that misses them is "
+        "(MODELEDIT_GATE_MIN_EFFICACY / MODELEDIT_GATE_MAX_KL / MODELEDIT_GATE_MIN_CHAT_EFFICACY); "
+        "a batch that misses them is "
         "committed but held, not activated",
     )
     strength: Literal["conservative", "default", "strong"] | None = Field(

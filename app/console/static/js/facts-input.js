@@ -1,6 +1,7 @@
 // Pasted facts: JSON (a list of facts, or {"facts": [...]}) or CSV with a header row.
 
-const COLUMNS = ['subject', 'prompt', 'target_new', 'target_true', 'paraphrase_prompts'];
+const COLUMNS = ['subject', 'prompt', 'target_new', 'target_true', 'paraphrase_prompts',
+  'question'];
 const ALIASES = {target: 'target_new', new_target: 'target_new', true_target: 'target_true',
   paraphrases: 'paraphrase_prompts'};
 

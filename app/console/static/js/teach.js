@@ -12,6 +12,8 @@ const FIELDS = [
   {name: 'prompt', label: "Prompt ('{}' = subject)", placeholder: 'The mother tongue of {} is'},
   {name: 'target_new', label: 'New target', placeholder: 'English'},
   {name: 'target_true', label: 'True target (optional)', placeholder: 'French'},
+  {name: 'question', label: 'Question, as a user asks it (optional)',
+    placeholder: 'What is the mother tongue of Danielle Darrieux?', wide: true},
 ];
 
 const RECENT_JOBS = 5;
@@ -61,6 +63,7 @@ function readRow(row) {
   const fact = {subject: value('subject'), prompt: value('prompt'),
     target_new: value('target_new')};
   if (value('target_true').trim()) fact.target_true = value('target_true');
+  if (value('question').trim()) fact.question = value('question');
   const paraphrases = value('paraphrase_prompts').split('\n').filter((p) => p.trim());
   if (paraphrases.length) fact.paraphrase_prompts = paraphrases;
   return fact;

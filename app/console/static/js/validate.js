@@ -61,6 +61,7 @@ export function checkFact(fact, index) {
   }
   add('target_new', checkText(fact.target_new));
   if (fact.target_true !== undefined) add('target_true', checkText(fact.target_true));
+  if (fact.question !== undefined) add('question', checkText(fact.question));
   const paraphrases = fact.paraphrase_prompts || [];
   if (paraphrases.length > MAX_PROMPTS) {
     add('paraphrase_prompts', `List should have at most ${MAX_PROMPTS} items`);
