@@ -1,8 +1,9 @@
 """Chat rendering and greedy batched generation, as the evaluation needs them.
 
-Interim versions kept behind one function each (:func:`render_chat`, :func:`generate_greedy`):
-the service's own batched engine and chat rendering (``models/generate/``) are to replace
-them, so that the evaluation's chat answer is the answer a user of the service gets.
+:func:`render_chat` gives the chat as text (the evaluation scores text rows) through the
+tokenizer's own template, as the service's chat endpoint does (``models.generate.chat``), with
+a plain "Role: text" fallback for base models; :func:`generate_greedy` runs the service's
+batch engine, so the evaluation's chat answer is the answer a user of the service gets.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.batch import pad_id
 from editing.tokens import prompt_ids
-from models.placement import input_device
+from models.generate import SamplingParams, generate
 
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}" \
     "{% if add_generation_prompt %}Assistant:{% endif %}"
@@ -57,28 +57,12 @@ def generate_greedy(
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (decoded, special tokens dropped), in order.
 
-    Batched with left padding, prompts sorted by length so little goes to padding; a row
-    stops at the model's end-of-sequence token.
+    They run through the service's batch engine (:func:`models.generate.generate`), so the
+    evaluation's answer is the answer a user of ``/v1/completions`` or ``/v1/chat/completions``
+    gets from the same version at temperature 0: the same stop tokens (end of text and end
+    of turn), the same decoding. ``batch_size`` rows share each forward pass.
     """
     encoded = [prompt_ids(tokenizer, p) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    device = input_device(model)
-    pad = pad_id(tokenizer)
-    out: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        part = order[start : start + batch_size]
-        longest = max(len(encoded[i]) for i in part)
-        ids = torch.full((len(part), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(part):
-            seq = encoded[i]
-            ids[row, longest - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, longest - len(seq):] = 1
-        generated = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-            temperature=None, top_p=None, top_k=None,
-        )
-        for row, i in enumerate(part):
-            out[i] = tokenizer.decode(generated[row, longest:], skip_special_tokens=True)
-    return out
+    done = generate(model, tokenizer, encoded, SamplingParams(max_tokens=max_new_tokens),
+                    max_rows=batch_size)
+    return [completion.text for completion in done]

@@ -192,7 +192,8 @@ def test_client_that_disconnects_stops_its_generation(service: LiveServer,
                                                  "temperature": 1.0}) as response:
             next(response.iter_lines())
             wait_for(stepped.is_set, what="the engine's first step")
-            assert engine.in_flight >= 1 and len(submitted) == 1
+            assert len(submitted) == 1 and not submitted[0].finished, submitted[0].finish_reason
+            assert engine.in_flight >= 1
         wait_for(lambda: submitted[0].cancelled, what="the disconnect to cancel the request")
     finally:
         release.set()
@@ -257,3 +258,33 @@ def test_auth_queue_bound_and_missing_chat_template(guarded: LiveServer) -> None
     with pytest.raises(openai.BadRequestError) as chat:
         api.chat.completions.create(model="v0", messages=CHAT)
     assert chat.value.body["code"] == "no_chat_template"
+
+
+def test_evaluation_chat_answer_equals_the_chat_endpoint(service: LiveServer,
+                                                         chat_model: Path) -> None:
+    """The evaluation's greedy chat answer (editing.evaluate.chat) is what a user of
+    /v1/chat/completions gets from the same version: same template, engine and stops."""
+    from editing import EditRequest
+    from editing.delta import WeightDelta
+    from editing.evaluate.chat import NEW_TOKENS, UserView
+    from models.load import load_model
+
+    request = EditRequest("Danielle Darrieux", "The mother tongue of {} is", "English",
+                          target_true="French",
+                          question="What is the mother tongue of Danielle Darrieux?")
+    store = service.services.parts.store
+    api = client(service)
+    committed = [v for v in store.list_versions() if v.state == "committed"]
+    assert len(committed) >= 2, "the edit test above makes a version to compare on"
+    lm = load_model(str(chat_model), "cpu", None)
+    view = UserView(lm.tokenizer)
+    for version in (committed[0], committed[-1]):
+        chain = store.chain(version.id)
+        deltas = [WeightDelta.load(store.delta_file(link)) for link in chain[1:]]
+        delta = WeightDelta.combine(deltas) if deltas else None
+        ours = view.generated(lm.model, [request], delta)[0]
+        served = api.chat.completions.create(
+            model=version.id, messages=[{"role": "user", "content": request.question}],
+            max_tokens=NEW_TOKENS, temperature=0)
+        assert served.model == version.id
+        assert ours["chat_answer"] == served.choices[0].message.content, version.id
