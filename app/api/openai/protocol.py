@@ -46,6 +46,8 @@ class _Request(BaseModel):
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
     user: str | None = Field(None, max_length=256, description="accepted, not used")
+    ignore_eos: bool = Field(False, description="vLLM's extension: generate past the "
+                             "end-of-text and end-of-turn tokens (benchmarks, tests)")
 
     @field_validator("stop")
     @classmethod

@@ -113,7 +113,8 @@ def _params(body: CompletionRequest | ChatRequest, max_tokens: int, logprobs: in
     seed = None if body.seed is None else (body.seed + index) % 2**63
     return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                           seed=seed, stop=body.stops(), logprobs=logprobs,
-                          prompt_logprobs=echo and logprobs is not None)
+                          prompt_logprobs=echo and logprobs is not None,
+                          ignore_eos=body.ignore_eos)
 
 
 @dataclass
