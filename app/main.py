@@ -122,6 +122,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                caller.router]
     for router in routers:
         app.include_router(router)
+    if settings.vllm_url:
+        from app.vllm.routes import router as vllm_router
+
+        routers.append(vllm_router)
+        app.include_router(vllm_router)
     _optional_security(app, settings, routers)
     console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

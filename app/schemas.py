@@ -254,6 +254,9 @@ class JobOut(BaseModel):
     attempts: int = 0
     created_at: str | None = None
     updated_at: str | None = None
+    serving: dict[str, Any] | None = Field(
+        None, description="with MODELEDIT_VLLM_URL: whether vLLM serves the version "
+        "({engine, model, state: pending|served|unloaded|refused, error})")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -285,6 +288,9 @@ class VersionSummary(BaseModel):
     n_facts: int = 0
     sha256: str | None = Field(None, description="sha256 of the delta file")
     job_id: str | None = None
+    serving: dict[str, Any] | None = Field(
+        None, description="with MODELEDIT_VLLM_URL: whether vLLM serves the version "
+        "({engine, model, state: pending|served|unloaded|refused, error})")
 
 
 class VersionList(BaseModel):

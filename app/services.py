@@ -22,6 +22,7 @@ from app.redis_server import RedisHandle, ensure_redis
 from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
+from app.vllm.service import VllmServing, build_vllm
 from editing.fingerprint import model_fingerprint
 from models.device_map import parse_device_map
 from models.load import LoadedModel, load_model
@@ -73,6 +74,8 @@ class Services:
     rate_limiter: RateLimiter | None
     follower: Follower
     metrics: Metrics = field(default_factory=Metrics)
+    vllm: VllmServing | None = None
+    """With MODELEDIT_VLLM_URL: vLLM serves the versions (app/vllm/)."""
     started_at: float = field(default_factory=time.time)
     startup_s: float = 0.0
 
@@ -119,6 +122,8 @@ class Services:
         return state
 
     def close(self) -> None:
+        if self.vllm is not None:
+            self.vllm.close()
         self.follower.stop()
         with contextlib.suppress(Exception):
             self.client.close()
@@ -145,6 +150,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         rate_limiter=RateLimiter(client, settings.redis_prefix),
         follower=follower,
         metrics=metrics or Metrics(),
+        vllm=build_vllm(settings, parts),
     )
     follower.start()
     services.metrics.watch(services.state)

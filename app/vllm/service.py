@@ -1,0 +1,42 @@
+"""What an API process holds when ``MODELEDIT_VLLM_URL`` is set: the adapter sync and the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from app.vllm.adapters import AdapterSync
+from app.vllm.client import VllmClient
+from app.vllm.proxy import VllmProxy
+
+if TYPE_CHECKING:
+    from app.services import ModelParts
+    from app.settings import Settings
+
+
+@dataclass
+class VllmServing:
+    sync: AdapterSync
+    proxy: VllmProxy
+
+    def close(self) -> None:
+        self.sync.stop()
+        with contextlib.suppress(RuntimeError):  # no loop left at shutdown: sockets just close
+            asyncio.run(self.proxy.aclose())
+
+
+def build_vllm(settings: Settings, parts: ModelParts) -> VllmServing | None:
+    """The sync thread (started) and the proxy, or None when no vLLM is configured."""
+    if not settings.vllm_url:
+        return None
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one INFO line per poll
+    key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+    adapter_dir = settings.vllm_adapter_dir or settings.data_path / "vllm_adapters"
+    sync = AdapterSync(parts, VllmClient(settings.vllm_url, key), adapter_dir.resolve(),
+                       max_adapters=settings.vllm_max_adapters,
+                       max_rank=settings.vllm_max_lora_rank, poll_s=settings.vllm_poll_s)
+    proxy = VllmProxy(settings.vllm_url, key, sync, parts.store)
+    return VllmServing(sync.start(), proxy)
