@@ -64,7 +64,7 @@ class VllmConfig:
             "--dtype", "float32", "--max-model-len", str(self.max_model_len),
             "--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
             "--max-loras", str(self.max_loras), "--max-cpu-loras", str(self.max_cpu_loras),
-            "--disable-log-stats",
+            "--disable-log-stats", "--disable-access-log-for-endpoints", "/health,/v1/models",
         ]
 
     def env(self) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,9 +21,9 @@ class VllmServing:
     proxy: VllmProxy
 
     def close(self) -> None:
+        """Stop the sync thread. The proxy's async client belongs to the server's event loop,
+        which is closing: its sockets close with the process."""
         self.sync.stop()
-        with contextlib.suppress(RuntimeError):  # no loop left at shutdown: sockets just close
-            asyncio.run(self.proxy.aclose())
 
 
 def build_vllm(settings: Settings, parts: ModelParts) -> VllmServing | None:

@@ -98,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             api = service.start("serve", MODELEDIT_VLLM_URL=config.url,
                                 MODELEDIT_VLLM_API_KEY=config.api_key)
             wait_ready(api, timeout=300)
-            vllm.wait_ready(timeout=400)
+            vllm.wait_ready(timeout_s=400)
             vllm.watch(interval_s=1.0, failures=3)
             with httpx.Client(base_url=api.url, timeout=120) as http:
                 yield Stack(service, api, vllm, http)
@@ -176,11 +176,16 @@ def test_a_rollback_changes_the_answer_back(stack: Stack) -> None:
     assert stack.http.post(f"/versions/{active}/rollback").status_code == 200
 
 
-def _engine_core(pid: int) -> int:
-    """vLLM's engine-core child process (what an EngineDeadError loses)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    assert children, "vLLM has no engine process"
-    return int(children[0])
+def _engine_core(group: int) -> int:
+    """vLLM's engine-core process (what an ``EngineDeadError`` loses), in vLLM's group."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry.name.isdigit() and os.getpgid(int(entry.name)) == group
+                    and b"EngineCore" in (entry / "cmdline").read_bytes()):
+                return int(entry.name)
+        except OSError:
+            continue
+    raise AssertionError("vLLM has no engine-core process")
 
 
 def test_a_dead_engine_gives_503_loses_no_edit_and_is_restarted(stack: Stack) -> None:
