@@ -131,7 +131,7 @@ def adapter_loads(vllm: VllmProcess, layers: list[int], out: Path,
         started = time.perf_counter()
         adapter = export_peft_adapter(deltas, config, out / f"chain{n}")
         export_s = time.perf_counter() - started
-        name = f"chain{n}-{os.getpid():012x}"[-20:]
+        name = f"bench_chain{n}"  # not the sync's <version>-<digest12> shape: it would unload it
         started = time.perf_counter()
         response = httpx.post(vllm.config.url + "/v1/load_lora_adapter", headers=key, timeout=300,
                               json={"lora_name": name, "lora_path": str(adapter.path)})
