@@ -73,6 +73,7 @@ def service_env(config: VllmConfig) -> dict[str, str]:
 def main() -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per health check
     settings = Settings()
     python = Path(os.environ.get("VLLM_PYTHON", ".venv-vllm/bin/python"))
     if not python.exists():

@@ -129,7 +129,13 @@ class VllmProxy:
 
     # -- forwarding -------------------------------------------------------------------------
     async def forward(self, kind: str, body: Any) -> Response:
-        """Send a ``chat`` or ``completions`` request to vLLM; stream it back if asked."""
+        """Send a ``chat`` or ``completions`` request to vLLM; stream it back if asked.
+
+        ``body``: the JSON dict, or the protocol module's parsed request (a pydantic model:
+        the fields the client set are sent, extra ones included where the model allows them).
+        """
+        if hasattr(body, "model_dump"):
+            body = body.model_dump(exclude_unset=True)
         try:
             check_request(kind, body)
         except BadRequest as exc:

@@ -63,3 +63,24 @@ def test_vllm_starts_on_loopback_with_lora_and_a_key_off_the_command_line(tmp_pa
     assert env["LD_PRELOAD"].endswith("libiomp5.so")
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert VllmConfig(python=venv, model_dir=tmp_path, served_name="m").api_key != config.api_key
+
+
+def test_a_parsed_request_is_sent_as_the_fields_the_client_set() -> None:
+    """The shared protocol's models reach forward() as pydantic objects; extras pass."""
+    import asyncio
+
+    from pydantic import BaseModel, ConfigDict
+
+    from app.vllm.proxy import VllmProxy
+
+    class Request(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        model: str
+        prompt: str = ""
+        max_tokens: int = 16
+
+    proxy = VllmProxy.__new__(VllmProxy)
+    response = asyncio.run(proxy.forward("completions", Request(model="")))
+    assert response.status_code == 400  # model "" is refused before anything is sent
+    assert Request(model="v1", prompt="x", top_k=5).model_dump(exclude_unset=True) == {
+        "model": "v1", "prompt": "x", "top_k": 5}
