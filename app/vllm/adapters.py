@@ -155,6 +155,9 @@ class AdapterSync:
         with self._lock:
             if not self.up:
                 log.info("vLLM is up at %s; catching up", self.client.url)
+                for serving in self._states.values():  # it may run with a larger rank now
+                    if serving.state == "refused":
+                        serving.state, serving.error = "pending", None
             self.up, self.last_error = True, None
             self.base_name = next((m.id for m in served if m.parent is None), self.base_name)
             self._loaded = {m.id for m in served if m.parent is not None}
