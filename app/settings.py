@@ -111,6 +111,18 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    # -- vLLM as the serving engine (app/vllm/, docs/serving.md) -------------------------
+    vllm_url: str | None = Field(None, description="a vLLM OpenAI server this service drives "
+                                 "(adapters) and proxies /v1/* to; unset: no vLLM")
+    vllm_api_key: SecretStr | None = Field(None, description="the --api-key vLLM was started with")
+    vllm_adapter_dir: Path | None = Field(
+        None, description="where adapters are exported for vLLM to read (default "
+        "<data_dir>/vllm_adapters); both processes must see it at the same path")
+    vllm_max_adapters: int = Field(8, ge=1, description="adapters kept loaded in vLLM (LRU); "
+                                   "others are loaded again on first use")
+    vllm_max_lora_rank: int = Field(64, ge=1, description="the --max-lora-rank vLLM runs with")
+    vllm_poll_s: float = Field(0.5, gt=0, description="how often vLLM is checked and synced")
+
     @field_validator("hparams", mode="before")
     @classmethod
     def _parse_hparams(cls, value: Any) -> Any:
@@ -135,7 +147,8 @@ class Settings(BaseSettings):
         parse_device_map(value)
         return value
 
-    @field_validator("gate_min_efficacy", "gate_min_chat_efficacy", "gate_max_kl", "api_token", "read_token", mode="before")
+    @field_validator("gate_min_efficacy", "gate_min_chat_efficacy", "gate_max_kl", "api_token",
+                     "read_token", "vllm_url", "vllm_api_key", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         """An empty setting is an unset one: ``MODELEDIT_GATE_MAX_KL=`` turns the check off

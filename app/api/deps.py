@@ -6,6 +6,9 @@ A route that needs one or two parts asks for them here rather than for the whole
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import Request
 
 from app.api.metrics import Metrics
@@ -45,3 +48,16 @@ def get_submitter(request: Request) -> JobSubmitter:
     services = get_services(request)
     return JobSubmitter(services.store, services.queue, services.metrics,
                         services.settings.max_queue)
+
+
+ServingLookup = Callable[[str | None], dict[str, Any] | None]
+
+
+def _not_served(_version: str | None) -> None:
+    return None
+
+
+def get_serving(request: Request) -> ServingLookup:
+    """Whether vLLM serves a version (``MODELEDIT_VLLM_URL``); without vLLM, always None."""
+    vllm = get_services(request).vllm
+    return vllm.sync.state_of if vllm is not None else _not_served

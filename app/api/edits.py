@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.api.deps import get_metrics, get_settings, get_store, get_submitter
+from app.api.deps import (
+    ServingLookup,
+    get_metrics,
+    get_serving,
+    get_settings,
+    get_store,
+    get_submitter,
+)
 from app.api.errors import ApiError
 from app.api.metrics import Metrics
 from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
@@ -77,15 +84,16 @@ def get_edit(
     job_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                        examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"]),
     store: VersionStore = Depends(get_store),
+    serving: ServingLookup = Depends(get_serving),
     _who: str = Depends(require_read),
 ) -> JobOut:
     try:
-        return _job_view(store, store.get_job(job_id))
+        return _job_view(store, store.get_job(job_id), serving)
     except NotFound as exc:
         raise ApiError(404, str(exc), field="job_id") from exc
 
 
-def _job_view(store: VersionStore, job: Job) -> JobOut:
+def _job_view(store: VersionStore, job: Job, serving: ServingLookup) -> JobOut:
     """The job with its committed version's gate verdict (edit jobs only)."""
     version = None
     if job.version is not None and job.payload.get("kind", "edit") == "edit":
@@ -93,7 +101,7 @@ def _job_view(store: VersionStore, job: Job) -> JobOut:
             version = store.get_version(job.version)
         except NotFound:
             version = None
-    return job_out(job, version)
+    return job_out(job, version, serving(job.version))
 
 
 @router.get(
@@ -105,7 +113,8 @@ def list_edits(
     state: JobState | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
     store: VersionStore = Depends(get_store),
+    serving: ServingLookup = Depends(get_serving),
     _who: str = Depends(require_read),
 ) -> list[JobOut]:
     jobs = store.list_jobs([state] if state else None, limit)
-    return [_job_view(store, j) for j in jobs]
+    return [_job_view(store, j, serving) for j in jobs]

@@ -14,9 +14,11 @@ from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
 
 from app.api.deps import (
+    ServingLookup,
     get_parts,
     get_runtime,
     get_services,
+    get_serving,
     get_settings,
     get_store,
     get_submitter,
@@ -68,12 +70,14 @@ def _version(store: VersionStore, vid: str) -> Version:
 
 @router.get("", response_model=VersionList, summary="Every version and which one is active")
 def list_versions(
-    store: VersionStore = Depends(get_store), _who: str = Depends(require_read)
+    store: VersionStore = Depends(get_store),
+    serving: ServingLookup = Depends(get_serving),
+    _who: str = Depends(require_read),
 ) -> VersionList:
     active = store.active_version()
     return VersionList(
         active=active,
-        versions=[version_summary(v, active) for v in store.list_versions()],
+        versions=[version_summary(v, active, serving(v.id)) for v in store.list_versions()],
     )
 
 
@@ -87,10 +91,11 @@ def get_version(
     version: str = VersionPath,
     store: VersionStore = Depends(get_store),
     runtime: ModelRuntime = Depends(get_runtime),
+    serving: ServingLookup = Depends(get_serving),
     _who: str = Depends(require_read),
 ) -> VersionDetail:
     record = _version(store, version)
-    detail = version_detail(record, store.active_version())
+    detail = version_detail(record, store.active_version(), serving(record.id))
     if record.is_base:
         detail.weights_sha256 = runtime.base_digest
     return detail

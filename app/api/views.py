@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.api.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
 
 
-def job_out(job: Job, version: Version | None = None) -> JobOut:
-    """``version``: the version an edit job committed, for its gate verdict (else omitted)."""
+def job_out(job: Job, version: Version | None = None,
+            serving: dict[str, Any] | None = None) -> JobOut:
+    """``version``: the version an edit job committed, for its gate verdict (else omitted);
+    ``serving``: whether vLLM serves it (with MODELEDIT_VLLM_URL)."""
     payload = job.payload or {}
     gate = version.gate if version is not None and version.job_id == job.id else None
     progress = None
@@ -28,6 +32,7 @@ def job_out(job: Job, version: Version | None = None) -> JobOut:
         attempts=job.attempts,
         created_at=job.created_at or None,
         updated_at=job.updated_at or None,
+        serving=serving,
     )
 
 
@@ -46,14 +51,17 @@ def _summary_fields(version: Version, active: str) -> dict:
     }
 
 
-def version_summary(version: Version, active: str) -> VersionSummary:
-    return VersionSummary(**_summary_fields(version, active))
+def version_summary(version: Version, active: str,
+                    serving: dict[str, Any] | None = None) -> VersionSummary:
+    return VersionSummary(**_summary_fields(version, active), serving=serving)
 
 
-def version_detail(version: Version, active: str) -> VersionDetail:
+def version_detail(version: Version, active: str,
+                   serving: dict[str, Any] | None = None) -> VersionDetail:
     diagnostics = version.diagnostics or {}
     return VersionDetail(
         **_summary_fields(version, active),
+        serving=serving,
         facts=list(version.facts or []),
         hparams=version.hparams or None,
         layer_stats=version.layer_stats,

@@ -120,10 +120,12 @@ APP_PARTS: dict[str, set[str]] = {
     "app.worker": {"app.serving", "app.store", "app.queue", "app.settings"},
     "app.api": {"app.serving", "app.store", "app.queue", "app.settings", "app.services"},
     "app.console": set(),
+    "app.vllm": {"app.serving", "app.store", "app.settings", "app.api"},
 }
 """The folders of ``app/`` and which other parts of ``app/`` each may import (docs/design.md
 "Layout"): HTTP, the worker and model serving do not reach into each other except the API
-asking serving for the model; only ``app/services.py`` (the composition root), ``main.py`` and
+asking serving for the model; ``app/vllm`` (vLLM as the engine) shares the OpenAI protocol of
+``app/api/openai``; only ``app/services.py`` (the composition root), ``main.py`` and
 ``cli.py`` see them all."""
 
 

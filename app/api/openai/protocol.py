@@ -26,6 +26,10 @@ def _neutral(name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
     return value
 
 
+ENGINE_HEADER = "X-Modeledit-Engine"
+"""Every /v1 answer names its engine (``embedded`` or ``vllm``): nobody has to guess."""
+
+
 class _Request(BaseModel):
     """Fields both endpoints share."""
 
@@ -83,7 +87,7 @@ class StreamOptions(BaseModel):
 class CompletionRequest(_Request):
     """``POST /v1/completions``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
         {"model": "active", "prompt": "The mother tongue of Danielle Darrieux is",
          "max_tokens": 8, "temperature": 0},
         {"model": "v0", "prompt": [464, 2802, 11880], "max_tokens": 0, "echo": True,
@@ -144,7 +148,7 @@ class ResponseFormat(BaseModel):
 class ChatRequest(_Request):
     """``POST /v1/chat/completions``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
         {"model": "active", "messages": [
             {"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}],
          "max_tokens": 32, "temperature": 0},
@@ -187,7 +191,7 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-CARD = {"id": "v3", "object": "model", "created": 1764806400, "owned_by": "modeledit",
+CARD = {"id": "v3", "object": "model", "created": 1764806400, "owned_by": "embedded",
         "root": "v3", "parent": "v2", "state": "committed", "active": True}
 USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 
@@ -198,7 +202,8 @@ class ModelCard(BaseModel):
     id: str = Field(examples=["v3"])
     object: Literal["model"] = "model"
     created: int
-    owned_by: str = "modeledit"
+    owned_by: str = "embedded"
+    """The engine that answers for this model: ``embedded`` (this process) or ``vllm``."""
     root: str = Field(description="the version id this name resolves to now")
     parent: str | None = None
     state: str = Field(description="committed, or held (kept inactive by the quality gate)")

@@ -17,6 +17,7 @@ from app.api.openai import errors
 from app.api.openai import serving as sv
 from app.api.openai.errors import OpenAIError
 from app.api.openai.protocol import (
+    ENGINE_HEADER,
     ChatRequest,
     ChatResponse,
     CompletionRequest,
@@ -43,6 +44,15 @@ def _services(request: HttpRequest) -> Services:
     return request.app.state.services
 
 
+def _refuse_extra(body: CompletionRequest | ChatRequest) -> None:
+    """Fields beyond OpenAI's are kept for vLLM (``top_k``, ...), which takes them when the
+    service forwards to it; the embedded engine does not, so it names the first and refuses."""
+    for name in body.model_extra or {}:
+        raise OpenAIError(400, f"{name}: Extra inputs are not permitted (this field is not "
+                          "OpenAI's and the embedded engine does not implement it; remove it)",
+                          name, "unrecognized_field")
+
+
 def _engine(services: Services) -> ServingEngine:
     if services.engine is None:
         raise OpenAIError(503, "this process has no generation engine", None, "no_engine")
@@ -51,7 +61,9 @@ def _engine(services: Services) -> ServingEngine:
 
 @router.get("/models", response_model=ModelList, responses=RESPONSES,
             summary="Every committed version as a model, plus `active` and the base's name")
-async def list_models(http: HttpRequest, _who: str = Depends(require_read)) -> ModelList:
+async def list_models(http: HttpRequest, _who: str = Depends(require_read)) -> Any:
+    if (vllm := _services(http).vllm) is not None:
+        return await vllm.proxy.models()
     return ModelList(data=sv.model_cards(_services(http)))
 
 
@@ -71,7 +83,10 @@ async def get_model(http: HttpRequest,
 async def completions(body: CompletionRequest, http: HttpRequest,
                       _who: str = Depends(require_read)) -> Any:
     services = _services(http)
+    if services.vllm is not None:
+        return await services.vllm.proxy.forward("completions", body)
     engine = _engine(services)
+    _refuse_extra(body)
     if body.stream and (body.echo or body.logprobs is not None):
         raise OpenAIError(400, "echo and logprobs are not supported with stream: true",
                           "stream", "unsupported")
@@ -82,7 +97,7 @@ async def completions(body: CompletionRequest, http: HttpRequest,
     version = sv.resolve_model(services, engine, body.model)
     call = sv.submit(engine, version, prompts, body.n,
                      lambda j: sv._params(body, max_tokens, body.logprobs, body.echo, j))
-    headers = {sv.VERSION_HEADER: version}
+    headers = {sv.VERSION_HEADER: version, ENGINE_HEADER: sv.ENGINE}
     rid, created = sv.new_id("cmpl"), sv.now()
     if body.stream:
         def chunk(i: int, delta: str, reason: str | None) -> dict[str, Any]:
@@ -135,7 +150,10 @@ async def completions(body: CompletionRequest, http: HttpRequest,
 async def chat_completions(body: ChatRequest, http: HttpRequest,
                            _who: str = Depends(require_read)) -> Any:
     services = _services(http)
+    if services.vllm is not None:
+        return await services.vllm.proxy.forward("chat", body)
     engine = _engine(services)
+    _refuse_extra(body)
     if body.stream and body.logprobs:
         raise OpenAIError(400, "logprobs is not supported with stream: true", "logprobs",
                           "unsupported")
@@ -146,7 +164,7 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
     top = (body.top_logprobs or 0) if body.logprobs else None
     call = sv.submit(engine, version, [prompt], body.n,
                      lambda j: sv._params(body, max_tokens, top, False, j))
-    headers = {sv.VERSION_HEADER: version}
+    headers = {sv.VERSION_HEADER: version, ENGINE_HEADER: sv.ENGINE}
     rid, created = sv.new_id("chatcmpl"), sv.now()
     if body.stream:
         def chunk(i: int, delta: str, reason: str | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from editing.tokens import prompt_ids
 from models.generate import BadMessages, NoChatTemplate, Request, SamplingParams, render_chat
 
 VERSION_HEADER = "X-Modeledit-Version"
+ENGINE = "embedded"
 
 
 # -- models ----------------------------------------------------------------------------------

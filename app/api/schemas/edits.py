@@ -207,6 +207,9 @@ class JobOut(BaseModel):
     attempts: int = 0
     created_at: str | None = None
     updated_at: str | None = None
+    serving: dict[str, Any] | None = Field(
+        None, description="with MODELEDIT_VLLM_URL: whether vLLM serves the version "
+        "({engine, model, state: pending|served|unloaded|refused, error})")
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -24,6 +24,9 @@ class VersionSummary(BaseModel):
     n_facts: int = 0
     sha256: str | None = Field(None, description="sha256 of the delta file")
     job_id: str | None = None
+    serving: dict[str, Any] | None = Field(
+        None, description="with MODELEDIT_VLLM_URL: whether vLLM serves the version "
+        "({engine, model, state: pending|served|unloaded|refused, error})")
 
 
 class VersionList(BaseModel):

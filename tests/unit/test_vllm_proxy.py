@@ -1,0 +1,86 @@
+"""The vLLM proxy's own checks and vLLM's start command, without vLLM (tests/e2e/test_vllm.py
+runs the real engine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.vllm.process import VllmConfig
+from app.vllm.proxy import BadRequest, check_request, needs_serialising, unavailable
+
+
+@pytest.mark.parametrize("body", [
+    {"echo": True, "logprobs": 0},
+    {"echo": True, "logprobs": 5},
+    {"prompt_logprobs": 1},
+])
+def test_prompt_logprob_requests_are_serialised(body: dict) -> None:
+    assert needs_serialising(body)
+
+
+@pytest.mark.parametrize("body", [{}, {"echo": True}, {"logprobs": 3}, {"echo": False, "logprobs": 1}])
+def test_other_requests_run_concurrently(body: dict) -> None:
+    assert not needs_serialising(body)
+
+
+@pytest.mark.parametrize("kind, body, param", [
+    ("chat", [], "body"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}]}, "model"),
+    ("chat", {"model": "active"}, "messages"),
+    ("completions", {"model": "active", "prompt": ""}, "prompt"),
+    ("completions", {"model": "v1", "prompt": "x", "stream": "yes"}, "stream"),
+])
+def test_bad_requests_name_the_field(kind: str, body: object, param: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        check_request(kind, body)
+    assert info.value.param == param
+
+
+def test_extra_fields_pass_the_check() -> None:
+    check_request("completions", {"model": "active", "prompt": "x", "top_k": 5, "stream": True})
+
+
+def test_unavailable_is_openai_shaped_and_names_vllm() -> None:
+    response = unavailable("ConnectError")
+    error = json.loads(response.body)["error"]
+    assert response.status_code == 503 and error["code"] == "vllm_unavailable"
+    assert "vLLM" in error["message"] and response.headers["x-modeledit-engine"] == "vllm"
+
+
+def test_vllm_starts_on_loopback_with_lora_and_a_key_off_the_command_line(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "lib").mkdir(parents=True)
+    (venv / "lib" / "libiomp5.so").touch()
+    config = VllmConfig(python=venv / "bin" / "python", model_dir=tmp_path, served_name="m")
+    command, env = config.command(), config.env()
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert "--enable-lora" in command and command[command.index("--dtype") + 1] == "float32"
+    assert config.api_key not in " ".join(command) and env["VLLM_API_KEY"] == config.api_key
+    assert env["LD_PRELOAD"].endswith("libiomp5.so")
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert VllmConfig(python=venv, model_dir=tmp_path, served_name="m").api_key != config.api_key
+
+
+def test_a_parsed_request_is_sent_as_the_fields_the_client_set() -> None:
+    """The shared protocol's models reach forward() as pydantic objects; extras pass."""
+    import asyncio
+
+    from pydantic import BaseModel, ConfigDict
+
+    from app.vllm.proxy import VllmProxy
+
+    class Request(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        model: str
+        prompt: str = ""
+        max_tokens: int = 16
+
+    proxy = VllmProxy.__new__(VllmProxy)
+    response = asyncio.run(proxy.forward("completions", Request(model="")))
+    assert response.status_code == 400  # model "" is refused before anything is sent
+    assert Request(model="v1", prompt="x", top_k=5).model_dump(exclude_unset=True) == {
+        "model": "v1", "prompt": "x", "top_k": 5}
