@@ -120,14 +120,18 @@ def test_digest_of_a_version_equals_a_replay_without_touching_the_model(versions
 
 
 def test_same_seed_same_text_whatever_shares_the_batch(versions) -> None:  # noqa: ANN001
+    """In float32 the same seed gives the same text whatever shares the batch. In bfloat16
+    the batch's shape changes the rounding of the logits, so a sampled draw may differ with
+    the company it keeps (docs/openai.md); there the same seed in the same batch repeats."""
     dtype, deltas = versions
-    if dtype != torch.float32:
-        pytest.skip("float32 suffices: the sampler is the same code")
     runtime = runtime_for(dtype, deltas)
     tok = runtime.lm.tokenizer
     sampled = SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=7)
     alone = generate(runtime.lm.model, tok, [PROMPTS[0]], sampled,
                      additions=[runtime.additions("v2")])[0]
+    again = generate(runtime.lm.model, tok, [PROMPTS[0]], sampled,
+                     additions=[runtime.additions("v2")])[0]
+    assert again.token_ids == alone.token_ids and again.text == alone.text
     others = [SamplingParams(max_tokens=6 + i, temperature=1.0, seed=i) for i in range(5)]
     engine = BatchEngine(runtime.lm.model, tok)
     mine = Request(list(tok(PROMPTS[0]).input_ids), sampled, runtime.additions("v2"))
@@ -138,7 +142,8 @@ def test_same_seed_same_text_whatever_shares_the_batch(versions) -> None:  # noq
     engine.add(mine)
     while engine.has_work():
         engine.step()
-    assert mine.output_ids == alone.token_ids and mine.text == alone.text
+    if dtype == torch.float32:
+        assert mine.output_ids == alone.token_ids and mine.text == alone.text
     other = generate(runtime.lm.model, tok, [PROMPTS[0]], SamplingParams(
         max_tokens=10, temperature=1.0, top_p=0.9, seed=8), additions=[runtime.additions("v2")])
     assert other[0].token_ids != alone.token_ids  # the seed matters (else this test is blind)
