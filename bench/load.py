@@ -262,19 +262,27 @@ def run_drain(url: str, n: int, timeout_s: float) -> dict[str, Any]:
 
 # -- a service of our own -----------------------------------------------------------------
 @contextmanager
-def own_service(tiny: bool) -> Iterator[str]:
+def own_service(tiny: bool, extra_env: dict[str, str] | None = None,
+                chat_template: str | None = None) -> Iterator[str]:
     """API + worker subprocesses in a temp dir (the test harness), for runs without --url;
-    yields the API's URL and tears everything down (processes, Redis keys, files) after."""
+    yields the API's URL and tears everything down (processes, Redis keys, files) after.
+    ``chat_template`` gives the tiny model's tokenizer one (it has none of its own)."""
     from tests.e2e.harness import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
 
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         root = Path(tmp)
-        env: dict[str, str] = {}
+        env: dict[str, str] = dict(extra_env or {})
         model = "smollm2-135m"
         if tiny:
             model = str(save_tiny_model(root / "model"))
-            env = {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
-                   "MODELEDIT_CACHE_DIR": str(root / "cache")}
+            if chat_template is not None:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(model)
+                tokenizer.chat_template = chat_template
+                tokenizer.save_pretrained(model)
+            env |= {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
+                    "MODELEDIT_CACHE_DIR": str(root / "cache")}
         env["MODELEDIT_RATE_LIMIT"] = "0"  # the drain submits faster than the default limit
         service = Service(root, model, extra_env=env)
         with running(service):

@@ -21,19 +21,17 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.common import machine, table, write_json
-from bench.load import CANDIDATES, PROMPT, edit_loop, percentile, run_queries
+from bench.load import CANDIDATES, PROMPT, edit_loop, own_service, percentile, run_queries
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -41,35 +39,12 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 CHAT = [{"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}]
 
 
-@contextmanager
-def service(engine: bool, tiny: bool, threads: int = 0) -> Iterator[str]:
-    from tests.e2e.harness import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
-
-    with tempfile.TemporaryDirectory(prefix="openai-load-") as tmp:
-        root = Path(tmp)
-        env = {"MODELEDIT_RATE_LIMIT": "0", "MODELEDIT_QUERY_ENGINE": "1" if engine else "0"}
-        if threads:  # both paths alike: torch's intra-op pool per process
-            env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        model = "smollm2-135m"
-        if tiny:
-            model = str(save_tiny_model(root / "model"))
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model)
-            tokenizer.chat_template = CHATML
-            tokenizer.save_pretrained(model)
-            env |= {"MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
-                    "MODELEDIT_CACHE_DIR": str(root / "cache")}
-        svc = Service(root, model, extra_env=env)
-        with running(svc):
-            svc.start("worker")
-            api = svc.start("api")
-            wait_ready(api, timeout=600)
-            assert api.url is not None
-            try:
-                yield api.url
-            finally:
-                svc.stop_all()
+def service(engine: bool, tiny: bool, threads: int = 0) -> AbstractContextManager[str]:
+    """A service of our own (:func:`bench.load.own_service`) on the old or the new query path."""
+    env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0"}
+    if threads:  # both paths alike: torch's intra-op pool per process
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return own_service(tiny, env, chat_template=CHATML)
 
 
 def lone_client(url: str, requests: int) -> dict[str, Any]:
