@@ -71,36 +71,47 @@ def runtime_for(dtype: torch.dtype, deltas: dict[str, WeightDelta]) -> AdditiveR
     return AdditiveRuntime(LoadedModel(fresh(dtype), tiny_tokenizer("bos"), "tiny"), "v0", chain)
 
 
+def run_batch(model: torch.nn.Module, tok, prompts: list[str],  # noqa: ANN001
+              additions: list | None = None) -> list[Request]:
+    """Every prompt added before the first step: one batch, in this order."""
+    engine = BatchEngine(model, tok)
+    params = SamplingParams(max_tokens=8, logprobs=0, prompt_logprobs=True)
+    requests = [Request(list(tok(p).input_ids), params, additions[i] if additions else None)
+                for i, p in enumerate(prompts)]
+    for r in requests:
+        engine.add(r)
+    while engine.has_work():
+        engine.step()
+    return requests
+
+
+def worst_gap(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b, strict=True))
+
+
 def test_mixed_batch_matches_each_version_alone_on_merged_weights(versions) -> None:  # noqa: ANN001
+    """float32: each row against its version run alone on merged weights. bfloat16: against
+    its version's merged weights in a batch of the same shape, because a CPU without native
+    bfloat16 kernels rounds a batch differently from a lone row even with no version
+    involved (docs/openai.md); the versions are what this test isolates."""
     dtype, deltas = versions
     runtime = runtime_for(dtype, deltas)
     tok = runtime.lm.tokenizer
     names = ["v0", "v1", "v2", "v3"]
     jobs = [(p, v) for p in PROMPTS for v in names]  # every prompt on every version, mixed
-    engine = BatchEngine(runtime.lm.model, tok)
-    params = SamplingParams(max_tokens=8, logprobs=0, prompt_logprobs=True)
-    requests = []
-    for prompt, version in jobs:
-        r = Request(list(tok(prompt).input_ids), params, runtime.additions(version))
-        engine.add(r)
-        requests.append(r)
-    while engine.has_work():
-        engine.step()
+    prompts = [p for p, _ in jobs]
+    requests = run_batch(runtime.lm.model, tok, prompts, [runtime.additions(v) for _, v in jobs])
+    same_shape = {v: run_batch(merged(dtype, deltas, v), tok, prompts) for v in names}
     worst = 0.0
-    for (prompt, version), r in zip(jobs, requests, strict=True):
-        alone = BatchEngine(merged(dtype, deltas, version), tok)
-        ref = Request(list(tok(prompt).input_ids), params)
-        alone.add(ref)
-        while alone.has_work():
-            alone.step()
-        teacher = [abs(a - b) for a, b in zip(r.prompt_logprobs[1:], ref.prompt_logprobs[1:],
-                                                strict=True)]
-        worst = max(worst, *teacher)
+    for i, ((prompt, version), r) in enumerate(zip(jobs, requests, strict=True)):
         if dtype == torch.float32:
+            ref = run_batch(merged(dtype, deltas, version), tok, [prompt])[0]
             assert r.output_ids == ref.output_ids, (prompt, version)
             assert r.text == ref.text
-            worst = max(worst, *(abs(a - b) for a, b in zip(r.token_logprobs, ref.token_logprobs,
-                                                             strict=True)))
+            worst = max(worst, worst_gap(r.token_logprobs, ref.token_logprobs))
+        else:
+            ref = same_shape[version][i]
+        worst = max(worst, worst_gap(r.prompt_logprobs[1:], ref.prompt_logprobs[1:]))
     assert worst <= TOL[dtype], worst
     # the versions really differ (else the test could not fail)
     by_version = {v: r.prompt_logprobs[1:] for (p, v), r in zip(jobs, requests, strict=True)
