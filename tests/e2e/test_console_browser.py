@@ -22,6 +22,10 @@ from tests.e2e.harness import TINY_HPARAMS, Service, running, wait_ready
 
 try:
     from playwright.sync_api import Page, expect
+
+    # Every `expect` polls the page until its condition holds; the deadline only bounds a
+    # failure. Playwright's default (5 s) failed under a loaded CI machine, so it is wide.
+    expect.set_options(timeout=60_000)
 except ImportError:  # the browser fixture skips (or fails on CI) and says why
     Page = Any
 
@@ -68,7 +72,7 @@ def page(browser: Any) -> Iterator[Page]:
     page.on("dialog", lambda d: (page.alerts.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
     page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
     page.on("request", lambda r: page.urls.append(r.url))  # type: ignore[attr-defined]
-    page.set_default_timeout(20_000)
+    page.set_default_timeout(60_000)
     yield page
     assert page.alerts == [], page.alerts  # type: ignore[attr-defined]
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
@@ -103,7 +107,7 @@ INLINE_SCRIPT_PROBE = """() => new Promise((resolve) => {
   const script = document.createElement('script');
   script.textContent = 'window.inlineRan = true';
   document.body.append(script);
-  setTimeout(() => resolve(window.inlineRan ? 'ran' : 'silent'), 1000);
+  setTimeout(() => resolve(window.inlineRan ? 'ran' : 'silent'), 15000);
 })"""
 
 
