@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save as st_save
 from torch import nn
 
-from editing.delta import LayerUpdate, WeightDelta
+from editing.weights.delta import LayerUpdate, WeightDelta
 from models.files import atomic_write
 from models.specs import ArchSpec, spec_for
 
