@@ -129,22 +129,31 @@ asking serving for the model; ``app/vllm`` (vLLM as the engine) shares the OpenA
 ``cli.py`` see them all."""
 
 
-def _app_part(module: str) -> str:
+def _part(module: str) -> str:
+    """The folder (or top-level module) a module belongs to: ``app.api.edits`` -> ``app.api``."""
     parts = module.split(".")
     return ".".join(parts[:2])
 
 
-def test_app_is_in_parts_that_import_only_what_they_may() -> None:
-    for part in APP_PARTS:
+def _imports_across_parts(parts: dict[str, set[str]], extra: dict[str, set[str]] | None = None) -> list[str]:
+    """Imports from one of ``parts`` into another part of the same package that ``parts``
+    (or ``extra``, per module) does not list; every part must exist as a folder."""
+    for part in parts:
         assert (ROOT / part.replace(".", "/") / "__init__.py").is_file(), f"{part} is missing"
-    wrong = [
+    package = next(iter(parts)).split(".")[0] + "."
+    extra = extra or {}
+    return [
         f"{module} imports {target}"
         for module, targets in import_graph().items()
-        if _app_part(module) in APP_PARTS
+        if _part(module) in parts
         for target in sorted(targets)
-        if target.startswith("app.") and _app_part(target) != _app_part(module)
-        and _app_part(target) not in APP_PARTS[_app_part(module)]
+        if target.startswith(package) and _part(target) != _part(module)
+        and _part(target) not in parts[_part(module)] | extra.get(module, set())
     ]
+
+
+def test_app_is_in_parts_that_import_only_what_they_may() -> None:
+    wrong = _imports_across_parts(APP_PARTS)
     assert not wrong, "imports across app/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
 
 
@@ -193,16 +202,7 @@ EDITING_OLD_PATHS = {
 
 
 def test_editing_is_in_parts_that_import_only_what_they_may() -> None:
-    for part in EDITING_PARTS:
-        assert (ROOT / part.replace(".", "/") / "__init__.py").is_file(), f"{part} is missing"
-    wrong = [
-        f"{module} imports {target}"
-        for module, targets in import_graph().items()
-        if _app_part(module) in EDITING_PARTS
-        for target in sorted(targets)
-        if target.startswith("editing.") and _app_part(target) != _app_part(module)
-        and _app_part(target) not in EDITING_PARTS[_app_part(module)] | EDITING_COMMAND_LINES.get(module, set())
-    ]
+    wrong = _imports_across_parts(EDITING_PARTS, EDITING_COMMAND_LINES)
     assert not wrong, "imports across editing/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
 
 
