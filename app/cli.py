@@ -149,7 +149,7 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
     from app.serving.delta_source import UnusableDelta
     from app.serving.export import BaseNotExportable, export_peft_version, export_version
     from app.store import NotFound
-    from editing.peft_export import PeftExportError
+    from editing.export.peft import PeftExportError
 
     parts = load_parts(settings)
     try:

@@ -42,8 +42,8 @@ from editing.hparams import EditHparams
 from editing.methods import is_null_space
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.stats import Corpus
-from editing.zcache import ZCache
+from editing.solve.stats import Corpus
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 
 COLUMNS = ("efficacy_success", "efficacy_accuracy", "generalization_success",

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from app.worker.gate import load_probes, measure_probed
+from app.worker.gate import load_probes
 from bench.common import write_json
 from editing import Editor, EditRequest
-from editing.memory import eval_batch_for
+from editing.evaluate.gate import measure_probed
+from editing.forward.memory import eval_batch_for
 from editing.presets import preset_for
 from models.load import cache_dir, load_model
 

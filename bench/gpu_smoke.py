@@ -21,12 +21,12 @@ import torch
 
 from bench.common import table, write_json
 from editing import Editor
-from editing.delta import model_dtype
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.stats import Corpus
+from editing.solve.stats import Corpus
+from editing.weights.delta import model_dtype
 from models.device_map import parse_device_map
 from models.load import load_model
 from models.placement import input_device

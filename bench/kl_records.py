@@ -35,7 +35,7 @@ from editing.evaluate.metrics import kl_divergence
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 
 

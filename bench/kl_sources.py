@@ -15,7 +15,7 @@ positions and leaves the others unedited, then measures the same KL (unedited �
 and, separately, each edited layer's ΔW alone at every position (which layer drifts most).
 
 Whose drift is it? A batch's update is a sum of one term per fact at every layer (ΔW = Σ_i
-r_i a_iᵀ, the residual times the solved key, :mod:`editing.solve`). ``--own`` applies to each
+r_i a_iᵀ, the residual times the solved key, :mod:`editing.solve.closed_form`). ``--own`` applies to each
 record's neighbourhood prompts only its own fact's terms, then only the batch's other facts'
 terms: is a neighbour moved by the fact it neighbours (same relation, same true answer) or by
 cross-talk from the rest of the batch? ``--grow 10,25,50,100`` edits the first N records for
@@ -45,13 +45,13 @@ from transformers import PreTrainedTokenizerBase
 
 from bench.common import RESULTS, add_hparam_arg, add_method_arg, parse_hparams, table, write_json
 from editing import Editor, WeightDelta
-from editing.batch import chunks, pad_id, pad_right
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.metrics import kl_divergence
 from editing.evaluate.suite import evaluate
+from editing.forward.batch import chunks, pad_id, pad_right
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.placement import input_device
 from models.specs import mlp_out
@@ -62,7 +62,7 @@ NAME = re.compile(r"[A-Z][^\s,]*")
 
 
 def encode_with_names(tokenizer: PreTrainedTokenizerBase, prompt: str) -> tuple[list[int], list[bool]]:
-    """``prompt``'s ids (with special tokens, as :func:`editing.tokens.prompt_ids`) and, per
+    """``prompt``'s ids (with special tokens, as :func:`editing.forward.tokens.prompt_ids`) and, per
     token, whether it overlaps a capitalised word that does not start the prompt; one pass of
     the tokenizer."""
     spans = [m.span() for m in NAME.finditer(prompt) if m.start() > 0]

@@ -16,10 +16,10 @@ from bench.common import add_method_arg, table, write_json
 from editing import Editor
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
-from editing.fingerprint import model_fingerprint
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.stats import CovarianceCache, default_corpus
+from editing.solve.stats import CovarianceCache, default_corpus
+from editing.weights.fingerprint import model_fingerprint
 from models.load import cache_dir, load_model
 
 

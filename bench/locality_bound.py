@@ -38,13 +38,13 @@ from transformers import PreTrainedTokenizerBase
 from bench.common import RESULTS, add_hparam_arg, add_method_arg, parse_hparams, table, write_json
 from bench.kl_sources import class_mask, encode_with_names
 from editing import Editor, EditState
-from editing.batch import chunks, pad_id, pad_right
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
-from editing.hooks import capture, run_until
+from editing.forward.batch import chunks, pad_id, pad_right
+from editing.forward.hooks import capture, run_until
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.placement import input_device
 

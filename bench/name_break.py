@@ -38,14 +38,14 @@ from transformers import PreTrainedTokenizerBase
 from bench.common import RESULTS, add_hparam_arg, parse_hparams, table, write_json
 from bench.kl_sources import delta_at
 from editing import Editor
-from editing.batch import pad_id, pad_right
 from editing.evaluate.chat import UserView
 from editing.evaluate.data import load_records
 from editing.evaluate.scoring import encode_row
+from editing.forward.batch import pad_id, pad_right
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
 from editing.requests import EditRequest
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.placement import input_device
 from models.specs import mlp_out

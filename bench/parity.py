@@ -4,7 +4,7 @@ For each dtype the model is loaded in that dtype, each method edits the same fir
 CounterFact records in one batch and is evaluated against the unedited model in that dtype.
 The acceptance line (issue 9): efficacy and generalization within 2 points of float32, KL
 within 20%. For half precision it also reports, per edited layer, how much of the update
-survives being added to the stored weights (``editing.precision.rounding_survival``), for
+survives being added to the stored weights (``editing.weights.precision.rounding_survival``), for
 the N-fact batch and for a single-fact edit (the service's usual batch).
 
     python -m bench.parity [--n 100] [--methods fe,memit] [--dtypes float32,bf16]
@@ -24,13 +24,13 @@ import torch
 
 from bench.common import add_methods_arg, table, write_json
 from editing import Editor, WeightDelta
-from editing.delta import model_dtype
 from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
-from editing.precision import release_float32, rounding_survival
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
+from editing.weights.delta import model_dtype
+from editing.weights.precision import release_float32, rounding_survival
 from models.load import cache_dir, load_model
 from models.specs import mlp_out, weight_out_in
 

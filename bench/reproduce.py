@@ -32,7 +32,7 @@ from editing.evaluate.suite import evaluate
 from editing.methods import METHODS
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 
 FILES = {"mcf": ("mcf_dev.json", "counterfact"), "zsre": ("zsre_dev.json", "zsre")}

@@ -36,7 +36,7 @@ from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.specs import weight_out_in
 

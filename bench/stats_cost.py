@@ -15,9 +15,9 @@ import time
 import torch
 
 from bench.common import table, write_json
-from editing.fingerprint import model_fingerprint
 from editing.presets import preset_for
-from editing.stats import CovarianceCache, default_corpus
+from editing.solve.stats import CovarianceCache, default_corpus
+from editing.weights.fingerprint import model_fingerprint
 from models.load import load_model
 
 

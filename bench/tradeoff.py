@@ -25,7 +25,7 @@ from editing.evaluate.data import load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 
 COLUMNS = ["efficacy_success", "generalization_success", "specificity_success", "efficacy_accuracy", "kl"]

@@ -20,7 +20,7 @@ from editing import Editor
 from editing.evaluate import evaluate, load_records
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 
 

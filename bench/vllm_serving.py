@@ -115,8 +115,8 @@ def adapter_loads(vllm: VllmProcess, layers: list[int], out: Path,
     import torch
     from transformers import AutoConfig
 
-    from editing.delta import LayerUpdate, WeightDelta
-    from editing.peft_export import export_peft_adapter
+    from editing.export.peft import export_peft_adapter
+    from editing.weights.delta import LayerUpdate, WeightDelta
 
     config = AutoConfig.from_pretrained(vllm.config.model_dir)
     d_out, d_in = config.hidden_size, config.intermediate_size

@@ -18,7 +18,7 @@ from editing import Editor
 from editing.evaluate.data import load_records
 from editing.paths import shared_data_dir
 from editing.presets import preset_for
-from editing.targets import optimize_z
+from editing.targets.z import optimize_z
 from models.load import cache_dir, load_model
 
 

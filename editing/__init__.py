@@ -11,11 +11,11 @@ Pure torch + transformers: no web, no Redis, no global state. Typical use::
     result.delta.apply(lm.model)            # or keep result.delta.save("edit.safetensors")
 """
 
-from editing.delta import WeightDelta
 from editing.editor import Editor, EditorCaches, EditResult
 from editing.hparams import EditHparams
 from editing.requests import EditRequest, InvalidEditRequest
 from editing.state import EditState
+from editing.weights.delta import WeightDelta
 
 __all__ = [
     "EditHparams",

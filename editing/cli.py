@@ -15,14 +15,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from editing.delta import WeightDelta
 from editing.evaluate.cli import add_evaluate_parser
 from editing.evaluate.data import DataError, load_records
-from editing.logprob import target_logprob
+from editing.forward.logprob import target_logprob
 from editing.methods import method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import EditRequest, InvalidEditRequest
 from editing.state import EditState
+from editing.weights.delta import WeightDelta
 from models.load import ModelNotAvailable
 from models.plan import InsufficientMemory
 

@@ -23,7 +23,19 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import (
+from editing.forward.memory import z_group_for
+from editing.hparams import EditHparams
+from editing.methods import get_method
+from editing.presets import preset_for
+from editing.requests import EditRequest, validate_requests
+from editing.solve.stats import Corpus, CovarianceCache
+from editing.state import EditState
+from editing.targets.encoding import encode_requests
+from editing.targets.keys import fact_activations, layer_keys, mean_by_request
+from editing.targets.templates import chat_prefix, context_prefixes
+from editing.targets.z import ZResult, optimize_z
+from editing.targets.zcache import ZCache
+from editing.weights.delta import (
     BaseWeights,
     LayerUpdate,
     WeightDelta,
@@ -31,20 +43,8 @@ from editing.delta import (
     model_dtype,
     resident_weight,
 )
-from editing.encoding import encode_requests
-from editing.fingerprint import model_fingerprint
-from editing.hparams import EditHparams
-from editing.keys import fact_activations, layer_keys, mean_by_request
-from editing.memory import z_group_for
-from editing.methods import get_method
-from editing.precision import landed_error
-from editing.presets import preset_for
-from editing.requests import EditRequest, validate_requests
-from editing.state import EditState
-from editing.stats import Corpus, CovarianceCache
-from editing.targets import ZResult, optimize_z
-from editing.templates import chat_prefix, context_prefixes
-from editing.zcache import ZCache
+from editing.weights.fingerprint import model_fingerprint
+from editing.weights.precision import landed_error
 from models.placement import module_device
 from models.specs import block, weight_out_in
 

@@ -14,8 +14,8 @@ from editing.editor import Editor
 from editing.hparams import EditHparams
 from editing.methods import get_method, method_names
 from editing.presets import preset_for
-from editing.stats import Corpus
-from editing.zcache import ZCache
+from editing.solve.stats import Corpus
+from editing.targets.zcache import ZCache
 from models.catalog import parse_layers
 from models.device_map import parse_device_map
 

@@ -1,5 +1,5 @@
-"""Old name of :mod:`editing.logprob`, kept for one release: import from there instead."""
+"""Old name of :mod:`editing.forward.logprob`, kept for one release: import from there instead."""
 
-from editing.logprob import continuation_logprobs, target_logprob, target_logprobs
+from editing.forward.logprob import continuation_logprobs, target_logprob, target_logprobs
 
 __all__ = ["continuation_logprobs", "target_logprob", "target_logprobs"]

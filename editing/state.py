@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from editing.delta import BaseWeights, LayerUpdate, WeightDelta
+from editing.weights.delta import BaseWeights, LayerUpdate, WeightDelta
 
 Blocks = dict[int, list[torch.Tensor]]
 

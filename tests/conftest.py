@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from editing import EditHparams, EditRequest
-from editing.stats import Corpus
+from editing.solve.stats import Corpus
 from tests.tiny import CORPUS, tiny_model, tiny_tokenizer
 
 TINY_HPARAMS = EditHparams(

@@ -36,7 +36,7 @@ from app.serving.engine import QueueFull, ServingEngine
 from app.serving.queries import EngineFailed
 from app.serving.runtime import Served
 from app.store import NotFound
-from editing.tokens import prompt_ids
+from editing.forward.tokens import prompt_ids
 
 router = APIRouter(tags=["query"])
 T = TypeVar("T")

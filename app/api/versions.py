@@ -50,7 +50,7 @@ from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreError, Version, VersionStore
 from app.store.payloads import EvaluateJob, RevertJob
-from editing.peft_export import PeftExportError
+from editing.export.peft import PeftExportError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 This is how users serve an edited model at scale elsewhere (vLLM, TGI, plain transformers).
 ``hf``: the weights of the version (base + its chain of deltas) saved with
 ``save_pretrained``. ``peft``: only the version's change from the base, as a LoRA adapter on
-the MLP output projections (:mod:`editing.peft_export`), so one LoRA server holding the base
+the MLP output projections (:mod:`editing.export.peft`), so one LoRA server holding the base
 can serve every version. Both carry ``modeledit_version.json`` naming the version, its chain
 and the digest of its edited matrices. Exports are cached under ``<data_dir>/exports/<version>``
 and ``<data_dir>/exports_peft/<version>`` (written to a temp directory, then renamed) and sent
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from app.serving.runtime import ModelRuntime
 from app.store import Version, VersionStore
-from editing.fingerprint import weights_digest
-from editing.peft_export import export_peft_adapter
+from editing.export.peft import export_peft_adapter
+from editing.weights.fingerprint import weights_digest
 from models.files import publish_dir
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Queries against whatever weights the caller holds: score, generate, top-k next tokens.
 
 Pure functions of (model, tokenizer, input): the runtime decides which version's weights they
-see. Scoring is :func:`editing.logprob.continuation_logprobs`: the same leading-space rule the
+see. Scoring is :func:`editing.forward.logprob.continuation_logprobs`: the same leading-space rule the
 editor uses for targets, so "the edit made the target likelier" is measured on the very tokens
 the edit optimised.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing.logprob import continuation_logprobs
-from editing.tokens import prompt_ids
+from editing.forward.logprob import continuation_logprobs
+from editing.forward.tokens import prompt_ids
 from models.placement import input_device
 
 

@@ -14,7 +14,7 @@ from app.serving.engine import ServingEngine
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
-from editing.fingerprint import model_fingerprint
+from editing.weights.fingerprint import model_fingerprint
 from models.device_map import parse_device_map
 from models.load import LoadedModel, load_model
 

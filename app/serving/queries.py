@@ -2,7 +2,7 @@
 
 They used to run a forward pass of their own on merged weights; now they share the batch
 engine with the /v1 endpoints, so they batch across versions too. Scoring keeps the
-editor's leading-space rule (:func:`editing.tokens.continuation_ids`), so "the edit made the
+editor's leading-space rule (:func:`editing.forward.tokens.continuation_ids`), so "the edit made the
 target likelier" is still measured on the very tokens the edit optimised.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 
 from app.serving.engine import ServingEngine
-from editing.tokens import continuation_ids, prompt_ids
+from editing.forward.tokens import continuation_ids, prompt_ids
 from models.generate import Request, SamplingParams
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from editing import fingerprint
-from editing.delta import BaseWeights, WeightDelta
+from editing.weights.delta import BaseWeights, WeightDelta
 from models.load import LoadedModel
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ is written, no lock is taken, and no request waits.
 
 What the service promised about merged weights still holds: :meth:`weights_digest` hashes
 the matrices a replay of the chain would give, computed beside the model with the very
-float operations :func:`editing.delta.add_layer_update` performs, so ``/ready`` reports the
+float operations :func:`editing.weights.delta.add_layer_update` performs, so ``/ready`` reports the
 same digest as a process that merged them.
 """
 
@@ -22,8 +22,8 @@ from collections import OrderedDict
 import torch
 
 from app.serving.runtime import ModelRuntime
-from editing.delta import LayerUpdate
-from editing.fingerprint import tensor_bytes
+from editing.weights.delta import LayerUpdate
+from editing.weights.fingerprint import tensor_bytes
 from models.generate import Additions
 from models.specs import mlp_out_weight, num_layers, spec_for
 
@@ -74,7 +74,7 @@ class AdditiveRuntime(ModelRuntime):
 
     def weights_digest(self, version: str | None = None) -> str:
         """sha256 of the MLP output matrices ``version`` has when merged (as
-        :func:`editing.fingerprint.weights_digest` of a merged model), cached per version."""
+        :func:`editing.weights.fingerprint.weights_digest` of a merged model), cached per version."""
         version = version or self.active
         cached = self._digests.get(version)
         if cached is not None:

@@ -210,7 +210,7 @@ class AdapterSync:
     def _load(self, version: str, name: str, raise_errors: bool = False) -> None:
         from app.serving.delta_source import UnusableDelta
         from app.serving.export import export_peft_version
-        from editing.peft_export import PeftExportError
+        from editing.export.peft import PeftExportError
 
         try:
             path = export_peft_version(self.parts, version, self.adapter_dir / name)

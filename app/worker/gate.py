@@ -1,29 +1,15 @@
-"""The quality gate: measure a batch before it becomes active, and hold it if it misses.
+"""The quality gate's policy: hold a batch that misses the service's thresholds.
 
 A batch that did not take (its facts not learned) or that moved the model too much on
 unrelated text should not silently become what every client is served. The worker therefore
-measures each new version against its parent before moving the active pointer:
-
-* **efficacy** (percent of facts): on the rewrite prompt, a fact with ``target_true`` succeeds
-  when ``target_new`` is more likely than ``target_true`` per token (lower mean NLL, the
-  CounterFact definition); a fact without one succeeds when every ``target_new`` token is the
-  model's argmax under teacher forcing (the answer it would give greedily);
-* **generalization** (percent): the same test on the paraphrase prompts that came with the
-  facts (per fact the mean over its paraphrases; ``None`` when no fact has any);
-* **logprob_gain** (nats): mean over facts of the change of ``target_new``'s mean per-token
-  log-probability on the rewrite prompt, new version minus parent (how far the edit moved it);
-* **chat_efficacy** (percent of the facts that carry a ``question``; ``None`` when none does):
-  the question as the user's message in the model's chat template, the efficacy test on
-  the assistant's first words (what a chat user asks, :mod:`editing.evaluate.chat`);
-* **drift** on the 40 fixed probe prompts of ``app/worker/probes.json``: mean KL(parent ‖ new) of the
-  next-token distribution in nats, and top-1 agreement with the parent in percent.
-
-Scoring reuses ``editing.evaluate`` (batched teacher-forced rows, KL, top-k): both sides come
-from one model, the delta applied and bit-identically reverted, so the gate needs no second
-copy of the weights. Thresholds (``min_efficacy`` and ``min_chat_efficacy`` percent, ``max_kl``
-nats) come from the
-settings and may be overridden per request; with none, the figures are recorded and the batch
-always passes (the service behaves as before the gate existed).
+measures each new version against its parent before moving the active pointer. What is
+measured (efficacy, generalization, chat efficacy, log-probability gain, drift) is the
+library's, :mod:`editing.evaluate.gate`; this module holds what the service decides: the 40
+fixed probe prompts drift is measured on (``app/worker/probes.json``), the thresholds
+(``min_efficacy`` and ``min_chat_efficacy`` percent, ``max_kl`` nats) from the settings and
+their per-request overrides, the verdict and its message, and the probe scores remembered
+between batches. With no threshold set, the figures are recorded and the batch always passes
+(the service behaves as before the gate existed).
 """
 
 from __future__ import annotations
@@ -37,18 +23,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-from transformers import PreTrainedTokenizerBase
-
 from app.serving.runtime import ModelRuntime
 from app.store import VersionStore
-from editing.delta import WeightDelta
-from editing.evaluate.generation import answer_sep, render_chat
-from editing.evaluate.locality import record_locality
-from editing.evaluate.metrics import all_tokens_hit, mean, mean_nll, percent, prefers
-from editing.evaluate.scoring import RowScore, ScoreRow, score_rows, with_delta
-from editing.memory import eval_batch_for
+from editing.evaluate.gate import measure_probed
+from editing.evaluate.scoring import RowScore, ScoreRow, score_rows
+from editing.forward.memory import eval_batch_for
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 
 __all__ = [
     "PROBES_FILE",
@@ -56,8 +37,6 @@ __all__ = [
     "QualityGate",
     "judge",
     "load_probes",
-    "measure",
-    "measure_probed",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,93 +79,6 @@ def load_probes(path: Path = PROBES_FILE) -> tuple[str, ...]:
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise ValueError(f"{path} must list non-empty prompts under 'prompts'")
     return tuple(prompts)
-
-
-def _fact_rows(req: EditRequest, chat: str | None = None) -> list[ScoreRow]:
-    """The rows of the rewrite and paraphrase prompts, and of ``chat`` (the rendered question)."""
-    rows = []
-    for prompt in (req.text, *req.paraphrase_prompts, *([chat] if chat else [])):
-        sep = answer_sep(prompt) if prompt == chat else " "
-        rows.append(ScoreRow(prompt, req.target_new, sep))
-        if req.target_true:
-            rows.append(ScoreRow(prompt, req.target_true, sep))
-    return rows
-
-
-def _succeeds(req: EditRequest, prompt: str, scores: Mapping[ScoreRow, RowScore], sep: str = " ") -> bool:
-    """The module docstring's definition of one fact succeeding on one prompt."""
-    new = scores[ScoreRow(prompt, req.target_new, sep)]
-    if req.target_true:
-        true = scores[ScoreRow(prompt, req.target_true, sep)]
-        return prefers(mean_nll(new.logprobs), mean_nll(true.logprobs))
-    return all_tokens_hit(new.argmax, new.target_ids)
-
-
-def measure(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    requests: Sequence[EditRequest],
-    delta: WeightDelta,
-    probes: Sequence[str],
-    batch_size: int = 32,
-) -> dict[str, Any]:
-    """The gate's figures for ``delta`` on top of the weights ``model`` holds (the parent);
-    the model is left as found."""
-    return measure_probed(model, tokenizer, requests, delta, probes, batch_size)[0]
-
-
-def measure_probed(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    requests: Sequence[EditRequest],
-    delta: WeightDelta,
-    probes: Sequence[str],
-    batch_size: int = 32,
-    parent_probes: Mapping[ScoreRow, RowScore] | None = None,
-) -> tuple[dict[str, Any], dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]]:
-    """:func:`measure`, also returning the probe scores of the parent and of the new version.
-
-    ``parent_probes``: the parent's probe scores from an earlier gate (the new version of the
-    previous batch is usually the next parent), so only the new side runs the probes: the
-    probes are most of the gate's cost.
-    """
-    probe_rows = [ScoreRow(p) for p in probes]
-    rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
-    chats = {r: render_chat(tokenizer, r.question) for r in requests if r.question}
-    fact_rows = [row for r in requests for row in _fact_rows(r, chats.get(r))]
-    reuse = parent_probes is not None and all(r in parent_probes for r in probe_rows)
-    # probes and facts in separate passes: in one, the short probes sharing a batch with the
-    # long paraphrase prompts would be padded to their length (a third more compute)
-    base = score_rows(model, tokenizer, rewrite_new, batch_size)
-    base.update({r: parent_probes[r] for r in probe_rows} if reuse  # type: ignore[index]
-                else score_rows(model, tokenizer, probe_rows, batch_size))
-    with with_delta(model, delta):
-        edited = score_rows(model, tokenizer, fact_rows, batch_size)
-        edited.update(score_rows(model, tokenizer, probe_rows, batch_size))
-    efficacy = percent(float(_succeeds(r, r.text, edited)) for r in requests)
-    generalization = percent(
-        mean(float(_succeeds(r, p, edited)) for p in r.paraphrase_prompts)
-        for r in requests
-    )
-    chat_efficacy = percent(float(_succeeds(r, c, edited, answer_sep(c))) for r, c in chats.items())
-    gain = mean(
-        float(edited[row].logprobs.double().mean() - base[row].logprobs.double().mean())
-        for row in rewrite_new
-    )
-    drift = record_locality(probe_rows, edited, base)
-    figures = {
-        "efficacy": efficacy,
-        "generalization": generalization,
-        "chat_efficacy": chat_efficacy,
-        "logprob_gain": gain,
-        "kl": drift["kl"],
-        "top1_agreement": None if drift["top1"] is None else 100.0 * drift["top1"],
-        "facts": len(requests),
-        "paraphrases": sum(len(r.paraphrase_prompts) for r in requests),
-        "probes": len(probe_rows),
-        "parent_probes_reused": reuse,
-    }
-    return figures, {r: base[r] for r in probe_rows}, {r: edited[r] for r in probe_rows}
 
 
 def _num(value: float, unit: str = "") -> str:

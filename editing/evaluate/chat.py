@@ -35,8 +35,7 @@ from typing import Any, TypeVar
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import WeightDelta
-from editing.evaluate.generation import answer_sep, generate_greedy, render_chat
+from editing.evaluate.generation import generate_greedy
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import (
     contains_word,
@@ -49,7 +48,9 @@ from editing.evaluate.metrics import (
     token_accuracy,
 )
 from editing.evaluate.scoring import RowScore, ScoreRow, with_delta
+from editing.forward.chat import answer_sep, render_chat
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 
 USER_KEYS: tuple[str, ...] = (
     "chat_efficacy",

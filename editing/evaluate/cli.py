@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from editing.delta import DeltaError, WeightDelta
 from editing.evaluate.data import DataError, detect_dataset, load_records, requests_of
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
-from editing.fingerprint import model_fingerprint
 from editing.methods import METHODS, method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
+from editing.weights.delta import DeltaError, WeightDelta
+from editing.weights.fingerprint import model_fingerprint
 from models.load import ModelNotAvailable, load_model
 from models.plan import InsufficientMemory
 

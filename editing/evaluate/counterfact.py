@@ -15,13 +15,13 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import WeightDelta
 from editing.evaluate.chat import USER_KEYS, UserView, joined
 from editing.evaluate.data import Record, requests_of
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, mean_nll, prefers
 from editing.evaluate.scoring import RowScore, ScoreRow, score_records
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 
 METRIC_KEYS: tuple[str, ...] = (
     "efficacy_success",

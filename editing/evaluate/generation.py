@@ -1,9 +1,8 @@
-"""Chat rendering and greedy batched generation, as the evaluation needs them.
+"""Greedy batched generation, as the evaluation needs it.
 
-:func:`render_chat` gives the chat as text (the evaluation scores text rows) through the
-tokenizer's own template, as the service's chat endpoint does (``models.generate.chat``), with
-a plain "Role: text" fallback for base models; :func:`generate_greedy` runs the service's
-batch engine, so the evaluation's chat answer is the answer a user of the service gets.
+:func:`generate_greedy` runs the service's batch engine, so the evaluation's chat answer is
+the answer a user of the service gets. The chat text it answers is
+:func:`editing.forward.chat.render_chat` (re-exported here, where it was documented first).
 """
 
 from __future__ import annotations
@@ -14,37 +13,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.tokens import prompt_ids
+from editing.forward.chat import PLAIN_TEMPLATE, answer_sep, render_chat
+from editing.forward.tokens import prompt_ids
 from models.generate import SamplingParams, generate
 
-PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}" \
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
-"""For tokenizers without a chat template (base models): a plain "Role: text" dialogue."""
-
-
-def render_chat(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
-    """The text the model reads before its answer to ``user``: the tokenizer's chat template
-    with the generation prompt (``system`` None: the template's default, e.g. SmolLM2's own
-    system prompt). The text is tokenized as any prompt (``editing.tokens.prompt_ids``), so
-    a BOS that the tokenizer adds itself is taken off the front here, not doubled."""
-    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
-        {"role": "user", "content": user}
-    ]
-    template = None if getattr(tokenizer, "chat_template", None) else PLAIN_TEMPLATE
-    text = tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=True
-    )
-    bos = tokenizer.bos_token
-    adds_bos = bool(tokenizer("").input_ids) and tokenizer("").input_ids[0] == tokenizer.bos_token_id
-    if bos and adds_bos and text.startswith(bos):
-        text = text[len(bos):]
-    return text
-
-
-def answer_sep(chat_text: str) -> str:
-    """What joins a rendered chat and the answer's first word: nothing after a template that
-    ends its generation prompt with a newline (ChatML), else a space ("Assistant: Paris")."""
-    return "" if chat_text[-1:].isspace() else " "
+__all__ = ["PLAIN_TEMPLATE", "answer_sep", "generate_greedy", "render_chat"]
 
 
 @torch.inference_mode()

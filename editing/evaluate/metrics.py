@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from editing.logprob import target_logprobs  # the one definition; re-exported here
+from editing.forward.logprob import target_logprobs  # the one definition; re-exported here
 
 __all__ = ["target_logprobs"]
 

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.batch import pad_id, pad_right
-from editing.delta import WeightDelta
 from editing.evaluate.metrics import target_argmax, target_logprobs
-from editing.tokens import continuation_ids, prompt_ids
+from editing.forward.batch import pad_id, pad_right
+from editing.forward.tokens import continuation_ids, prompt_ids
+from editing.weights.delta import WeightDelta
 from models.placement import input_device
 
 
@@ -54,7 +54,7 @@ class RowScore:
 
 
 def encode_row(tokenizer: PreTrainedTokenizerBase, row: ScoreRow) -> tuple[list[int], list[int]]:
-    """Prompt ids and target ids by the project's shared rules (``editing.tokens``)."""
+    """Prompt ids and target ids by the project's shared rules (``editing.forward.tokens``)."""
     head = prompt_ids(tokenizer, row.prompt)
     if not head:
         raise ValueError(f"prompt {row.prompt!r} encodes to no tokens")

@@ -8,12 +8,12 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.data import Record, detect_dataset
 from editing.evaluate.zsre import evaluate_zsre
-from editing.memory import eval_batch_for
+from editing.forward.memory import eval_batch_for
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 
 DATASETS: tuple[str, ...] = ("counterfact", "zsre")
 

@@ -16,7 +16,6 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.delta import WeightDelta
 from editing.evaluate.chat import USER_KEYS, UserView, joined
 from editing.evaluate.counterfact import METRIC_KEYS
 from editing.evaluate.data import Record
@@ -24,6 +23,7 @@ from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import aggregate, all_tokens_hit, mean, token_accuracy
 from editing.evaluate.scoring import RowScore, ScoreRow, score_records
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 
 ZSRE_KEYS: tuple[str, ...] = (
     "zsre_efficacy",

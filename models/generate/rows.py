@@ -9,7 +9,7 @@ of a copy of the model.
 
 In a half-precision model the hooked rows compute the whole matrix product in float32
 (``x Wᵀ + x ΔWᵀ``, cast back after), as the merged model does for an edited matrix held in
-float32 (``editing.precision.hold_in_float32``), so the two agree to float32 rounding.
+float32 (``editing.weights.precision.hold_in_float32``), so the two agree to float32 rounding.
 """
 
 from __future__ import annotations

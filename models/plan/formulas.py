@@ -9,10 +9,10 @@ and the exact copies kept for revert) plus the largest of the stage working sets
 
 * **statistics** (once per model and layer set, then cached on disk): a float64 d_k×d_k running
   sum per edited layer, one batch's float32 product and its float64 copy, and one statistics
-  batch's activations up to the deepest edited layer (``editing.stats``).
+  batch's activations up to the deepest edited layer (``editing.solve.stats``).
 * **solve**: about five float64 d_k×d_k matrices per layer (C on the device, λC + C_old, the
   Gram matrix, the LU factorisation's copy); layers are solved one at a time.
-* **z**, for N facts in one group (``editing.targets``): N × (``n_prefixes`` rewrite rows + 1
+* **z**, for N facts in one group (``editing.targets.z``): N × (``n_prefixes`` rewrite rows + 1
   "essence" row), each ``tokens_per_row`` tokens, forward and backward through every layer
   above the z layer, plus the prefix KV cache and float32 log-softmaxes at the prediction
   positions. Linear in N: ``z_per_fact`` bytes each.
@@ -35,7 +35,7 @@ working memory. ``tokens_per_row`` is the *padded* row length: a group is padded
 row. The z figures also assume every token of a row is re-run each step, as without the prefix
 cache; with it (the editor's default) only the tokens from the fact token on are.
 
-Checked once against the real thing (saved_tensors_hooks around ``editing.targets._log_probs``,
+Checked once against the real thing (saved_tensors_hooks around ``editing.targets.z._log_probs``,
 SmolLM2-135M, float32, z at layer 2, 6 prefixes + essence): 4 facts, rows padded to 21 tokens,
 no prefix cache: 500 MiB saved, plan 549 MiB (2 facts, 20 tokens: 237 vs 262). With the prefix
 cache the same 4 facts saved 209 MiB: the plan is conservative by ~2.4x there.

@@ -22,8 +22,8 @@ from app.queue import worker_info
 from app.store import VersionStore
 from app.worker.loop import MAX_ATTEMPTS
 from app.worker.testing_hooks import STAGES
-from editing.delta import WeightDelta
-from editing.fingerprint import weights_digest
+from editing.weights.delta import WeightDelta
+from editing.weights.fingerprint import weights_digest
 from models.load import load_model
 from tests.e2e.harness import Proc, Service, redis_client, wait_for
 from tests.e2e.pause import PausePoints

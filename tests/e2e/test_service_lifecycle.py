@@ -16,7 +16,7 @@ import tarfile
 import httpx
 from transformers import AutoModelForCausalLM
 
-from editing.fingerprint import weights_digest
+from editing.weights.fingerprint import weights_digest
 from tests.e2e.harness import Service, wait_for, wait_job, wait_ready
 
 CLEAN_EXIT = (0, -signal.SIGTERM)

@@ -6,7 +6,7 @@ import pytest
 
 from editing import Editor
 from editing.evaluate.data import load_records
-from editing.logprob import target_logprob
+from editing.forward.logprob import target_logprob
 from editing.presets import preset_for
 from models.load import cache_dir, load_model
 from tests.shared_data import shared_data_file

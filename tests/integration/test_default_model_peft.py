@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from editing import Editor, EditRequest, WeightDelta
-from editing.logprob import target_logprob
-from editing.peft_export import export_peft_adapter
+from editing.export.peft import export_peft_adapter
+from editing.forward.logprob import target_logprob
 from editing.presets import preset_for
 from models.load import cache_dir, load_model
 

@@ -240,8 +240,8 @@ def test_evaluation_chat_answer_equals_the_chat_endpoint(service: LiveServer,
     """The evaluation's greedy chat answer (editing.evaluate.chat) is what a user of
     /v1/chat/completions gets from the same version: same template, engine and stops."""
     from editing import EditRequest
-    from editing.delta import WeightDelta
     from editing.evaluate.chat import NEW_TOKENS, UserView
+    from editing.weights.delta import WeightDelta
     from models.load import load_model
 
     request = EditRequest("Danielle Darrieux", "The mother tongue of {} is", "English",

@@ -18,7 +18,7 @@ from app.cli import main as cli_main
 from app.cli import parse
 from app.services import Services
 from app.serving.export import FORMATS
-from editing.delta import LayerUpdate, WeightDelta
+from editing.weights.delta import LayerUpdate, WeightDelta
 from models.specs import weight_out_in
 from tests.e2e.harness import save_tiny_model, wait_for
 from tests.integration.service_support import live_service, tiny_settings
@@ -92,7 +92,7 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
             "max_rel_error"] <= 0.5
         assert_refusals(client, v2)
         with monkeypatch.context() as patch:  # a rank vLLM would refuse: v1 has rank 2
-            patch.setattr("editing.peft_export.VLLM_RANKS", (1,))
+            patch.setattr("editing.export.peft.VLLM_RANKS", (1,))
             too_big = client.get(f"/versions/{v1}/export", params={"format": "peft"})
         assert too_big.status_code == 422, too_big.text
         assert "tol" in too_big.json()["detail"] and "format hf" in too_big.json()["detail"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from app.serving.runtime import Chain, ModelRuntime
-from editing.delta import DeltaError, LayerUpdate, WeightDelta
-from editing.fingerprint import weights_digest
+from editing.weights.delta import DeltaError, LayerUpdate, WeightDelta
+from editing.weights.fingerprint import weights_digest
 from models.load import LoadedModel
 from models.specs import mlp_out_weight, num_layers, weight_out_in
 from tests.e2e.harness import wait_for

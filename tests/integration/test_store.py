@@ -28,7 +28,7 @@ from app.store import (
 from app.store.payloads import EditJob, RevertJob
 from app.store.records import JobState
 from app.store.tables import SCHEMA
-from editing.delta import LayerUpdate, WeightDelta
+from editing.weights.delta import LayerUpdate, WeightDelta
 from tests.e2e.harness import wait_for
 
 FP = "f" * 64

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from editing import EditHparams, Editor
-from editing.logprob import target_logprob
+from editing.forward.logprob import target_logprob
 from editing.methods import LeastSquares, NullSpaceProjection, get_method, method_names
 from editing.methods.alphaedit import null_space_basis, projector
 from tests.conftest import FACTS, TINY_HPARAMS

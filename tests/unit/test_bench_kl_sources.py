@@ -16,9 +16,9 @@ from bench.kl_sources import (
     next_token_logprobs,
 )
 from editing import EditRequest
-from editing.delta import BaseWeights, LayerUpdate, WeightDelta, add_layer_update
 from editing.evaluate.data import Record
 from editing.evaluate.metrics import kl_divergence
+from editing.weights.delta import BaseWeights, LayerUpdate, WeightDelta, add_layer_update
 from models.specs import weight_out_in
 
 PROMPTS = ["The mother tongue of Danielle Darrieux is", "Toko Yasuda plays the", "The capital of France is"]

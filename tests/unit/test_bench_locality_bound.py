@@ -16,8 +16,8 @@ from bench.locality_bound import (
     subject_variants,
 )
 from editing import EditRequest, EditState
-from editing.batch import pad_id
 from editing.evaluate.data import Record
+from editing.forward.batch import pad_id
 from tests.conftest import FACTS
 from tests.unit.test_editor import HP, make_editor
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editing.delta import DeltaError, LayerUpdate, WeightDelta
-from editing.fingerprint import model_fingerprint
+from editing.weights.delta import DeltaError, LayerUpdate, WeightDelta
+from editing.weights.fingerprint import model_fingerprint
 from models.specs import mlp_out_weight, weight_out_in
 from tests.tiny import tiny_model
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from editing import Editor, EditorCaches, EditRequest, EditState, WeightDelta
-from editing.logprob import target_logprob
+from editing.forward.logprob import target_logprob
+from editing.forward.tokens import continuation_ids
 from editing.methods import get_method
-from editing.tokens import continuation_ids
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
 
@@ -142,7 +142,7 @@ def test_target_already_predicted_is_reported(tiny, corpus, tmp_path) -> None:
 
 
 def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None:
-    from editing.stats import Corpus
+    from editing.solve.stats import Corpus
 
     (tmp_path / "b.txt").write_text("second file\n")
     (tmp_path / "a.txt").write_text("= Heading =\nfirst file\n")
@@ -156,7 +156,7 @@ def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None
 
 
 def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
-    from editing.zcache import Z_FIELDS_AT_DEFAULT
+    from editing.targets.zcache import Z_FIELDS_AT_DEFAULT
 
     hp = TINY_HPARAMS
     assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
@@ -177,7 +177,7 @@ def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(ti
 
 
 def test_essence_kl_directions() -> None:
-    from editing.targets import _essence_kl
+    from editing.targets.z import _essence_kl
 
     initial = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0]]), -1)
     now = torch.log_softmax(torch.tensor([[0.0, 1.0, 0.5]]), -1)
@@ -193,8 +193,8 @@ def test_essence_kl_directions() -> None:
 
 
 def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:
-    from editing.encoding import encode_requests
-    from editing.keys import layer_keys
+    from editing.targets.encoding import encode_requests
+    from editing.targets.keys import layer_keys
 
     model, tok = tiny
     facts = FACTS[:1]

@@ -129,7 +129,7 @@ def test_evaluate_reports_the_user_view_and_an_unchanged_model_breaks_nothing() 
 
 
 def test_name_rows_predict_the_second_mention_of_the_subject() -> None:
-    from editing.encoding import encode_names
+    from editing.targets.encoding import encode_names
 
     tok = tiny_tokenizer("bpe")
     row = encode_names(tok, [REQ])[0]
@@ -140,7 +140,7 @@ def test_name_rows_predict_the_second_mention_of_the_subject() -> None:
 
 def test_the_name_term_changes_z_and_only_when_asked() -> None:
     from editing.hparams import EditHparams
-    from editing.targets import optimize_z
+    from editing.targets.z import optimize_z
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("llama", vocab_size=len(tok))
@@ -154,7 +154,7 @@ def test_the_name_term_changes_z_and_only_when_asked() -> None:
 def test_the_chat_prefix_joins_the_context_prefixes_only_when_asked(tmp_path) -> None:
     from editing import Editor
     from editing.hparams import EditHparams
-    from editing.templates import CHAT_REQUEST
+    from editing.targets.templates import CHAT_REQUEST
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("llama", vocab_size=len(tok))

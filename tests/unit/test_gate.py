@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.worker.gate import GateThresholds, judge, load_probes, measure
+from app.worker.gate import GateThresholds, judge, load_probes
 from app.worker.strength import STRENGTHS, replay_weight, request_hparams, requested
-from editing.delta import WeightDelta
 from editing.evaluate.counterfact import evaluate_counterfact
+from editing.evaluate.gate import measure
 from editing.evaluate.scoring import with_delta
 from editing.hparams import EditHparams
 from editing.requests import EditRequest
+from editing.weights.delta import WeightDelta
 from models.specs import mlp_out_weight
 from tests.tiny import tiny_model, tiny_tokenizer
 from tests.unit.test_evaluate_scoring import CF, random_delta
@@ -122,7 +123,7 @@ def test_unchanged_weights_give_zero_kl_even_when_the_delta_is_empty() -> None:
 
 
 def test_remembered_parent_probes_give_the_same_figures() -> None:
-    from app.worker.gate import measure_probed
+    from editing.evaluate.gate import measure_probed
 
     model, tok = tiny_model(), tiny_tokenizer()
     first = random_delta(model, (1,), scale=0.3)

@@ -11,7 +11,7 @@ import torch
 from app.serving.runtime import Chain
 from app.serving.versions import AdditiveRuntime
 from editing import Editor, WeightDelta
-from editing.fingerprint import weights_digest
+from editing.weights.fingerprint import weights_digest
 from models.generate import BatchEngine, Request, SamplingParams, generate
 from models.load import LoadedModel
 from tests.conftest import FACTS, TINY_HPARAMS

@@ -14,11 +14,11 @@ import torch
 
 from app.serving.inference import next_tokens, score
 from editing import Editor, EditState, WeightDelta
-from editing.delta import DeltaError
 from editing.evaluate.suite import evaluate
-from editing.logprob import target_logprob
-from editing.precision import rounding_survival
-from editing.stats import CovarianceCache
+from editing.forward.logprob import target_logprob
+from editing.solve.stats import CovarianceCache
+from editing.weights.delta import DeltaError
+from editing.weights.precision import rounding_survival
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -162,7 +162,7 @@ def test_a_fact_that_cannot_fit_is_refused_naming_the_setting(corpus, tmp_path, 
 def test_edited_matrices_are_held_in_float32_and_released_on_revert(dtype: torch.dtype) -> None:
     """A small update survives whole (it would not in bf16), the model still computes in its
     dtype, and revert gives back the half-precision bits. GPT-2's Conv1D has a bias: held too."""
-    from editing.delta import LayerUpdate
+    from editing.weights.delta import LayerUpdate
     from models.specs import mlp_out, weight_out_in
 
     model, _tok = half_tiny("gpt2", dtype)
@@ -191,7 +191,7 @@ def test_merged_checkpoint_of_a_half_model_keeps_the_edited_matrices_in_float32(
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from editing.delta import LayerUpdate
+    from editing.weights.delta import LayerUpdate
     from models.specs import mlp_out_weight, weight_out_in
 
     model, _tok = half_tiny("llama", torch.bfloat16)

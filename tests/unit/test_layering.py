@@ -129,22 +129,31 @@ asking serving for the model; ``app/vllm`` (vLLM as the engine) shares the OpenA
 ``cli.py`` see them all."""
 
 
-def _app_part(module: str) -> str:
+def _part(module: str) -> str:
+    """The folder (or top-level module) a module belongs to: ``app.api.edits`` -> ``app.api``."""
     parts = module.split(".")
     return ".".join(parts[:2])
 
 
-def test_app_is_in_parts_that_import_only_what_they_may() -> None:
-    for part in APP_PARTS:
+def _imports_across_parts(parts: dict[str, set[str]], extra: dict[str, set[str]] | None = None) -> list[str]:
+    """Imports from one of ``parts`` into another part of the same package that ``parts``
+    (or ``extra``, per module) does not list; every part must exist as a folder."""
+    for part in parts:
         assert (ROOT / part.replace(".", "/") / "__init__.py").is_file(), f"{part} is missing"
-    wrong = [
+    package = next(iter(parts)).split(".")[0] + "."
+    extra = extra or {}
+    return [
         f"{module} imports {target}"
         for module, targets in import_graph().items()
-        if _app_part(module) in APP_PARTS
+        if _part(module) in parts
         for target in sorted(targets)
-        if target.startswith("app.") and _app_part(target) != _app_part(module)
-        and _app_part(target) not in APP_PARTS[_app_part(module)]
+        if target.startswith(package) and _part(target) != _part(module)
+        and _part(target) not in parts[_part(module)] | extra.get(module, set())
     ]
+
+
+def test_app_is_in_parts_that_import_only_what_they_may() -> None:
+    wrong = _imports_across_parts(APP_PARTS)
     assert not wrong, "imports across app/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
 
 
@@ -153,3 +162,74 @@ def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    from app.store import VersionStore\n")
     assert _imported("models.lazy", source, {"app.store", "models.lazy"}) == {"app.store"}
+
+
+EDITING_PARTS: dict[str, set[str]] = {
+    "editing.weights": set(),
+    "editing.forward": set(),
+    "editing.solve": {"editing.forward", "editing.paths"},
+    "editing.targets": {"editing.forward", "editing.weights", "editing.hparams", "editing.requests"},
+    "editing.methods": {"editing.forward", "editing.weights", "editing.solve", "editing.targets",
+                        "editing.hparams", "editing.requests"},
+    "editing.export": {"editing.weights"},
+    "editing.evaluate": {"editing.forward", "editing.weights", "editing.requests", "editing.paths"},
+}
+"""The folders of ``editing/`` and what else in ``editing/`` each may import (docs/design.md
+"Layout"). ``weights`` and ``forward`` stand alone, so how a stored delta is read and how text
+is tokenised cannot depend on how an edit is computed; nothing that computes an edit imports
+``evaluate``, so a measurement never shapes the edit it measures. A name here is a folder or a
+top-level module; the top level (``Editor``, requests, state, hyper-parameters, the CLI)
+composes the folders and may import any of them."""
+
+EDITING_COMMAND_LINES: dict[str, set[str]] = {
+    "editing.evaluate.cli": {"editing.methods", "editing.options"},
+}
+"""Command lines inside a folder may also build an editor (``python -m editing evaluate``)."""
+
+EDITING_TOP_LEVEL = {
+    "editing", "editing.__main__", "editing.cli", "editing.options", "editing.editor",
+    "editing.requests", "editing.state", "editing.hparams", "editing.presets", "editing.strength",
+    "editing.paths",
+}
+"""The public entry points left at the top of ``editing/``; every other job lives in a folder."""
+
+EDITING_OLD_PATHS = {
+    "editing.tokens": "editing.forward.tokens",
+    "editing.peft_export": "editing.export.peft",
+    "editing.scoring": "editing.forward.logprob",
+}
+"""Old module paths that docs once named as public, kept one release as re-exports."""
+
+
+def test_editing_is_in_parts_that_import_only_what_they_may() -> None:
+    wrong = _imports_across_parts(EDITING_PARTS, EDITING_COMMAND_LINES)
+    assert not wrong, "imports across editing/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_top_of_editing_holds_only_entry_points_and_old_paths() -> None:
+    top = {m for m in import_graph() if m.startswith("editing") and m.count(".") <= 1
+           and not (ROOT / m.replace(".", "/")).is_dir()} | {"editing"}
+    assert top == EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS), (
+        "a new module at the top of editing/ belongs in a folder (docs/design.md \"Layout\"), "
+        f"or in EDITING_TOP_LEVEL if it is an entry point: {sorted(top ^ (EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS)))}"
+    )
+
+
+def test_old_paths_only_re_export_and_nothing_imports_them() -> None:
+    import importlib
+
+    for old, new in EDITING_OLD_PATHS.items():
+        path = ROOT / (old.replace(".", "/") + ".py")
+        body = ast.parse(path.read_text()).body
+        assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in body), old
+        assert new in (ast.get_docstring(ast.parse(path.read_text())) or ""), f"{old} must say where it moved"
+        shim, moved = importlib.import_module(old), importlib.import_module(new)
+        assert shim.__all__ and all(getattr(shim, n) is getattr(moved, n) for n in shim.__all__)
+    users = [
+        f"{p.relative_to(ROOT)} imports {old}"
+        for top in ("app", "editing", "models", "bench", "tests")
+        for p in sorted((ROOT / top).rglob("*.py"))
+        for old in EDITING_OLD_PATHS
+        if old in _imported(_module_name(p), p, set(EDITING_OLD_PATHS) | {_module_name(p)})
+    ]
+    assert not users, "the project itself uses the new paths:\n" + "\n".join(users)

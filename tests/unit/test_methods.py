@@ -9,7 +9,7 @@ import torch
 
 from editing import EditHparams, Editor, WeightDelta
 from editing.evaluate.cli import _method_of
-from editing.logprob import target_logprob
+from editing.forward.logprob import target_logprob
 from editing.methods import (
     METHODS,
     ForwardReplay,

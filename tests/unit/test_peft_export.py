@@ -11,8 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from editing.delta import LayerUpdate, WeightDelta
-from editing.peft_export import (
+from editing.export.peft import (
     CONFIG_NAME,
     VLLM_RANKS,
     WEIGHTS_NAME,
@@ -21,6 +20,7 @@ from editing.peft_export import (
     layer_factors,
     vllm_rank,
 )
+from editing.weights.delta import LayerUpdate, WeightDelta
 from models.specs import spec_for, weight_out_in
 from tests.tiny import tiny_model
 

@@ -16,7 +16,7 @@ import torch
 from accelerate import dispatch_model
 
 from editing import Editor
-from editing.delta import DeltaError
+from editing.weights.delta import DeltaError
 from models.placement import input_device, module_device
 from models.specs import spec_for
 from tests.conftest import FACTS, TINY_HPARAMS

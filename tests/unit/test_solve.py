@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from editing.solve import regulariser, solve_update
+from editing.solve.closed_form import regulariser, solve_update
 
 
 def test_solution_satisfies_normal_equations() -> None:

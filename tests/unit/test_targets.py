@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editing.encoding import encode_requests
-from editing.hooks import capture, edit_block_output
-from editing.logprob import target_logprobs
-from editing.targets import optimize_z, replay_targets
-from editing.tokens import continuation_ids, prompt_ids
+from editing.forward.hooks import capture, edit_block_output
+from editing.forward.logprob import target_logprobs
+from editing.forward.tokens import continuation_ids, prompt_ids
+from editing.targets.encoding import encode_requests
+from editing.targets.z import optimize_z, replay_targets
 from tests.conftest import FACTS, TINY_HPARAMS
 
 PREFIXES = ["", "Because I. ", "The a. "]
@@ -117,7 +117,7 @@ def test_total_loss_stop_never_stops_earlier_than_the_nll_stop(tiny) -> None:
 
 
 def test_linear_decay_is_the_reference_form() -> None:
-    from editing.targets import _decay_norm
+    from editing.targets.z import _decay_norm
 
     offset = torch.tensor([[3.0, 4.0]])
     h = torch.tensor([[0.0, 10.0]])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from editing import EditHparams, EditState, WeightDelta
-from editing.zcache import ZCache
+from editing.targets.zcache import ZCache
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS
 from tests.unit.test_editor import HP, make_editor

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest, InvalidEditRequest, validate_requests
-from editing.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from tests.tiny import tiny_tokenizer
 
 

@@ -23,7 +23,7 @@ from app.services import Services
 from app.serving.delta_source import UnusableDelta
 from app.serving.engine import QueueFull, ServingEngine
 from app.store import NotFound
-from editing.tokens import prompt_ids
+from editing.forward.tokens import prompt_ids
 from models.generate import BadMessages, NoChatTemplate, Request, SamplingParams, render_chat
 
 VERSION_HEADER = "X-Modeledit-Version"

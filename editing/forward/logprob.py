@@ -2,7 +2,7 @@
 
 The CLI's before/after table, the service's ``/score`` and the evaluation metrics all ask
 "how likely is ``" " + target`` after ``prompt``"; they share the tokenisation rule
-(:mod:`editing.tokens`) and this arithmetic, so a number printed by one is the number the
+(:mod:`editing.forward.tokens`) and this arithmetic, so a number printed by one is the number the
 others would give.
 """
 
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.batch import pad_id, pad_right
-from editing.tokens import continuation_ids, prompt_ids
+from editing.forward.batch import pad_id, pad_right
+from editing.forward.tokens import continuation_ids, prompt_ids
 from models.placement import input_device
 
 

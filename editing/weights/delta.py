@@ -21,7 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from editing.precision import held_dtype, hold_in_float32, release_float32
+from editing.weights.precision import held_dtype, hold_in_float32, release_float32
 from models.files import atomic_write
 from models.specs import mlp_out, mlp_out_weight, spec_for, weight_out_in
 
@@ -113,7 +113,7 @@ def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
     """``W += update`` in the weight's orientation (the one way weights change).
 
     In a bfloat16/float16 model the edited matrix is first held in float32
-    (:func:`editing.precision.hold_in_float32`): rounding ``W + update`` back to half
+    (:func:`editing.weights.precision.hold_in_float32`): rounding ``W + update`` back to half
     precision would lose much of a small edit. :meth:`BaseWeights.restore` puts the
     original half-precision bits back.
     """

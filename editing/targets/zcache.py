@@ -2,7 +2,7 @@
 
 z depends on the model's current weights, the layer, the z hyper-parameters, the context
 prefixes and the request; the key hashes all of them, so a cached z is never used for another
-model state. The weights enter through :func:`editing.fingerprint.weights_digest` of *every*
+model state. The weights enter through :func:`editing.weights.fingerprint.weights_digest` of *every*
 editable matrix: z at layer l is optimised on the layers above l, but the hidden state it
 starts from (h at l) comes out of the layers below, so an edit anywhere changes z.
 """
@@ -18,9 +18,9 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from editing.fingerprint import weights_digest
 from editing.hparams import EditHparams
 from editing.requests import EditRequest
+from editing.weights.fingerprint import weights_digest
 from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")

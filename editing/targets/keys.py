@@ -11,9 +11,9 @@ from collections.abc import Collection, Iterator, Sequence
 import torch
 from torch import nn
 
-from editing.batch import chunks, pad_right
-from editing.encoding import FactRow
-from editing.hooks import capture, run_until
+from editing.forward.batch import chunks, pad_right
+from editing.forward.hooks import capture, run_until
+from editing.targets.encoding import FactRow
 from models.placement import input_device
 
 

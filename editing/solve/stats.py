@@ -25,10 +25,10 @@ from safetensors.torch import load_file, save
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.batch import chunks
-from editing.hooks import capture, run_until
+from editing.forward.batch import chunks
+from editing.forward.hooks import capture, run_until
+from editing.forward.rng import cuda_devices
 from editing.paths import shared_data_dir
-from editing.rng import cuda_devices
 from models.files import atomic_write
 from models.placement import input_device
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest
-from editing.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 
 ESSENCE_PROMPT = "{} is a"
 """The prompt whose next-token distribution the KL term keeps (what the subject *is*)."""

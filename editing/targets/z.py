@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.batch import chunks, pad_right
-from editing.encoding import FactRow, encode_essence, encode_names, encode_requests
-from editing.hooks import edit_block_output
+from editing.forward.batch import chunks, pad_right
+from editing.forward.hooks import edit_block_output
 from editing.hparams import EditHparams
-from editing.keys import fact_activations, mean_by_request
 from editing.requests import EditRequest
+from editing.targets.encoding import FactRow, encode_essence, encode_names, encode_requests
+from editing.targets.keys import fact_activations, mean_by_request
 from models.placement import input_device, module_device, output_device
 from models.specs import block
 
@@ -119,7 +119,7 @@ def _prepare(
             owner.append(i)
     for k, r in enumerate(essence):
         i = len(rows) + k
-        # an essence row predicts its next token; a name row (editing.encoding.encode_names)
+        # an essence row predicts its next token; a name row (editing.targets.encoding.encode_names)
         # each token of the name's second mention, which ends it
         for j in range(len(r.target)) if r.target else (None,):
             pred_rows.append(i)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.rng import cuda_devices
+from editing.forward.chat import render_chat  # the one rendering of a chat turn
+from editing.forward.rng import cuda_devices
 from models.files import atomic_write
 from models.placement import input_device
 
@@ -57,8 +58,6 @@ evaluation's chat contexts ask the record's own question)."""
 def chat_prefix(tokenizer: PreTrainedTokenizerBase) -> str:
     """The chat template up to the assistant's answer to :data:`CHAT_REQUEST`: a prefix after
     which the prompt is the assistant's sentence, so z and the keys see the fact in a chat turn."""
-    from editing.evaluate.generation import render_chat  # the one rendering of a chat turn
-
     return render_chat(tokenizer, CHAT_REQUEST)
 
 
