@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.common import RESULTS, add_hparam_arg, add_methods_arg, parse_hparams, table, write_json
 from editing import Editor, EditRequest, EditResult, EditState, WeightDelta
+from editing.evaluate.chat import USER_KEYS
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
 from editing.paths import shared_data_dir
@@ -137,6 +138,7 @@ def run_method(lm: Any, method: str, args: argparse.Namespace, records: list[Rec
             "efficacy_success": edited["efficacy_success"], "efficacy_accuracy": edited["efficacy_accuracy"],
             "generalization_success": edited["generalization_success"],
             "specificity_success": drift["specificity_success"], "kl": drift["kl"], "top1": drift["top1"],
+            **{key: edited[key] for key in USER_KEYS if key in edited},  # what a chat user sees
             "change_norms": change_norms(lm.model, total), "elapsed_s": time.perf_counter() - started,
         })
         print(method, {k: (round(v, 4) if isinstance(v, float) else v)

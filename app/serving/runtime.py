@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing import fingerprint
+from editing.weights import fingerprint
 from editing.weights.delta import BaseWeights, WeightDelta
 from models.load import LoadedModel
 
