@@ -81,12 +81,17 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_precompute_z(args: argparse.Namespace) -> int:
-    requests = load_requests(args.data, args.num_edits)
-    if args.strategy:  # deprecated alias of --method: the strategy's default method
+def method_from_strategy(args: argparse.Namespace) -> None:
+    """``--strategy`` is a deprecated alias of ``--method`` (one release): its default method."""
+    if getattr(args, "strategy", None):
         args.method = method_for_strategy(args.strategy).name
         print(f"note: --strategy is deprecated and goes in the next release; use --method "
               f"{args.method}", file=sys.stderr)
+
+
+def cmd_precompute_z(args: argparse.Namespace) -> int:
+    requests = load_requests(args.data, args.num_edits)
+    method_from_strategy(args)
     lm, editor = make_editor(args)
     bars = ProgressBars()
     started = time.perf_counter()

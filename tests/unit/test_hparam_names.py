@@ -164,6 +164,17 @@ def test_the_cli_hparam_accepts_the_old_names_and_refuses_a_clash() -> None:
         parse_overrides(args, DEFAULT)
 
 
+def test_the_cli_strategy_is_a_deprecated_alias_of_method(capsys: pytest.CaptureFixture) -> None:
+    from editing.cli import build_parser, method_from_strategy
+
+    args = build_parser().parse_args(["precompute-z", "--data", "x.json", "--strategy", "per_layer"])
+    method_from_strategy(args)
+    assert args.method == "per_layer" and "--strategy is deprecated" in capsys.readouterr().err
+    args = build_parser().parse_args(["precompute-z", "--data", "x.json", "--method", "memit"])
+    method_from_strategy(args)
+    assert args.method == "memit" and capsys.readouterr().err == ""
+
+
 def test_with_strength_takes_the_older_keyword() -> None:
     base = EditHparams(layers=(1,))
     assert with_strength(base, mom2_update_weight=700.0).covariance_weight == 700.0
