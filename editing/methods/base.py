@@ -10,8 +10,10 @@ Each solver reads its settings as a small frozen config (``LeastSquaresConfig``,
 ``NullSpaceConfig``) that it builds from ``EditHparams`` in one place, :meth:`Solver.config`:
 a solver never reads the flat ``EditHparams``, and a reader sees which settings it uses.
 
-Nothing here imports the rest of ``editing`` at run time (the types below are for readers and
-checkers): the registry and ``EditHparams`` can refer to these types without an import cycle.
+Nothing here imports ``editing.hparams`` or ``editing.targets`` (``EditHparams`` looks method
+names up in the registry, which builds on these types; the layering test forbids the cycle):
+what a strategy reads of the hyper-parameters and of z is typed structurally, by
+:class:`MethodSettings` and :class:`ZTargets`.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from editing.hparams import EditHparams
     from editing.requests import EditRequest
-    from editing.targets import ZResult
 
 Progress = Callable[[str, float], None]
 Hidden = dict[int, torch.Tensor]
@@ -37,19 +37,41 @@ Factors = tuple[torch.Tensor, torch.Tensor]
 """``(left, right)`` with ``Δ = left @ right``."""
 
 
+class MethodSettings(Protocol):
+    """What a strategy reads of a call's hyper-parameters, and what a solver builds its config
+    from: :class:`editing.hparams.EditHparams` is one (concrete solvers take it by name)."""
+
+    @property
+    def edited_layers(self) -> Layers: ...
+
+    @property
+    def replay_on_templates(self) -> bool: ...
+
+
+class ZTargets(Protocol):
+    """What a strategy reads of z at one layer: :class:`editing.targets.ZResult` is one."""
+
+    layer: int
+
+    @property
+    def z(self) -> torch.Tensor:
+        """(N, d) the target hidden states at ``layer``."""
+        ...
+
+
 class TargetSource(Protocol):
     """What a strategy may use of the Editor (which is one): the model, the call's
     hyper-parameters, the context prefixes, and z at a layer."""
 
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
-    hparams: EditHparams
+    hparams: MethodSettings
     batch_size: int
 
     def prefixes(self) -> list[str]: ...
 
     def z_at(self, requests: Sequence[EditRequest], layer: int,
-             progress: Progress | None = None) -> ZResult: ...
+             progress: Progress | None = None) -> ZTargets: ...
 
 
 class TargetStrategy(Protocol):
@@ -67,11 +89,11 @@ class TargetStrategy(Protocol):
         ...
 
     def targets(self, source: TargetSource, requests: Sequence[EditRequest],
-                progress: Progress | None) -> tuple[Hidden, list[ZResult]]:
+                progress: Progress | None) -> tuple[Hidden, list[ZTargets]]:
         """Absolute target hidden states per layer the residual reads, and the z results."""
         ...
 
-    def h_on_templates(self, hparams: EditHparams) -> bool:
+    def h_on_templates(self, hparams: MethodSettings) -> bool:
         """Whether "h now" averages over every templated prompt (else the bare prompt)."""
         ...
 
@@ -94,7 +116,7 @@ class Solver(Protocol[ConfigT]):
     the method's strength is then μ (``nullspace_l2``), and λ (``covariance_weight``) does
     not enter its solve. Read by :func:`editing.methods.is_null_space`."""
 
-    def config(self, hparams: EditHparams) -> ConfigT:
+    def config(self, hparams: MethodSettings) -> ConfigT:
         """The settings this solver reads, out of ``hparams`` (the one place it reads them)."""
         ...
 
