@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     hparams: dict[str, Any] = Field(
         default_factory=dict,
         description="JSON object overriding the model preset's hyper-parameters, e.g. "
-        '{"layers": [1, 2], "v_steps": 10}',
+        '{"layers": [1, 2], "z_steps": 10}' " (the papers' names mom2_update_weight, v_lr, "
+        "v_steps are accepted aliases of covariance_weight, z_lr, z_steps for one release)",
     )
     shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
 

@@ -71,7 +71,7 @@ def add_method_arg(parser: argparse.ArgumentParser) -> None:
 def add_hparam_arg(parser: argparse.ArgumentParser) -> None:
     """``--hparam KEY=JSON`` (repeatable): a preset hyper-parameter override, JSON-typed."""
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=JSON",
-                        help="override a preset hyper-parameter, e.g. v_lr=0.1 or layers=[4,5,6]")
+                        help="override a preset hyper-parameter, e.g. z_lr=0.1 or layers=[4,5,6]")
 
 
 def parse_hparams(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, Any]:
@@ -79,4 +79,4 @@ def parse_hparams(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict
     try:
         return {k: json.loads(v) for k, _, v in (item.partition("=") for item in items)}
     except json.JSONDecodeError as exc:
-        parser.error(f"--hparam wants KEY=JSON (e.g. layers=[4,5,6] or v_lr=0.1): {exc}")
+        parser.error(f"--hparam wants KEY=JSON (e.g. layers=[4,5,6] or z_lr=0.1): {exc}")

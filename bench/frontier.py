@@ -4,7 +4,7 @@ Every point is one edit of the same records, evaluated with the CounterFact metr
 and generalization (Success and Accuracy), specificity, the neighbourhood KL and top-1
 agreement. A *setting* is a set of hyper-parameter overrides (layers, z steps and learning
 rate, stopping rule, statistics size, ...); within a setting each method is swept over its
-strength: λ (``mom2_update_weight``) for the least-squares solver, μ (``nullspace_l2``) for
+strength: λ (``covariance_weight``) for the least-squares solver, μ (``nullspace_l2``) for
 AlphaEdit's null-space solver. Larger is more conservative for both.
 
 Cheap by construction: z depends on neither λ nor μ nor the solver, so with the z cache each
@@ -19,7 +19,7 @@ there, then confirm on ``dev``. ``--sequential TxB`` edits T batches of B one af
 T·B facts at the end.
 
     python -m bench.frontier [--split dev] [--n 100] [--methods fe,memit]
-        [--lambdas 5000,15000,50000] [--mus 10,100] [--setting 'label:v_lr=0.1,v_steps=35' ...]
+        [--lambdas 5000,15000,50000] [--mus 10,100] [--setting 'label:z_lr=0.1,z_steps=35' ...]
         [--sequential 10x10] [--corpus PATH] [--name frontier] [--out-dir DIR]
     python -m bench.frontier --replot a.json b.json --name merged   # no editing: one PNG/table
 """
@@ -55,7 +55,7 @@ TARGET = {"efficacy_success": 97.0, "efficacy_accuracy": 85.0, "generalization_s
 
 @dataclass(frozen=True)
 class Setting:
-    """A labelled set of hyper-parameter overrides, e.g. ``ref:layers=4-8,v_lr=0.1``."""
+    """A labelled set of hyper-parameter overrides, e.g. ``ref:layers=4-8,z_lr=0.1``."""
 
     label: str
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +108,7 @@ def strengths(method: str, lambdas: list[float], mus: list[float]) -> list[tuple
     """The knob that sets a method's strength and the values to sweep."""
     if is_null_space(method):
         return [("nullspace_l2", mu) for mu in mus]
-    return [("mom2_update_weight", lam) for lam in lambdas]
+    return [("covariance_weight", lam) for lam in lambdas]
 
 
 def on_frontier(points: list[dict[str, Any]]) -> list[bool]:

@@ -212,14 +212,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     preset = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)
     rows = []
     for lam in lambdas:
-        hp = preset if lam is None else preset.replace(mom2_update_weight=lam)
+        hp = preset if lam is None else preset.replace(covariance_weight=lam)
         editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
                         z_cache=ZCache(cache_dir() / "z"))
         for weight in weights:
             state = held_state(lm.model, lm.tokenizer, held, args.positions, weight)
             delta = editor.edit([r.request for r in records], state=state).delta
             metrics = evaluate(lm.model, lm.tokenizer, records, delta, dataset="counterfact")
-            rows.append({"lambda": hp.mom2_update_weight, "w": weight, **{k: metrics[k] for k in REPORTED}})
+            rows.append({"lambda": hp.covariance_weight, "w": weight, **{k: metrics[k] for k in REPORTED}})
             print(rows[-1], flush=True)
     result = {"model": lm.name, "method": args.method, "n": len(records), "source": args.source,
               "positions": args.positions, "held_prompts": len(held), "examples": [h.text for h in held[:5]],

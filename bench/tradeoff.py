@@ -2,7 +2,7 @@
 
 A stronger edit moves more of the model, so one (efficacy, KL) point per method says little
 when the methods edit with different strength: MEMIT at the paper's λ writes only part of its
-residual and disturbs less because it does less. Sweeping λ (``mom2_update_weight``: larger is
+residual and disturbs less because it does less. Sweeping λ (``covariance_weight``: larger is
 more conservative) traces each method's trade-off curve on the same records; the method whose
 curve lies above the other's (more efficacy at the same KL) is the better editor.
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     for method in args.methods:
         for lam in map(float, args.lambdas.split(",")):
-            hp = base.with_method(method).replace(mom2_update_weight=lam)
+            hp = base.with_method(method).replace(covariance_weight=lam)
             editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])

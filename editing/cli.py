@@ -81,10 +81,17 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def method_from_strategy(args: argparse.Namespace) -> None:
+    """``--strategy`` is a deprecated alias of ``--method`` (one release): its default method."""
+    if getattr(args, "strategy", None):
+        args.method = method_for_strategy(args.strategy).name
+        print(f"note: --strategy is deprecated and goes in the next release; use --method "
+              f"{args.method}", file=sys.stderr)
+
+
 def cmd_precompute_z(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
-    if args.strategy:  # the older spelling: a strategy's default method
-        args.method = method_for_strategy(args.strategy).name
+    method_from_strategy(args)
     lm, editor = make_editor(args)
     bars = ProgressBars()
     started = time.perf_counter()
@@ -121,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--num-edits", type=int, default=10)
     pre.add_argument("--batch-size", type=int, default=64, help="requests optimised together")
     pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default=None,
-                     help="older spelling of --method fe / --method per_layer")
+                     help="deprecated alias of --method (forward_replay: fe, per_layer: "
+                          "per_layer), accepted for one release")
     pre.add_argument("--z-cache", type=Path, default=None)
     add_model_args(pre)
     pre.set_defaults(func=cmd_precompute_z)

@@ -263,7 +263,7 @@ class Editor:
             model_name=self.model_name,
             model_type=self.model.config.model_type,
             base_fingerprint=self.fingerprint,
-            hparams=hp.to_dict(),
+            hparams=hp.stored_dict(),  # the stored names: the content hash stays
             info={"method": self.method.name, "strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
             keys=keys,
             held_keys=held,
@@ -340,6 +340,7 @@ class Editor:
         pad = self.tokenizer.pad_token_id
         strategy, solver = self.method.strategy, self.method.solver
         h_rows = rows if strategy.h_on_templates(hp) else bare
+        config = solver.config(hp)  # the solver's typed settings, read once per call
         # the bare prompts (prefix "" first): their other tokens are held with w > 0
         context_rows = range(0, len(rows), len(prefixes)) if hp.context_key_weight else ()
 
@@ -370,7 +371,7 @@ class Editor:
                     held = hp.context_key_weight ** 0.5 * other_keys.double().T
                     old = held @ held.T if old is None else old.addmm_(held, held.T)
                     batch_held[layer] = held.float().cpu()
-                left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, hp)
+                left, right = solver.solve(k.T, residual.T, covs[layer].to(k.device), old, config)
                 updates[layer] = LayerUpdate.from_factors(left, right)
                 batch_keys[layer] = k.T.detach().cpu()
                 before = weight_out_in(self.model, layer).detach().clone()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from editing.editor import Editor
-from editing.hparams import EditHparams
+from editing.hparams import ALIASES, EditHparams, public_names
 from editing.methods import get_method, method_names
 from editing.presets import preset_for
 from editing.solve.stats import Corpus
@@ -37,7 +37,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                             f"{name}: {get_method(name).description}" for name in method_names()))
     parser.add_argument("--layers", default=None, help="edited layers, e.g. 4-8 or 4,5,6 (default: preset)")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a hyper-parameter, e.g. --hparam v_steps=30 (repeatable)")
+                        help="override a hyper-parameter, e.g. --hparam z_steps=30 (repeatable; the "
+                             "papers' names mom2_update_weight, v_lr, v_steps are accepted "
+                             "aliases of covariance_weight, z_lr, z_steps for one release)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="statistics/template cache (default: ~/.cache/modeledit)")
     parser.add_argument("--corpus", default=None,
@@ -53,23 +55,28 @@ def device_map_arg(text: str) -> str | dict[str, str | int] | None:
 
 
 def parse_overrides(args: argparse.Namespace, preset: EditHparams) -> dict[str, Any]:
-    """``--layers`` and each ``--hparam KEY=VALUE``, typed like the preset's fields."""
+    """``--layers`` and each ``--hparam KEY=VALUE``, typed like the preset's fields (under
+    their public names; the papers' names are accepted aliases)."""
     changes: dict[str, Any] = {}
     if args.layers:
         changes["layers"] = parse_layers(args.layers)
     for item in args.hparam:
         key, sep, raw = item.partition("=")
-        if not sep or key not in EditHparams.__dataclass_fields__:
+        name = ALIASES.get(key, key)
+        if not sep or name not in EditHparams.__dataclass_fields__:
             raise SystemExit(f"--hparam {item!r}: expected KEY=VALUE with KEY one of "
                              f"{sorted(EditHparams.__dataclass_fields__)}")
-        current = getattr(preset, key)
+        current = getattr(preset, name)
         if isinstance(current, bool):
             changes[key] = raw.lower() in ("1", "true", "yes")
         elif isinstance(current, tuple):
-            changes[key] = parse_layers(raw) if key == "layers" else tuple(raw.split(","))
+            changes[key] = parse_layers(raw) if name == "layers" else tuple(raw.split(","))
         else:
             changes[key] = type(current)(raw)
-    return changes
+    try:
+        return public_names(changes)
+    except ValueError as exc:  # the same setting under both its names, with two values
+        raise SystemExit(f"--hparam: {exc}") from None
 
 
 def build_hparams(args: argparse.Namespace, preset: EditHparams) -> EditHparams:

@@ -8,7 +8,7 @@ without editing); the rest of each preset is here.
 reported evaluation uses), by the rule of ``bench.choose_preset``: among points with efficacy
 ≥ 95 and generalization ≥ 90, the lowest neighbourhood KL. Why its settings look as they do:
 
-* a small ``v_lr`` with a small λ beats a large ``v_lr`` with a large λ at equal KL: a z that
+* a small ``z_lr`` with a small λ beats a large ``z_lr`` with a large λ at equal KL: a z that
   stops as soon as the new target is predicted asks less of the solve than one pushed to the
   clamp;
 * ``context_key_weight`` holds the edited prompts' other tokens in place, which lowers drift
@@ -29,23 +29,23 @@ from models.catalog import PRESET_LAYERS, canonical_name, generic_layers
 
 PRESETS: dict[str, EditHparams] = {
     "smollm2-135m": EditHparams(
-        layers=PRESET_LAYERS["smollm2-135m"], v_lr=0.1, v_steps=35, clamp_norm_factor=0.75,
-        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=2000.0, nullspace_l2=10.0,
+        layers=PRESET_LAYERS["smollm2-135m"], z_lr=0.1, z_steps=35, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, covariance_weight=2000.0,
         context_key_weight=1.0, targets_from="base", stats_samples=1000,
         stats_seq_len=128,
     ),
     "llama3-8b": EditHparams(
-        layers=PRESET_LAYERS["llama3-8b"], v_lr=0.1, v_steps=35, clamp_norm_factor=0.75,
-        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
+        layers=PRESET_LAYERS["llama3-8b"], z_lr=0.1, z_steps=35, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, covariance_weight=15000.0, stats_samples=100_000,
         stats_seq_len=128,
     ),
     "gpt2-xl": EditHparams(
-        layers=PRESET_LAYERS["gpt2-xl"], v_lr=0.5, v_steps=20, clamp_norm_factor=0.75,
-        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
+        layers=PRESET_LAYERS["gpt2-xl"], z_lr=0.5, z_steps=20, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, covariance_weight=15000.0, stats_samples=100_000,
     ),
     "gpt-j-6b": EditHparams(
-        layers=PRESET_LAYERS["gpt-j-6b"], v_lr=0.5, v_steps=25, clamp_norm_factor=0.75,
-        weight_decay=0.5, kl_factor=0.0625, mom2_update_weight=15000.0, stats_samples=100_000,
+        layers=PRESET_LAYERS["gpt-j-6b"], z_lr=0.5, z_steps=25, clamp_norm_factor=0.75,
+        weight_decay=0.5, kl_factor=0.0625, covariance_weight=15000.0, stats_samples=100_000,
     ),
 }
 

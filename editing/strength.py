@@ -1,7 +1,7 @@
 """Edit strength: the hyper-parameters a batch is solved with when it asks to be written
 harder or more gently.
 
-λ (``mom2_update_weight``) weighs the key statistics of ordinary text against the new facts
+λ (``covariance_weight``) weighs the key statistics of ordinary text against the new facts
 in the least-squares solve, and μ (``nullspace_l2``) plays that part for the null-space
 methods: both are larger for a more conservative edit (less drift, lower efficacy). They
 enter the solve alone (not the statistics, the templates or z), so a strength is a new
@@ -24,16 +24,23 @@ named strength: both are larger for a more conservative edit."""
 
 
 def with_strength(
-    base: EditHparams, strength: str | None = None, mom2_update_weight: float | None = None
+    base: EditHparams, strength: str | None = None, covariance_weight: float | None = None,
+    *, mom2_update_weight: float | None = None,
 ) -> EditHparams:
     """``base`` with the λ a request asks for (``base`` itself when it asks for none): an
-    explicit λ, or a named strength scaling λ and μ."""
+    explicit λ, or a named strength scaling λ and μ. ``mom2_update_weight``: the older name
+    of ``covariance_weight``, accepted for one release."""
     if mom2_update_weight is not None:
-        return base.replace(mom2_update_weight=float(mom2_update_weight))
+        if covariance_weight is not None and covariance_weight != mom2_update_weight:
+            raise ValueError(f"covariance_weight={covariance_weight!r} and mom2_update_weight="
+                             f"{mom2_update_weight!r} disagree; give only covariance_weight")
+        covariance_weight = mom2_update_weight
+    if covariance_weight is not None:
+        return base.replace(covariance_weight=float(covariance_weight))
     if strength is None or strength == "default":
         return base
     if strength not in STRENGTHS:
         raise ValueError(f"strength {strength!r} unknown; use one of {sorted(STRENGTHS)}")
     factor = STRENGTHS[strength]
-    return base.replace(mom2_update_weight=base.mom2_update_weight * factor,
+    return base.replace(covariance_weight=base.covariance_weight * factor,
                         nullspace_l2=base.nullspace_l2 * factor)

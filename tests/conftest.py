@@ -11,8 +11,8 @@ from editing.solve.stats import Corpus
 from tests.tiny import CORPUS, tiny_model, tiny_tokenizer
 
 TINY_HPARAMS = EditHparams(
-    layers=(1, 2), v_lr=0.5, v_steps=8, stats_samples=32, stats_seq_len=16,
-    template_prefixes=("The", "I"), template_tokens=3, mom2_update_weight=100.0,
+    layers=(1, 2), z_lr=0.5, z_steps=8, stats_samples=32, stats_seq_len=16,
+    template_prefixes=("The", "I"), template_tokens=3, covariance_weight=100.0,
 )
 
 FACTS = [

@@ -56,16 +56,16 @@ def submit_edits(
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
                        "the batch into several jobs", field="facts")
     method = body.method or settings.method
-    if body.mom2_update_weight is not None and is_null_space(method):
+    if body.covariance_weight is not None and is_null_space(method):
         raise ApiError(422, f"method {method!r} solves in the null space and has no λ: "
-                       "mom2_update_weight would change nothing; ask for a strength "
-                       "(conservative, default, strong) instead", field="mom2_update_weight")
+                       f"{body.lambda_field} would change nothing; ask for a strength "
+                       "(conservative, default, strong) instead", field=body.lambda_field)
     payload = EditJob(
         facts=[f.model_dump(exclude_none=True) for f in body.facts],
         method=method,
         gate=(body.gate.model_dump(exclude_none=True) or None) if body.gate else None,
         strength=body.strength,
-        mom2_update_weight=body.mom2_update_weight,
+        covariance_weight=body.covariance_weight,
     )
     accepted = submitter.submit(payload, body.idempotency_key)
     if accepted.created:

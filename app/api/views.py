@@ -6,6 +6,7 @@ from typing import Any
 
 from app.api.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
+from editing.hparams import public_names
 
 
 def job_out(job: Job, version: Version | None = None,
@@ -56,14 +57,25 @@ def version_summary(version: Version, active: str,
     return VersionSummary(**_summary_fields(version, active), serving=serving)
 
 
+def _public_diagnostics(diagnostics: dict[str, Any]) -> dict[str, Any]:
+    """Diagnostics with the request's λ under its public name (stored as
+    ``mom2_update_weight``, like the hparams)."""
+    request = diagnostics.get("request")
+    if isinstance(request, dict) and request:
+        return {**diagnostics, "request": public_names(request)}
+    return diagnostics
+
+
 def version_detail(version: Version, active: str,
                    serving: dict[str, Any] | None = None) -> VersionDetail:
-    diagnostics = version.diagnostics or {}
+    """The stored hyper-parameters are read under their public names (``covariance_weight``,
+    ``z_lr``, ``z_steps``); the row keeps the names it was written with."""
+    diagnostics = _public_diagnostics(version.diagnostics or {})
     return VersionDetail(
         **_summary_fields(version, active),
         serving=serving,
         facts=list(version.facts or []),
-        hparams=version.hparams or None,
+        hparams=public_names(version.hparams) if version.hparams else None,
         layer_stats=version.layer_stats,
         diagnostics=diagnostics or None,
         timings=version.timings or None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "EditJob",
@@ -45,13 +45,17 @@ class EditJob(_Payload):
     """Per-request quality-gate thresholds (``min_efficacy``, ``max_kl``,
     ``min_chat_efficacy``); see app/worker/gate.py."""
     strength: str | None = None
-    mom2_update_weight: float | None = None
-    """The batch's λ, named relative to the service's or absolute; see app/worker/strength.py."""
+    covariance_weight: float | None = Field(
+        None, validation_alias=AliasChoices("covariance_weight", "mom2_update_weight"),
+        serialization_alias="mom2_update_weight")
+    """The batch's explicit λ; see app/worker/strength.py. Stored under its older name
+    ``mom2_update_weight``: the idempotency hash over a stored payload stays the same, and
+    rows written before the rename read back."""
 
     def to_json(self) -> dict[str, Any]:
         """Options the request did not use are left out, so a job's stored JSON (and the
         idempotency hash over it) is what it was before these options existed."""
-        data = super().to_json()
+        data = self.model_dump(mode="json", by_alias=True)
         for key in ("gate", "strength", "mom2_update_weight"):
             if data.get(key) is None:
                 data.pop(key, None)

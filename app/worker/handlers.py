@@ -64,13 +64,13 @@ class Editors:
         return self._editor
 
     def hparams_for(self, method: str, strength: str | None = None,
-                    mom2_update_weight: float | None = None) -> EditHparams:
+                    covariance_weight: float | None = None) -> EditHparams:
         """The service's hparams for ``method``, at the strength a request asks for."""
         try:
             hparams = self.hparams.with_method(method)
         except ValueError as exc:
             raise JobFailed(str(exc)) from exc
-        return with_strength(hparams, strength, mom2_update_weight)
+        return with_strength(hparams, strength, covariance_weight)
 
 
 class _Progress:
@@ -194,7 +194,7 @@ class JobRunner:
         progress = _Progress(self.store, job.id)
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
-            hparams = self.editors.hparams_for(method, request.strength, request.mom2_update_weight)
+            hparams = self.editors.hparams_for(method, request.strength, request.covariance_weight)
             done = self.compute(parent, requests, hparams, progress)
             progress("gate", 0.0)
             gate = self.gate.check(parent, requests, done.delta, request.gate)
@@ -208,7 +208,7 @@ class JobRunner:
                 method=method, hparams=done.delta.hparams, facts=facts,
                 layer_stats=layer_stats(done.delta),
                 diagnostics={**done.diagnostics, "gate": gate,
-                             "request": requested(request.strength, request.mom2_update_weight)},
+                             "request": requested(request.strength, request.covariance_weight)},
                 timings={**done.timings, "gate_s": gate["gate_s"]},
                 make_active=not gate["held"], only_if_parent_active=True,
             )

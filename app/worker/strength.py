@@ -1,6 +1,10 @@
 """Per-request edit strength in the worker: what a version records of its request, and the
-λ a revert replays a batch with (the bounds the API accepts are ``MOM2_BOUNDS`` in
-:mod:`app.api.schemas.edits`).
+λ a revert replays a batch with (the bounds the API accepts are ``COVARIANCE_WEIGHT_BOUNDS``
+in :mod:`app.api.schemas.edits`).
+
+Stored records keep the names they have always had (``mom2_update_weight`` in a version's
+hparams and its ``diagnostics.request``); they are read through
+:func:`editing.hparams.public_names`.
 
 The scaling itself (what a strength means for the hyper-parameters) is the library's:
 :func:`editing.strength.with_strength`; ``request_hparams`` is its older name here.
@@ -10,20 +14,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from editing.hparams import public_names
 from editing.strength import STRENGTHS
 from editing.strength import with_strength as request_hparams
 
 __all__ = ["STRENGTHS", "request_hparams", "replay_weight", "requested"]
 
 
-def requested(strength: str | None, mom2_update_weight: float | None) -> dict[str, Any]:
-    """What the request asked for, recorded with the version (empty if nothing); the λ it
-    led to is in the version's hparams."""
+def requested(strength: str | None, covariance_weight: float | None) -> dict[str, Any]:
+    """What the request asked for, recorded with the version (empty if nothing) under the
+    stored name of λ, like the version's hparams (where the λ it led to is)."""
     out: dict[str, Any] = {}
     if strength is not None:
         out["strength"] = strength
-    if mom2_update_weight is not None:
-        out["mom2_update_weight"] = mom2_update_weight
+    if covariance_weight is not None:
+        out["mom2_update_weight"] = covariance_weight
     return out
 
 
@@ -32,5 +37,5 @@ def replay_weight(hparams: dict[str, Any], diagnostics: dict[str, Any]) -> float
     request chose one, else ``None`` (the service's current λ, as before)."""
     if not (diagnostics or {}).get("request"):
         return None
-    value = (hparams or {}).get("mom2_update_weight")
+    value = public_names(hparams or {}).get("covariance_weight")
     return None if value is None else float(value)

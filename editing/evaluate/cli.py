@@ -16,6 +16,7 @@ from typing import Any
 from editing.evaluate.data import DataError, detect_dataset, load_records, requests_of
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
+from editing.hparams import public_names
 from editing.methods import METHODS, method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         timings["load_s"] = time.perf_counter() - mark
         delta = WeightDelta.load(args.delta)
         delta.check_compatible(lm.model, model_fingerprint(lm.model))
-        hparams, method = delta.hparams, _method_of(delta, args.method)
+        hparams, method = public_names(delta.hparams), _method_of(delta, args.method)
     else:
         lm, editor = make_editor(args)
         timings["load_s"] = time.perf_counter() - mark

@@ -1,7 +1,7 @@
 """Edit methods as registered objects: a target strategy plus a solver (one folder, as peft
 keeps one per method). ``get_method("fe")``; add one with :func:`register_method`."""
 
-from editing.methods.alphaedit import NullSpaceProjection
+from editing.methods.alphaedit import NullSpaceConfig, NullSpaceProjection
 from editing.methods.base import Method, Solver, TargetSource, TargetStrategy
 from editing.methods.registry import (
     METHODS,
@@ -13,7 +13,7 @@ from editing.methods.registry import (
     register_method,
     unregister_method,
 )
-from editing.methods.solvers import LeastSquares
+from editing.methods.solvers import LeastSquares, LeastSquaresConfig
 from editing.methods.strategies import BackwardSpread, ForwardReplay, OneLayer, PerLayer
 
 _least_squares = LeastSquares()
@@ -44,7 +44,9 @@ __all__ = [
     "BackwardSpread",
     "ForwardReplay",
     "LeastSquares",
+    "LeastSquaresConfig",
     "Method",
+    "NullSpaceConfig",
     "NullSpaceProjection",
     "OneLayer",
     "PerLayer",

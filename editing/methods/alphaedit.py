@@ -21,11 +21,34 @@ kept in the solver instance, not per edit.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from editing.methods.base import Factors
+
+if TYPE_CHECKING:
+    from editing.hparams import EditHparams
+
+
+@dataclass(frozen=True)
+class NullSpaceConfig:
+    """What :class:`NullSpaceProjection` reads. Defaults live in ``EditHparams`` (written
+    once: ``nullspace_threshold`` 0.02, ``nullspace_l2`` 10)."""
+
+    threshold: float
+    """Eigenvalues of E[k kᵀ] below it span the null space the update is confined to."""
+    l2: float
+    """μ: keeps U₀ᵀAU₀ + μI invertible when N < rank P; must be positive."""
+
+    def __post_init__(self) -> None:
+        if self.l2 <= 0:
+            raise ValueError(f"nullspace_l2 must be positive, got {self.l2}")
+
+    @classmethod
+    def from_hparams(cls, hparams: EditHparams) -> NullSpaceConfig:
+        return cls(threshold=float(hparams.nullspace_threshold), l2=float(hparams.nullspace_l2))
 
 
 def null_space_basis(cov: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -43,12 +66,13 @@ def projector(cov: torch.Tensor, threshold: float) -> torch.Tensor:
 
 class NullSpaceProjection:
     """AlphaEdit's update: least squares on the new (and earlier edits') keys, restricted to
-    the null space of the preserved keys' statistics. Uses ``hparams.nullspace_threshold``
-    and ``hparams.nullspace_l2``; ignores ``mom2_update_weight`` and ``l2`` (P replaces λC)."""
+    the null space of the preserved keys' statistics. Reads :class:`NullSpaceConfig`
+    (``nullspace_threshold``, ``nullspace_l2``); ``covariance_weight`` and ``l2`` do not
+    enter (P replaces λC)."""
 
     name = "null_space_projection"
     null_space = True
-    """Read by :func:`editing.methods.is_null_space`: its strength is μ, not λ."""
+    """Its strength is μ, not λ (:func:`editing.methods.is_null_space`)."""
 
     def __init__(self) -> None:
         # (id of the statistics tensor, threshold) -> (weak reference to it, U₀). An entry
@@ -67,13 +91,13 @@ class NullSpaceProjection:
         weakref.finalize(cov, self._bases.pop, key, None)
         return basis
 
+    def config(self, hparams: EditHparams) -> NullSpaceConfig:
+        return NullSpaceConfig.from_hparams(hparams)
+
     def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
-              old_kkT: torch.Tensor | None, hparams: Any) -> Factors:
-        threshold, mu = hparams.nullspace_threshold, hparams.nullspace_l2
-        if mu <= 0:
-            raise ValueError(f"nullspace_l2 must be positive, got {mu}")
-        u0 = self.basis(cov, threshold).to(keys.device)
-        return null_space_update(keys, residuals, u0, old_kkT, mu)
+              old_kkT: torch.Tensor | None, config: NullSpaceConfig) -> Factors:
+        u0 = self.basis(cov, config.threshold).to(keys.device)
+        return null_space_update(keys, residuals, u0, old_kkT, config.l2)
 
 
 def null_space_update(keys: torch.Tensor, residuals: torch.Tensor, u0: torch.Tensor,

@@ -8,7 +8,12 @@ this module imports nothing of ``editing`` so ``EditHparams`` can look names up 
 
 from __future__ import annotations
 
-from editing.methods.base import Method, Solver, TargetStrategy
+import warnings
+from typing import Any
+
+import torch
+
+from editing.methods.base import Factors, Method, Solver, TargetStrategy
 
 METHODS: dict[str, Method] = {}
 """Registered methods by name, in registration order (the first per strategy is its default)."""
@@ -17,7 +22,7 @@ METHODS: dict[str, Method] = {}
 def register_method(
     name: str,
     strategy: TargetStrategy,
-    solver: Solver,
+    solver: Solver[Any],
     description: str = "",
     *,
     replace: bool = False,
@@ -27,9 +32,38 @@ def register_method(
         raise ValueError(f"method name {name!r}: use letters, digits and underscores")
     if name in METHODS and not replace:
         raise ValueError(f"method {name!r} is already registered")
-    method = Method(name, strategy, solver, description)
+    method = Method(name, strategy, _typed(solver), description)
     METHODS[name] = method
     return method
+
+
+class UntypedSolver:
+    """A solver written to the earlier protocol (``solve(..., hparams)``, no ``config``, an
+    optional ``null_space``), accepted for one release: its config is the whole
+    ``EditHparams``, as it was."""
+
+    def __init__(self, solver: Any) -> None:
+        self.inner = solver
+        self.name: str = solver.name
+        self.null_space: bool = bool(getattr(solver, "null_space", False))
+
+    def config(self, hparams: Any) -> Any:
+        return hparams
+
+    def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
+              old_kkT: torch.Tensor | None, config: Any) -> Factors:
+        return self.inner.solve(keys, residuals, cov, old_kkT, config)
+
+
+def _typed(solver: Any) -> Solver[Any]:
+    """``solver`` itself when it declares ``config`` and ``null_space``; an earlier solver
+    wrapped in :class:`UntypedSolver`, with a DeprecationWarning."""
+    if hasattr(solver, "config") and hasattr(solver, "null_space"):
+        return solver  # type: ignore[no-any-return]
+    warnings.warn(f"solver {getattr(solver, 'name', solver)!r} has no config() or null_space "
+                  "(the Solver protocol of editing/methods/base.py); it is given the whole "
+                  "EditHparams, accepted for one release", DeprecationWarning, stacklevel=3)
+    return UntypedSolver(solver)
 
 
 def unregister_method(name: str) -> None:
@@ -70,5 +104,6 @@ def method_for_strategy(name: str) -> Method:
 
 def is_null_space(name: str) -> bool:
     """Whether method ``name`` solves with AlphaEdit's null-space projection: its strength is
-    μ (``nullspace_l2``), and λ (``mom2_update_weight``) does not enter its solve."""
-    return bool(getattr(get_method(name).solver, "null_space", False))  # a Solver may omit it
+    μ (``nullspace_l2``), and λ (``covariance_weight``) does not enter its solve (the
+    solver's declared ``null_space``)."""
+    return get_method(name).null_space

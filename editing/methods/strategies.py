@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
+from editing.hparams import EditHparams
 from editing.methods.base import Hidden, Layers, Progress, TargetSource
+from editing.requests import EditRequest
 from editing.targets import ZResult, replay_targets
 
 
@@ -28,7 +29,7 @@ class _SameLayerResidual:
     def edited_layers(self, layers: Layers) -> Layers:
         return layers
 
-    def h_on_templates(self, hparams: Any) -> bool:
+    def h_on_templates(self, hparams: EditHparams) -> bool:
         return False
 
 
@@ -38,7 +39,7 @@ class ForwardReplay(_SameLayerResidual):
     def z_layers(self, layers: Layers) -> Layers:
         return layers[:1]
 
-    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+    def targets(self, source: TargetSource, requests: Sequence[EditRequest], progress: Progress | None
                 ) -> tuple[Hidden, list[ZResult]]:
         layers = source.hparams.edited_layers
         zres = source.z_at(requests, layers[0], progress)
@@ -49,7 +50,7 @@ class ForwardReplay(_SameLayerResidual):
         targets[layers[0]] = zres.z
         return targets, [zres]
 
-    def h_on_templates(self, hparams: Any) -> bool:
+    def h_on_templates(self, hparams: EditHparams) -> bool:
         """The replay's variant over every prefix compares against the same average."""
         return bool(hparams.replay_on_templates)
 
@@ -60,7 +61,7 @@ class PerLayer(_SameLayerResidual):
     def z_layers(self, layers: Layers) -> Layers:
         return layers
 
-    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+    def targets(self, source: TargetSource, requests: Sequence[EditRequest], progress: Progress | None
                 ) -> tuple[Hidden, list[ZResult]]:
         results = [source.z_at(requests, layer, progress) for layer in source.hparams.edited_layers]
         return {r.layer: r.z for r in results}, results
@@ -72,13 +73,13 @@ class _LastLayerZ:
     def z_layers(self, layers: Layers) -> Layers:
         return layers[-1:]
 
-    def targets(self, source: TargetSource, requests: Sequence[Any], progress: Progress | None
+    def targets(self, source: TargetSource, requests: Sequence[EditRequest], progress: Progress | None
                 ) -> tuple[Hidden, list[ZResult]]:
         last = source.hparams.edited_layers[-1]
         zres = source.z_at(requests, last, progress)
         return {last: zres.z}, [zres]
 
-    def h_on_templates(self, hparams: Any) -> bool:
+    def h_on_templates(self, hparams: EditHparams) -> bool:
         return False
 
 

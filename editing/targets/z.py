@@ -225,7 +225,7 @@ def _optimize_group(
     # float32 whatever the model's dtype: Adam's small steps would vanish in bf16/fp16.
     offset = torch.zeros(n, hidden_size, device=batch.hook_req.device, dtype=torch.float32,
                         requires_grad=True)
-    optimizer = torch.optim.Adam([offset], lr=hp.v_lr)
+    optimizer = torch.optim.Adam([offset], lr=hp.z_lr)
     n_targets = [len(r.target) for r in rows]
     token_row = batch.pred_row_of_token
     n_tokens = len(token_row)
@@ -236,7 +236,7 @@ def _optimize_group(
     final_nll = torch.zeros(n, device=device)
     h = kl_init = None
     already: list[bool] = []
-    for step in range(hp.v_steps):
+    for step in range(hp.z_steps):
         log_probs, h_rows = _log_probs(model, layer, batch, offset)
         token_lp = log_probs[:n_tokens].gather(1, batch.pred_tokens[:, None]).squeeze(1)
         row_nll = torch.zeros(len(rows), device=device).index_add(0, token_row, -token_lp)
@@ -263,8 +263,8 @@ def _optimize_group(
         stop_on = loss_each if hp.z_stop == "total" else nll
         frozen = frozen | (stop_on.detach() < hp.nll_stop)
         if progress:
-            progress("z", (where[0] + n * (step + 1) / hp.v_steps) / where[1])
-        if bool(frozen.all()) or step == hp.v_steps - 1:
+            progress("z", (where[0] + n * (step + 1) / hp.z_steps) / where[1])
+        if bool(frozen.all()) or step == hp.z_steps - 1:
             break
         optimizer.zero_grad()
         loss_each[~frozen].sum().backward()

@@ -24,6 +24,8 @@ from editing.weights.fingerprint import weights_digest
 from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
+"""The z settings in the key, under their stored names (:meth:`EditHparams.stored_dict`:
+``v_lr`` is ``z_lr``, ``v_steps`` is ``z_steps``), so keys do not change with the names."""
 Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
                        "name_kl_factor": 0.0}
 """z settings added later: part of the key only when they differ from these defaults, so z
@@ -40,11 +42,12 @@ class ZCache:
         self, model: nn.Module, fingerprint: str, layer: int, hp: EditHparams, prefixes: Sequence[str]
     ) -> str:
         """Everything but the request: computed once per batch."""
+        stored = hp.stored_dict()
         payload = {
             "model": fingerprint,
             "weights": weights_digest(model),  # every layer: those below set h at ``layer``
             "layer": layer,
-            "hp": {name: getattr(hp, name) for name in Z_FIELDS}
+            "hp": {name: stored[name] for name in Z_FIELDS}
             | {name: getattr(hp, name) for name, default in Z_FIELDS_AT_DEFAULT.items()
                if getattr(hp, name) != default},
             "prefixes": list(prefixes),

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("MODELEDIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TINY_HPARAMS = {"stats_samples": 50, "v_steps": 10, "mom2_update_weight": 10.0}
 """Fast and effective enough on the random tiny model (the preset's λ=15000 would swamp
-its small keys)."""
+its small keys). Under the papers' names on purpose: MODELEDIT_HPARAMS accepts them as
+aliases of z_steps and covariance_weight."""
 
 
 def redis_client() -> redis.Redis:

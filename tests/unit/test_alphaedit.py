@@ -10,7 +10,14 @@ import torch
 
 from editing import EditHparams, Editor
 from editing.forward.logprob import target_logprob
-from editing.methods import LeastSquares, NullSpaceProjection, get_method, method_names
+from editing.methods import (
+    LeastSquares,
+    LeastSquaresConfig,
+    NullSpaceConfig,
+    NullSpaceProjection,
+    get_method,
+    method_names,
+)
 from editing.methods.alphaedit import null_space_basis, projector
 from tests.conftest import FACTS, TINY_HPARAMS
 
@@ -26,8 +33,13 @@ def _cov(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (q * values.double()) @ q.T, q[:, :12], q[:, 12:]
 
 
-def _hp(**changes) -> EditHparams:
-    return TINY_HPARAMS.replace(**changes)
+def _ns(**changes) -> NullSpaceConfig:
+    """The null-space solver's config from the test hparams with ``changes``."""
+    return NullSpaceProjection().config(TINY_HPARAMS.replace(**changes))
+
+
+def _ls(**changes) -> LeastSquaresConfig:
+    return LeastSquares().config(TINY_HPARAMS.replace(**changes))
 
 
 def _keys_residuals(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +60,7 @@ def test_the_projector_is_symmetric_idempotent_and_kills_the_preserved_direction
 def test_the_update_does_not_act_on_the_preserved_keys() -> None:
     cov, big, _ = _cov()
     keys, residuals = _keys_residuals()
-    left, right = NullSpaceProjection().solve(keys, residuals, cov, None, _hp(nullspace_threshold=0.01))
+    left, right = NullSpaceProjection().solve(keys, residuals, cov, None, _ns(nullspace_threshold=0.01))
     delta = left @ right
     assert left.dtype == right.dtype == torch.float64
     assert right.shape == (N, D_K) and torch.linalg.matrix_rank(delta) <= N
@@ -64,8 +76,8 @@ def test_with_nothing_preserved_it_is_least_squares_without_the_statistics_term(
     old = torch.randn(D_K, 3, dtype=torch.float64)
     old_kkT = old @ old.T
     ns = NullSpaceProjection().solve(keys, residuals, cov, old_kkT,
-                                     _hp(nullspace_threshold=1e6, nullspace_l2=3.0))
-    ls = LeastSquares().solve(keys, residuals, cov, old_kkT, _hp(mom2_update_weight=0.0, l2=3.0))
+                                     _ns(nullspace_threshold=1e6, nullspace_l2=3.0))
+    ls = LeastSquares().solve(keys, residuals, cov, old_kkT, _ls(covariance_weight=0.0, l2=3.0))
     assert torch.allclose(ns[0] @ ns[1], ls[0] @ ls[1], atol=1e-10)
 
 
@@ -78,7 +90,7 @@ def test_it_matches_the_reference_formula() -> None:
     expected = torch.linalg.solve(p @ (k @ k.T + old @ old.T) + 10.0 * torch.eye(D_K, dtype=torch.float64),
                                   p @ k @ r.T).T
     left, right = NullSpaceProjection().solve(keys, residuals, cov, old @ old.T,
-                                              _hp(nullspace_threshold=0.01))
+                                              _ns(nullspace_threshold=0.01))
     assert torch.allclose(left @ right, expected, atol=1e-9)
 
 
@@ -86,7 +98,7 @@ def test_earlier_keys_barely_move_under_the_next_update() -> None:
     """Sequential editing: with the first batch's Σ K Kᵀ passed as old keys, the second
     update's action on those keys is a small fraction of what it is without them."""
     cov, _, _ = _cov()
-    hp = _hp(nullspace_threshold=0.01, nullspace_l2=1e-3)
+    hp = _ns(nullspace_threshold=0.01, nullspace_l2=1e-3)
     solver = NullSpaceProjection()
     first, _ = _keys_residuals(seed=2)
     second, residuals = _keys_residuals(seed=3)
@@ -118,7 +130,7 @@ def test_a_threshold_below_every_eigenvalue_changes_nothing() -> None:
     cov, _, _ = _cov()
     keys, residuals = _keys_residuals()
     left, right = NullSpaceProjection().solve(keys, residuals, cov, None,
-                                              _hp(nullspace_threshold=1e-9))
+                                              _ns(nullspace_threshold=1e-9))
     assert (left @ right).abs().max() == 0
 
 
@@ -146,7 +158,7 @@ def test_the_new_hparams_are_left_out_of_to_dict_at_their_defaults() -> None:
 @pytest.mark.parametrize("arch", ["llama"])
 def test_fe_alphaedit_raises_the_target_on_a_tiny_model(tiny, corpus, tmp_path) -> None:
     model, tok = tiny
-    hp = TINY_HPARAMS.replace(v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0,
+    hp = TINY_HPARAMS.replace(z_steps=20, clamp_norm_factor=10.0, kl_factor=0.0,
                               weight_decay=0.0, nullspace_l2=1e-2).with_method("fe_alphaedit")
     editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
     # preserve the top half of each layer's key directions, whatever the tiny model's scale

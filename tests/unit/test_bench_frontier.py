@@ -15,7 +15,7 @@ from tests.shared_data import shared_data_file
 
 
 def point(method: str, eff: float, gen: float, kl: float, strength: float = 1.0) -> dict:
-    return {"setting": "s", "overrides": {}, "method": method, "knob": "mom2_update_weight",
+    return {"setting": "s", "overrides": {}, "method": method, "knob": "covariance_weight",
             "strength": strength, "metrics": {"efficacy_success": eff, "efficacy_accuracy": 0.0,
                                               "generalization_success": gen, "specificity_success": 0.0,
                                               "kl": kl, "top1": 0.0}}
@@ -36,7 +36,7 @@ def test_a_bad_setting_is_refused_before_any_edit(text: str) -> None:
 
 
 def test_strength_is_lambda_for_least_squares_and_mu_for_the_null_space_solver() -> None:
-    assert frontier.strengths("fe", [1.0, 2.0], [9.0]) == [("mom2_update_weight", 1.0), ("mom2_update_weight", 2.0)]
+    assert frontier.strengths("fe", [1.0, 2.0], [9.0]) == [("covariance_weight", 1.0), ("covariance_weight", 2.0)]
     assert frontier.strengths("fe_alphaedit", [1.0], [9.0, 10.0]) == [("nullspace_l2", 9.0), ("nullspace_l2", 10.0)]
 
 
@@ -66,7 +66,7 @@ def test_frontier_end_to_end_on_a_tiny_model(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("MODELEDIT_CACHE_DIR", str(tmp_path / "cache"))
     model = save_tiny_model(tmp_path / "tiny")
     common = ["--model", str(model), "--methods", "fe,fe_alphaedit", "--lambdas", "100,1e6", "--mus", "10",
-              "--setting", "a:layers=1-2,v_steps=3,stats_samples=16,stats_seq_len=16", "--out-dir", str(tmp_path)]
+              "--setting", "a:layers=1-2,z_steps=3,stats_samples=16,stats_seq_len=16", "--out-dir", str(tmp_path)]
     one = frontier.main([*common, "--n", "2", "--split", "select", "--name", "one"])
     assert [(p["method"], p["strength"]) for p in one["points"]] == [("fe", 100.0), ("fe", 1e6), ("fe_alphaedit", 10.0)]
     by_lambda = {p["strength"]: p for p in one["points"] if p["method"] == "fe"}
@@ -78,7 +78,7 @@ def test_frontier_end_to_end_on_a_tiny_model(tmp_path: Path, monkeypatch) -> Non
     seq = frontier.main([*common, "--sequential", "2x1", "--name", "seq"])
     assert seq["n"] == 2 and seq["sequential"] == [2, 1]
     chosen = choose_preset.main([str(tmp_path / "one.json"), "--methods", "fe"])
-    assert chosen["fe"]["knob"] == "mom2_update_weight"
+    assert chosen["fe"]["knob"] == "covariance_weight"
     merged = frontier.main(["--replot", str(tmp_path / "one.json"), str(tmp_path / "one.json"),
                             "--name", "merged", "--out-dir", str(tmp_path)])
     assert len(merged["points"]) == 6 and (tmp_path / "merged.png").exists()
@@ -92,9 +92,9 @@ def test_sequential_tracks_every_fact_so_far_the_probe_set_and_norm_growth(tmp_p
     monkeypatch.setenv("MODELEDIT_CACHE_DIR", str(tmp_path / "cache"))
     model = save_tiny_model(tmp_path / "tiny")
     runs = sequential.main(["--model", str(model), "--batches", "2", "--batch-size", "1", "--probe-records", "2",
-                            "--methods", "fe", "--hparam", "layers=[1,2]", "--hparam", "v_steps=3",
+                            "--methods", "fe", "--hparam", "layers=[1,2]", "--hparam", "z_steps=3",
                             "--hparam", "stats_samples=16", "--hparam", "stats_seq_len=16",
-                            "--hparam", "mom2_update_weight=100", "--out-dir", str(tmp_path)])
+                            "--hparam", "covariance_weight=100", "--out-dir", str(tmp_path)])
     rows = runs["fe"]
     assert [r["facts"] for r in rows] == [1, 2]
     first, second = (max(v["norm"] for v in r["change_norms"].values()) for r in rows)

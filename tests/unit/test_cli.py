@@ -22,6 +22,7 @@ RECORDS = [
 TINY_FLAGS = ["--layers", "1-2", "--hparam", "v_steps=5", "--hparam", "stats_samples=16",
               "--hparam", "stats_seq_len=16", "--hparam", "template_prefixes=The,I",
               "--hparam", "template_tokens=3"]
+"""``v_steps``: the papers' name of ``z_steps``, on purpose (the CLI's alias path)."""
 
 
 def saved_tiny(path: Path, arch: str) -> Path:

@@ -15,7 +15,7 @@ from tests.conftest import FACTS, TINY_HPARAMS
 
 # Random tiny models move little per unit of hidden state: strong z, weak regulariser.
 HP = TINY_HPARAMS.replace(
-    v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, mom2_update_weight=1.0
+    z_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, covariance_weight=1.0
 )
 
 
@@ -251,7 +251,7 @@ def test_settings_per_call_match_an_editor_built_with_them_and_share_one_statist
     model, tok = tiny
     shared = Editor(model, tok, EditorCaches(tmp_path / "shared", corpus), hparams=HP, model_name="tiny")
     for method in ("fe", "memit"):
-        hp = HP.with_method(method).replace(mom2_update_weight=3.0)
+        hp = HP.with_method(method).replace(covariance_weight=3.0)
         alone = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path / method, corpus=corpus)
         expected = alone.edit(FACTS[:2]).delta
         got = shared.edit(FACTS[:2], hparams=hp).delta

@@ -144,7 +144,7 @@ def test_the_name_term_changes_z_and_only_when_asked() -> None:
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("llama", vocab_size=len(tok))
-    hp = EditHparams(layers=(1,), v_steps=4, v_lr=0.5, nll_stop=0.0)
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0)
     plain = optimize_z(model, tok, [REQ], [""], 1, hp)
     held = optimize_z(model, tok, [REQ], [""], 1, hp.replace(name_kl_factor=50.0))
     assert not torch.allclose(plain.offset, held.offset)

@@ -48,9 +48,9 @@ ZSRE = [
     },
 ]
 TINY_EDIT = [
-    "--layers", "1-2", "--hparam", "v_steps=4", "--hparam", "stats_samples=16",
+    "--layers", "1-2", "--hparam", "z_steps=4", "--hparam", "stats_samples=16",
     "--hparam", "stats_seq_len=16", "--hparam", "template_tokens=3",
-    "--hparam", "template_prefixes=The,I", "--hparam", "mom2_update_weight=100",
+    "--hparam", "template_prefixes=The,I", "--hparam", "covariance_weight=100",
 ]
 
 
@@ -94,7 +94,7 @@ def test_edit_then_evaluate_writes_every_key(workdir: Path, corpus_file: Path,
     assert rc == 0
     report = check_report(out, "counterfact", 2)
     assert report["method"] == "fe"
-    assert report["hparams"]["layers"] == [1, 2] and report["hparams"]["v_steps"] == 4
+    assert report["hparams"]["layers"] == [1, 2] and report["hparams"]["z_steps"] == 4
     assert report["counts"]["records"] == 2 and report["counts"]["neighborhood_prompts"] == 3
     assert report["metrics"]["efficacy_success"] is not None
     assert report["metrics"]["kl"] > 0  # the edit moved the neighborhood distribution a little

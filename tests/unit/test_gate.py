@@ -83,12 +83,12 @@ def test_request_thresholds_override_the_settings_one_by_one() -> None:
 
 
 def test_strength_scales_the_services_lambda() -> None:
-    base = EditHparams(layers=(1, 2), mom2_update_weight=15000.0)
+    base = EditHparams(layers=(1, 2), covariance_weight=15000.0)
     assert request_hparams(base) is base
     assert request_hparams(base, "default") is base
-    assert request_hparams(base, "conservative").mom2_update_weight == 45000.0
-    assert request_hparams(base, "strong").mom2_update_weight == pytest.approx(5000.0)
-    assert request_hparams(base, None, 2e5).mom2_update_weight == 2e5
+    assert request_hparams(base, "conservative").covariance_weight == 45000.0
+    assert request_hparams(base, "strong").covariance_weight == pytest.approx(5000.0)
+    assert request_hparams(base, None, 2e5).covariance_weight == 2e5
     assert request_hparams(base, "strong").layers == base.layers
     # the null-space methods' strength is μ: a named strength scales it the same way
     assert request_hparams(base.replace(nullspace_l2=30.0), "conservative").nullspace_l2 == 90.0
@@ -99,8 +99,9 @@ def test_strength_scales_the_services_lambda() -> None:
 
 
 def test_a_revert_replays_a_batch_with_its_own_lambda() -> None:
-    hparams = {"mom2_update_weight": 45000.0}
+    hparams = {"mom2_update_weight": 45000.0}  # as stored: the older name
     assert replay_weight(hparams, {"request": {"strength": "conservative"}}) == 45000.0
+    assert replay_weight({"covariance_weight": 45000.0}, {"request": {"strength": "strong"}}) == 45000.0
     assert replay_weight(hparams, {"request": {}}) is None
     assert replay_weight(hparams, {}) is None
 

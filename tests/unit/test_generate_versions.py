@@ -45,7 +45,7 @@ def versions(request: pytest.FixtureRequest, corpus, tmp_path_factory):  # noqa:
     """(dtype, deltas by version): v1 and v3 edit the base, v2 edits v1."""
     dtype = request.param
     model, tok = fresh(dtype), tiny_tokenizer("bos")
-    hp = TINY_HPARAMS.replace(v_steps=12, clamp_norm_factor=10.0)
+    hp = TINY_HPARAMS.replace(z_steps=12, clamp_norm_factor=10.0)
     editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
                     corpus=corpus)
     deltas: dict[str, WeightDelta] = {}

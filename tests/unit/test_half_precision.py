@@ -25,7 +25,7 @@ from tests.tiny import tiny_model, tiny_tokenizer
 
 HALF = [torch.bfloat16, torch.float16]
 HP = TINY_HPARAMS.replace(
-    v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, mom2_update_weight=1.0
+    z_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, covariance_weight=1.0
 )
 
 

@@ -182,7 +182,7 @@ top-level module; the top level (``Editor``, requests, state, hyper-parameters, 
 composes the folders and may import any of them."""
 
 EDITING_COMMAND_LINES: dict[str, set[str]] = {
-    "editing.evaluate.cli": {"editing.methods", "editing.options"},
+    "editing.evaluate.cli": {"editing.methods", "editing.options", "editing.hparams"},
 }
 """Command lines inside a folder may also build an editor (``python -m editing evaluate``)."""
 

@@ -21,7 +21,7 @@ from editing.methods import (
 from tests.conftest import FACTS, TINY_HPARAMS
 
 HP = TINY_HPARAMS.replace(
-    v_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, mom2_update_weight=1.0
+    z_steps=20, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0, covariance_weight=1.0
 )
 
 
@@ -77,8 +77,10 @@ def test_stored_hparams_without_a_method_keep_working() -> None:
     assert hp.method is None and hp.method_name == "memit"
     assert TINY_HPARAMS.with_method("one_layer").edited_layers == (2,)
     assert EditHparams.from_dict(TINY_HPARAMS.with_method("memit").to_dict()).method == "memit"
+    moved = TINY_HPARAMS.replace(method="memit")  # a method brings its strategy
+    assert moved.method_name == "memit" and moved.strategy == "backward_spread"
     with pytest.raises(ValueError, match="uses strategy"):
-        TINY_HPARAMS.replace(method="memit")  # fe's strategy with memit's name
+        TINY_HPARAMS.replace(strategy="forward_replay", method="memit")  # both, disagreeing
 
 
 def test_a_solver_registered_in_a_test_edits_through_the_editor(tiny, corpus, tmp_path, ridge) -> None:

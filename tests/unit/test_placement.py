@@ -21,8 +21,8 @@ from models.placement import input_device, module_device
 from models.specs import spec_for
 from tests.conftest import FACTS, TINY_HPARAMS
 
-HP = TINY_HPARAMS.replace(v_steps=10, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0,
-                          mom2_update_weight=1.0)
+HP = TINY_HPARAMS.replace(z_steps=10, clamp_norm_factor=10.0, kl_factor=0.0, weight_decay=0.0,
+                          covariance_weight=1.0)
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -32,7 +32,7 @@ def target_nll(model, tokenizer, request, layer: int, offset: torch.Tensor) -> f
 
 def test_z_lowers_the_target_nll(tiny) -> None:
     model, tok = tiny
-    hp = TINY_HPARAMS.replace(v_steps=20, kl_factor=0.0, weight_decay=0.0, clamp_norm_factor=10.0)
+    hp = TINY_HPARAMS.replace(z_steps=20, kl_factor=0.0, weight_decay=0.0, clamp_norm_factor=10.0)
     result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
     gains = []
     for i, request in enumerate(FACTS):
@@ -45,7 +45,7 @@ def test_z_lowers_the_target_nll(tiny) -> None:
 
 def test_clamp_bounds_the_delta(tiny) -> None:
     model, tok = tiny
-    hp = TINY_HPARAMS.replace(v_steps=10, v_lr=5.0, clamp_norm_factor=0.1)
+    hp = TINY_HPARAMS.replace(z_steps=10, z_lr=5.0, clamp_norm_factor=0.1)
     result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
     assert torch.all(result.offset.norm(dim=-1) <= 0.1 * result.h.norm(dim=-1) * (1 + 1e-4))
 
@@ -73,7 +73,7 @@ def test_early_stop_freezes_a_request() -> None:
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("gpt2", vocab_size=len(tok))
-    hp = TINY_HPARAMS.replace(v_steps=30, nll_stop=1e9)  # everything is "already learned"
+    hp = TINY_HPARAMS.replace(z_steps=30, nll_stop=1e9)  # everything is "already learned"
     result = optimize_z(model, tok, FACTS, PREFIXES, 1, hp)
     assert result.steps == [1, 1, 1]
     assert torch.count_nonzero(result.offset) == 0
@@ -105,9 +105,9 @@ def test_total_loss_stop_never_stops_earlier_than_the_nll_stop(tiny) -> None:
     """``z_stop="total"`` (the reference code's rule) stops on NLL + KL + decay, which is at
     least the NLL: a request the NLL rule freezes at some step runs on under it."""
     model, tok = tiny
-    hp = TINY_HPARAMS.replace(v_steps=20, v_lr=0.5, weight_decay=1.0, kl_factor=0.0,
+    hp = TINY_HPARAMS.replace(z_steps=20, z_lr=0.5, weight_decay=1.0, kl_factor=0.0,
                               clamp_norm_factor=10.0, nll_stop=0.0)
-    after_8 = optimize_z(model, tok, FACTS, [""], 1, hp.replace(v_steps=8)).nll
+    after_8 = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z_steps=8)).nll
     hp = hp.replace(nll_stop=max(after_8) + 1e-3)  # the NLL rule stops one request by step 8
     by_nll = optimize_z(model, tok, FACTS, [""], 1, hp).steps
     by_total = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z_stop="total")).steps

@@ -25,6 +25,7 @@ from app.api.schemas.common import (
     control_character,
 )
 from app.api.schemas.edits import (
+    COVARIANCE_WEIGHT_BOUNDS,
     MOM2_BOUNDS,
     EditSubmit,
     Fact,
@@ -62,6 +63,7 @@ from app.api.schemas.versions import (
 )
 
 __all__ = [
+    "COVARIANCE_WEIGHT_BOUNDS",
     "MOM2_BOUNDS",
     "ApiModel",
     "CandidateScore",

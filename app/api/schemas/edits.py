@@ -17,9 +17,11 @@ from app.api.schemas.common import (
 from app.store.records import JobState  # the API reports the states the jobs table holds
 from editing.requests import EditRequest, InvalidEditRequest
 
-MOM2_BOUNDS: tuple[float, float] = (1e2, 1e6)
-"""Accepted range of an explicit ``mom2_update_weight`` (the default model's preset uses 2e3,
-the other presets 1.5e4)."""
+COVARIANCE_WEIGHT_BOUNDS: tuple[float, float] = (1e2, 1e6)
+"""Accepted range of an explicit ``covariance_weight`` (λ; the default model's preset uses
+2e3, the other presets 1.5e4)."""
+MOM2_BOUNDS = COVARIANCE_WEIGHT_BOUNDS
+"""The older name of :data:`COVARIANCE_WEIGHT_BOUNDS`."""
 
 
 class Fact(ApiModel):
@@ -141,19 +143,45 @@ class EditSubmit(ApiModel):
     strength: Literal["conservative", "default", "strong"] | None = Field(
         None,
         description="how hard to write the facts: conservative / default / strong solve with "
-        "3x / 1x / 1/3x the service's mom2_update_weight (λ; larger changes the model less)",
+        "3x / 1x / 1/3x the service's covariance_weight (λ; larger changes the model less)",
+    )
+    covariance_weight: float | None = Field(
+        None, ge=COVARIANCE_WEIGHT_BOUNDS[0], le=COVARIANCE_WEIGHT_BOUNDS[1],
+        allow_inf_nan=False,
+        description=f"an explicit λ for this batch, within [{COVARIANCE_WEIGHT_BOUNDS[0]:g}, "
+        f"{COVARIANCE_WEIGHT_BOUNDS[1]:g}]: how much the statistics of ordinary text weigh "
+        "against the new facts (larger changes the model less); not together with strength",
     )
     mom2_update_weight: float | None = Field(
-        None, ge=MOM2_BOUNDS[0], le=MOM2_BOUNDS[1], allow_inf_nan=False,
-        description=f"an explicit λ for this batch, within [{MOM2_BOUNDS[0]:g}, "
-        f"{MOM2_BOUNDS[1]:g}]; not together with strength",
+        None, deprecated=True, ge=COVARIANCE_WEIGHT_BOUNDS[0], le=COVARIANCE_WEIGHT_BOUNDS[1],
+        allow_inf_nan=False,
+        description="deprecated: the older (MEMIT paper's) name of covariance_weight, "
+        "accepted for one release",
     )
 
     @model_validator(mode="after")
     def _one_strength(self) -> EditSubmit:
-        if self.strength is not None and self.mom2_update_weight is not None:
-            raise ValueError("give either strength or mom2_update_weight, not both")
+        """``mom2_update_weight`` (checked against the same bounds under its own name) is
+        read as ``covariance_weight``; both with different values is an error naming both."""
+        old = self.__dict__.get("mom2_update_weight")  # not the attribute: it warns
+        if old is not None:
+            if self.covariance_weight is not None and self.covariance_weight != old:
+                raise ValueError(f"covariance_weight={self.covariance_weight:g} and "
+                                 f"mom2_update_weight={old:g} disagree: mom2_update_weight is "
+                                 "the older name of covariance_weight; give only "
+                                 "covariance_weight")
+            self.__dict__["covariance_weight"] = old  # fields_set keeps what was given
+        if self.strength is not None and self.covariance_weight is not None:
+            raise ValueError(f"give either strength or {self.lambda_field}, not both")
         return self
+
+    @property
+    def lambda_field(self) -> str:
+        """The name the request gave λ under (for error messages): the older one if used."""
+        if "mom2_update_weight" in self.model_fields_set and \
+                "covariance_weight" not in self.model_fields_set:
+            return "mom2_update_weight"
+        return "covariance_weight"
 
     model_config = ConfigDict(
         extra="forbid",
