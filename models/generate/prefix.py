@@ -118,15 +118,21 @@ def past_cache(config: object, picks: list[tuple[Entry | None, int]],
     mask = torch.zeros((len(picks), longest), dtype=torch.long, device=device)
     if not longest:
         return cache, mask
-    sample = next(e for e, n in picks if e is not None and n)
+    groups: dict[tuple[int, int], tuple[Entry, list[int]]] = {}
+    for i, (entry, n) in enumerate(picks):  # rows reusing the same rows fill in one copy
+        if entry is not None and n:
+            groups.setdefault((id(entry), n), (entry, []))[1].append(i)
+    sample = next(iter(groups.values()))[0]
+    index = {key: torch.tensor(rows, device=sample.keys[0].device)
+             for key, (_, rows) in groups.items()}
     for layer in range(len(sample.keys)):
         shape = (len(picks), sample.keys[layer].shape[0], longest, sample.keys[layer].shape[-1])
         keys = sample.keys[layer].new_zeros(shape)
         values = sample.values[layer].new_zeros(shape)
-        for i, (entry, n) in enumerate(picks):
-            if entry is not None and n:
-                keys[i, :, longest - n:] = entry.keys[layer][:, :n]
-                values[i, :, longest - n:] = entry.values[layer][:, :n]
+        for (key, n), (entry, _) in groups.items():
+            rows = index[(key, n)]
+            keys[rows, :, longest - n:] = entry.keys[layer][:, :n]
+            values[rows, :, longest - n:] = entry.values[layer][:, :n]
         cache.update(keys, values, layer)
     for i, (_, n) in enumerate(picks):
         if n:

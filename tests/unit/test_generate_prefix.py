@@ -42,9 +42,10 @@ def test_an_extension_replaces_its_prefix_and_the_budget_evicts_the_oldest() -> 
 def test_past_cache_left_pads_each_rows_prefix() -> None:
     store = PrefixStore(max_tokens=100)
     store.add(None, [1, 2, 3], *rows([1, 2, 3]))
-    picks = [store.lookup(None, [1, 2, 3, 4], 3), (None, 0), store.lookup(None, [1, 2, 5], 2)]
+    picks = [store.lookup(None, [1, 2, 3, 4], 3), (None, 0), store.lookup(None, [1, 2, 5], 2),
+             store.lookup(None, [1, 2, 3], 2)]  # the last two share one copy
     cache, mask = past_cache(None, picks, torch.device("cpu"))
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 0], [0, 1, 1]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 0], [0, 1, 1], [0, 1, 1]]
     keys = cache.layers[0].keys[:, 0, :, 0]
-    assert keys.tolist() == [[1, 2, 3], [0, 0, 0], [0, 1, 2]]
+    assert keys.tolist() == [[1, 2, 3], [0, 0, 0], [0, 1, 2], [0, 1, 2]]
     assert cache.layers[1].values[2, 0, :, 0].tolist() == [0, -1, -2]
