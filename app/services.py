@@ -145,7 +145,8 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     if isinstance(parts.runtime, AdditiveRuntime):
         parts.engine = ServingEngine(
             parts.runtime, settings.generate_queue, settings.generate_max_rows,
-            settings.generate_window_ms / 1000, services.metrics.registry).start()
+            settings.generate_window_ms / 1000, services.metrics.registry,
+            prefix_tokens=settings.prefix_tokens).start()
     services.metrics.watch(services.state)
     services.startup_s = time.perf_counter() - started
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     generate_window_ms: float = Field(5.0, ge=0, le=1000, description="how long an idle "
                                       "engine waits for a burst to share its first pass "
                                       "(never for a lone client)")
+    prefix_tokens: int = Field(4096, ge=0, description="prompt tokens whose keys and values "
+                               "the engine keeps, per version, for later prompts that start "
+                               "alike (0: off)")
 
     # -- editing ------------------------------------------------------------------------
     method: str = Field("fe", description="default edit method, a registered one (fe, memit, "

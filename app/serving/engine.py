@@ -48,9 +48,11 @@ class ServingEngine:
     """A background thread that batches every query of this API process."""
 
     def __init__(self, runtime: AdditiveRuntime, max_queue: int = 256, max_rows: int = 64,
-                 window_s: float = 0.005, registry: CollectorRegistry | None = None):
+                 window_s: float = 0.005, registry: CollectorRegistry | None = None,
+                 prefix_tokens: int = 4096):
         self.runtime = runtime
-        self.engine = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows)
+        self.engine = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows,
+                                  prefix_tokens=prefix_tokens)
         self.max_queue = max_queue
         self.window_s = window_s
         self._cond = threading.Condition()

@@ -51,7 +51,7 @@ def score(engine: ServingEngine, version: str, prompt: str,
     tokenizer = engine.engine.tokenizer
     head = prompt_ids(tokenizer, prompt)
     tails = [continuation_ids(tokenizer, prompt, c) for c in candidates]
-    params = SamplingParams(max_tokens=0, prompt_logprobs=True)
+    params = SamplingParams(max_tokens=0, prompt_logprobs=True, prompt_logprobs_from=len(head))
     done = _run(engine, version, [Request(head + tail, params) for tail in tails])
     out = []
     for r, tail in zip(done, tails, strict=True):

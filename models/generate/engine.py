@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from models.generate import cache as kv
+from models.generate import prefix
 from models.generate.rows import Additions, RowAdditions
 from models.generate.sampling import (
     SamplingParams,
@@ -68,7 +69,7 @@ class BatchEngine:
     """Continuous batching on one model that holds the base weights."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 max_rows: int = 64):
+                 max_rows: int = 64, prefix_tokens: int = 4096):
         self.model = model
         self.tokenizer = tokenizer
         self.max_rows = max_rows
@@ -80,6 +81,8 @@ class BatchEngine:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else next(iter(self.stop_ids), 0))
         self.adds = RowAdditions(model)
+        self.prefixes = prefix.PrefixStore(prefix_tokens) if prefix_tokens > 0 else None
+        """Prompt prefixes already computed (:mod:`models.generate.prefix`); None: off."""
         self._pending: list[Request] = []
         self._lock = threading.Lock()
         self.running: list[Request] = []
@@ -137,22 +140,41 @@ class BatchEngine:
                              cache=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()
 
+    @staticmethod
+    def _first_logit(request: Request) -> int:
+        """The first prompt position whose logits ``request`` needs (the last one for a
+        generation; the one before the first scored token for prompt log-probs)."""
+        n = len(request.prompt_ids)
+        if request.params.prompt_logprobs:
+            return max(0, min(request.params.prompt_logprobs_from, n) - 1)
+        return n - 1
+
     def _prefill(self, new: list[Request]) -> None:
-        length = max(len(r.prompt_ids) for r in new)
+        """One pass over the new rows' prompts, each after the longest stored prefix it can
+        reuse, with the output layer only at the last positions any row needs."""
+        firsts = [self._first_logit(r) for r in new]
+        picks = [self.prefixes.lookup(r.additions, r.prompt_ids, first)
+                 if self.prefixes is not None else (None, 0)
+                 for r, first in zip(new, firsts, strict=True)]
+        cache, past = prefix.past_cache(self.model.config, picks, self.device)
+        suffixes = [r.prompt_ids[n:] for r, (_, n) in zip(new, picks, strict=True)]
+        length = max(len(s) for s in suffixes)
         ids = torch.full((len(new), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(new), length), dtype=torch.long)
-        for i, r in enumerate(new):
-            ids[i, length - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, length - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        every = any(r.params.prompt_logprobs for r in new)
-        logits = self._forward(ids, mask, positions, cache, new, 0 if every else 1)
+        fresh = torch.zeros((len(new), length), dtype=torch.long)
+        for i, suffix in enumerate(suffixes):
+            ids[i, length - len(suffix):] = torch.tensor(suffix)
+            fresh[i, length - len(suffix):] = 1
+        ids, fresh = ids.to(self.device), fresh.to(self.device)
+        reused = torch.tensor([[n] for _, n in picks], device=self.device)
+        positions = (reused + fresh.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([past, fresh], dim=1)
+        keep = max(len(r.prompt_ids) - first for r, first in zip(new, firsts, strict=True))
+        logits = self._forward(ids, mask, positions, cache, new, keep)
+        self._store_prefixes(new, cache, mask)
         joined: list[int] = []
-        for i, r in enumerate(new):
+        for i, (r, first) in enumerate(zip(new, firsts, strict=True)):
             if r.params.prompt_logprobs:
-                self._score_prompt(r, logits[i, length - len(r.prompt_ids):])
+                self._score_prompt(r, logits[i, keep - (len(r.prompt_ids) - first):], first)
             if r.params.max_tokens <= 0:
                 self._finish(r, "length")
                 continue
@@ -163,6 +185,16 @@ class BatchEngine:
             mask = kv.keep_rows(cache, mask, joined)
             self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
             self.running.extend(new[i] for i in joined)
+
+    def _store_prefixes(self, new: list[Request], cache: DynamicCache,
+                        mask: torch.Tensor) -> None:
+        """Keep each new prompt's rows for later prefills, unless a stored one covers it."""
+        if self.prefixes is None:
+            return
+        for i, r in enumerate(new):
+            if (len(r.prompt_ids) >= self.prefixes.min_tokens
+                    and not self.prefixes.covers(r.additions, r.prompt_ids)):
+                self.prefixes.add(r.additions, r.prompt_ids, *prefix.row_of(cache, mask, i))
 
     def _decode(self) -> None:
         assert self._cache is not None and self._mask is not None
@@ -189,14 +221,15 @@ class BatchEngine:
         self.running = [self.running[i] for i in keep]
 
     # -- per-row bookkeeping ------------------------------------------------------------
-    def _score_prompt(self, request: Request, logits: torch.Tensor) -> None:
-        """Log-prob of each prompt token given the ones before (the first has none)."""
+    def _score_prompt(self, request: Request, logits: torch.Tensor, first: int) -> None:
+        """Log-prob of each prompt token after ``first`` given the ones before, from the
+        logits at positions ``first`` onwards (earlier tokens, the first too, get None)."""
         logprobs = torch.log_softmax(logits[:-1], dim=-1)
-        targets = torch.tensor(request.prompt_ids[1:], device=logprobs.device)
+        targets = torch.tensor(request.prompt_ids[first + 1:], device=logprobs.device)
         picked = logprobs.gather(1, targets[:, None])[:, 0].tolist()
-        request.prompt_logprobs = [None, *picked]
+        request.prompt_logprobs = [*([None] * (first + 1)), *picked]
         k = request.params.logprobs or 0
-        tops: list[TopLogprobs | None] = [None]
+        tops: list[TopLogprobs | None] = [None] * (first + 1)
         if k:
             values, index = torch.topk(logprobs, min(k, logprobs.shape[-1]), dim=-1)
             tops += [list(zip(i.tolist(), v.tolist(), strict=True))

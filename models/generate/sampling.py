@@ -31,6 +31,10 @@ class SamplingParams:
     """Return each generated token's log-prob and this many alternatives (None: none)."""
     prompt_logprobs: bool = False
     """Return the log-prob of every prompt token after the first (scoring, ``echo``)."""
+    prompt_logprobs_from: int = 1
+    """With ``prompt_logprobs``: the first prompt token whose log-prob is wanted (earlier
+    ones get None), so a score of a continuation leaves its shared head to the prefix
+    cache and the output layer runs only where a log-prob is asked."""
     ignore_eos: bool = False
 
     @property

@@ -145,6 +145,33 @@ def test_streamed_text_equals_non_streamed_for_the_same_seed(service: LiveServer
     assert streamed == plain
 
 
+def test_streams_carry_logprobs_in_openais_chunk_format(service: LiveServer) -> None:
+    """Each chunk carries the log-probs of the tokens it adds; together they are the
+    non-streamed answer's, on both endpoints."""
+    api = client(service)
+    args = {"model": "v0", "messages": CHAT, "max_tokens": 10, "temperature": 1.0,
+            "seed": 99, "logprobs": True, "top_logprobs": 2}
+    whole = api.chat.completions.create(**args).choices[0].logprobs.content
+    streamed = [e for c in api.chat.completions.create(**args, stream=True)
+                if c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content
+                for e in c.choices[0].logprobs.content]
+    assert len(whole) == 10 and [(e.token, e.logprob) for e in streamed] == \
+        [(e.token, e.logprob) for e in whole]
+    assert all(len(e.top_logprobs) == 2 for e in streamed)
+    plain = api.completions.create(model="v0", prompt=PROMPT, max_tokens=6, temperature=0,
+                                   logprobs=1).choices[0]
+    chunks = [c.choices[0] for c in api.completions.create(
+        model="v0", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=1, stream=True)]
+    tokens = [t for c in chunks if c.logprobs for t in c.logprobs.tokens]
+    values = [v for c in chunks if c.logprobs for v in c.logprobs.token_logprobs]
+    offsets = [o for c in chunks if c.logprobs for o in c.logprobs.text_offset]
+    assert tokens == plain.logprobs.tokens and values == plain.logprobs.token_logprobs
+    assert offsets == plain.logprobs.text_offset
+    with pytest.raises(openai.BadRequestError) as echo:
+        api.completions.create(model="v0", prompt=PROMPT, max_tokens=2, echo=True, stream=True)
+    assert echo.value.body["param"] == "echo"
+
+
 def test_token_id_prompts_echo_and_logprobs_for_scoring(service: LiveServer) -> None:
     api = client(service)
     tokenizer = AutoTokenizer.from_pretrained(service.services.parts.lm.name)

@@ -158,3 +158,55 @@ def test_same_seed_same_text_whatever_shares_the_batch(versions) -> None:  # noq
     other = generate(runtime.lm.model, tok, [PROMPTS[0]], SamplingParams(
         max_tokens=10, temperature=1.0, top_p=0.9, seed=8), additions=[runtime.additions("v2")])
     assert other[0].token_ids != alone.token_ids  # the seed matters (else this test is blind)
+
+
+def run_all(engine: BatchEngine, requests: list[Request]) -> list[Request]:
+    for r in requests:
+        engine.add(r)
+    while engine.has_work():
+        engine.step()
+    return requests
+
+
+def test_reused_prefixes_give_what_a_fresh_pass_gives(versions) -> None:  # noqa: ANN001
+    """Prompts that share a stored prefix (a question scored or continued again, on several
+    versions) start from its keys and values and run only the rest: they get what a pass
+    without reuse gives, within the tolerance, the same greedy text in float32, and no
+    version reuses another's rows."""
+    dtype, deltas = versions
+    runtime = runtime_for(dtype, deltas)
+    tok = runtime.lm.tokenizer
+    head = list(tok(PROMPTS[0]).input_ids)
+    tail = list(tok(" French", add_special_tokens=False).input_ids)
+    names = ["v0", "v1", "v2"]
+    engine = BatchEngine(runtime.lm.model, tok)
+    run_all(engine, [Request(head, SamplingParams(max_tokens=2), runtime.additions(v))
+                     for v in names])  # stores each version's prompt
+    assert engine.prefixes is not None and engine.prefixes.hits == 0
+    scored = SamplingParams(max_tokens=0, prompt_logprobs=True, prompt_logprobs_from=len(head))
+    greedy = SamplingParams(max_tokens=8, logprobs=0)
+    order = ["v2", "v0", "v1"]  # not the order stored: a lookup must pick by version
+    jobs = [(v, head + tail, scored) for v in order] + [(v, head, greedy) for v in order]
+
+    def requests() -> list[Request]:
+        return [Request(ids, p, runtime.additions(v)) for v, ids, p in jobs]
+
+    reused = run_all(engine, requests())
+    assert engine.prefixes.hits == len(jobs)  # every one started from a stored prefix
+    fresh_engine = BatchEngine(runtime.lm.model, tok, prefix_tokens=0)
+    fresh_runs = run_all(fresh_engine, requests())
+    worst = 0.0
+    for (v, _, p), r, ref in zip(jobs, reused, fresh_runs, strict=True):
+        if p is scored:
+            assert r.prompt_logprobs[:len(head)] == [None] * len(head)
+            got, want = r.prompt_logprobs[len(head):], ref.prompt_logprobs[len(head):]
+            assert len(got) == len(tail)
+        elif dtype == torch.float32:
+            assert r.output_ids == ref.output_ids, v
+            got, want = r.token_logprobs, ref.token_logprobs
+        else:
+            got, want = r.token_logprobs[:1], ref.token_logprobs[:1]
+        worst = max(worst, *(abs(a - b) for a, b in zip(got, want, strict=True)))
+    assert worst <= TOL[dtype], worst
+    scores = [r.prompt_logprobs[-1] for r in reused[:len(names)]]
+    assert len(set(scores)) == len(names)  # the versions differ (else this test is blind)

@@ -14,6 +14,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.openai import errors
+from app.api.openai import logprobs as lp
 from app.api.openai import serving as sv
 from app.api.openai.errors import OpenAIError
 from app.api.openai.protocol import (
@@ -87,9 +88,8 @@ async def completions(body: CompletionRequest, http: HttpRequest,
         return await services.vllm.proxy.forward("completions", body)
     engine = _engine(services)
     _refuse_extra(body)
-    if body.stream and (body.echo or body.logprobs is not None):
-        raise OpenAIError(400, "echo and logprobs are not supported with stream: true",
-                          "stream", "unsupported")
+    if body.stream and body.echo:
+        raise OpenAIError(400, "echo is not supported with stream: true", "echo", "unsupported")
     prompts = sv._prompts(services, body)
     for p in prompts:
         sv._check_ids(services, p, "prompt")
@@ -99,11 +99,16 @@ async def completions(body: CompletionRequest, http: HttpRequest,
                      lambda j: sv._params(body, max_tokens, body.logprobs, body.echo, j))
     headers = {sv.VERSION_HEADER: version, ENGINE_HEADER: sv.ENGINE}
     rid, created = sv.new_id("cmpl"), sv.now()
+    tokenizer = services.parts.lm.tokenizer
     if body.stream:
+        cursor = lp.StreamCursor(tokenizer, call.requests)
+
         def chunk(i: int, delta: str, reason: str | None) -> dict[str, Any]:
+            logprobs = cursor.completion(i) if body.logprobs is not None else None
             return {"id": rid, "object": "text_completion", "created": created,
                     "model": version, "choices": [{"index": i, "text": delta,
-                                                   "finish_reason": reason, "logprobs": None}]}
+                                                   "finish_reason": reason,
+                                                   "logprobs": logprobs}]}
 
         def final() -> dict[str, Any] | None:
             if not (body.stream_options and body.stream_options.include_usage):
@@ -114,7 +119,6 @@ async def completions(body: CompletionRequest, http: HttpRequest,
         return StreamingResponse(sv.stream_events(call, chunk, final),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
-    tokenizer = services.parts.lm.tokenizer
     choices = []
     for i, r in enumerate(call.requests):
         prompt = prompts[call.prompt_index[i]]
@@ -128,16 +132,7 @@ async def completions(body: CompletionRequest, http: HttpRequest,
             ids = (prompt if body.echo else []) + r.output_ids
             lps = (r.prompt_logprobs if body.echo else []) + r.token_logprobs
             tops = (r.prompt_top_logprobs if body.echo else []) + r.top_logprobs
-            tokens = [tokenizer.decode([t]) for t in ids]
-            offsets, at = [], 0
-            for t in tokens:
-                offsets.append(at)
-                at += len(t)
-            logprobs = {"tokens": tokens, "token_logprobs": lps,
-                        "top_logprobs": [None if top is None else
-                                         {tokenizer.decode([t]): v for t, v in top}
-                                         for top in tops],
-                        "text_offset": offsets}
+            logprobs = lp.completion_lists(tokenizer, ids, lps, tops)
         choices.append({"index": i, "text": head + r.text,
                         "finish_reason": sv.finish(r.finish_reason), "logprobs": logprobs})
     content = {"id": rid, "object": "text_completion", "created": created, "model": version,
@@ -154,9 +149,6 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
         return await services.vllm.proxy.forward("chat", body)
     engine = _engine(services)
     _refuse_extra(body)
-    if body.stream and body.logprobs:
-        raise OpenAIError(400, "logprobs is not supported with stream: true", "logprobs",
-                          "unsupported")
     prompt = sv.chat_prompt(services, body)
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     max_tokens = sv._budget(services, [prompt], body.limit(), param, "messages")
@@ -166,12 +158,16 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
                      lambda j: sv._params(body, max_tokens, top, False, j))
     headers = {sv.VERSION_HEADER: version, ENGINE_HEADER: sv.ENGINE}
     rid, created = sv.new_id("chatcmpl"), sv.now()
+    tokenizer = services.parts.lm.tokenizer
     if body.stream:
+        cursor = lp.StreamCursor(tokenizer, call.requests)
+
         def chunk(i: int, delta: str, reason: str | None) -> dict[str, Any]:
             return {"id": rid, "object": "chat.completion.chunk", "created": created,
                     "model": version, "choices": [{
                         "index": i, "delta": {"content": delta} if delta else {},
-                        "finish_reason": reason, "logprobs": None}]}
+                        "finish_reason": reason,
+                        "logprobs": cursor.chat(i) if body.logprobs else None}]}
 
         def final() -> dict[str, Any] | None:
             if not (body.stream_options and body.stream_options.include_usage):
@@ -187,19 +183,12 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
         return StreamingResponse(sv.stream_events(call, chunk, final, first),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
-    tokenizer = services.parts.lm.tokenizer
     choices = []
     for i, r in enumerate(call.requests):
         logprobs = None
         if body.logprobs:
-            def entry(t: int, v: float) -> dict[str, Any]:
-                text = tokenizer.decode([t])
-                return {"token": text, "logprob": v, "bytes": list(text.encode())}
-
-            logprobs = {"content": [
-                {**entry(t, v), "top_logprobs": [entry(a, b) for a, b in alts]}
-                for t, v, alts in zip(r.output_ids, r.token_logprobs, r.top_logprobs,
-                                      strict=True)]}
+            logprobs = {"content": lp.chat_content(tokenizer, r.output_ids, r.token_logprobs,
+                                                   r.top_logprobs)}
         choices.append({"index": i, "message": {"role": "assistant", "content": r.text},
                         "finish_reason": sv.finish(r.finish_reason), "logprobs": logprobs})
     content = {"id": rid, "object": "chat.completion", "created": created, "model": version,
