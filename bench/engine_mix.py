@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bench.load import CANDIDATES, PROMPT
-from editing.tokens import continuation_ids, prompt_ids
+from editing.forward.tokens import continuation_ids, prompt_ids
 from models.generate import BatchEngine, Request, SamplingParams
 from models.load import load_model
 
