@@ -62,6 +62,23 @@ def chat_prefix(tokenizer: PreTrainedTokenizerBase) -> str:
     return render_chat(tokenizer, CHAT_REQUEST)
 
 
+QUESTION_PREFIX = "\x00question\x00"
+"""A context prefix that stands for each request's own chat turn (:func:`question_prefix`):
+the other prefixes are shared by every request, this one is rendered per request where the
+rows are encoded (``editing.encoding.encode_requests``). No text holds a NUL, so it cannot be
+mistaken for a sampled prefix."""
+
+
+def question_prefix(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """The chat template with ``question`` as the user's message, up to the assistant's first
+    word: the cloze prompt that follows is the start of the answer, as a chat model writes
+    it when asked the fact, so the edit is taught where users ask it."""
+    from editing.evaluate.generation import answer_sep, render_chat
+
+    chat = render_chat(tokenizer, question)
+    return chat + answer_sep(chat)
+
+
 def context_prefixes(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
