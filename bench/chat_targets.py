@@ -67,16 +67,16 @@ def _later_layers(hp: EditHparams) -> dict[str, Any]:
 
 VARIANTS: dict[str, Variant] = {  # in the order a run cut short should have measured them
     "preset": Variant(lambda hp: {}, about="today's preset, cloze-only requests"),
-    "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
-                           "no update at the layer whose change alone broke names"),
     "chat_teach": Variant(lambda hp: {"chat_question": True},
                           about="z and keys also over the chat template (cloze as the user's message)"),
     "chat_teach_question": Variant(lambda hp: {"chat_question": True}, questions=True,
                                    about="chat_teach with the record's question given at edit time"),
-    "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},
-                               about="chat_teach and late_layers together"),
     "name_chat": Variant(lambda hp: {"name_kl_factor": 1.0, "name_context": "chat"},
                          about="a z term keeping the name's copy after a chat question naming it"),
+    "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
+                           "no update at the layer whose change alone broke names"),
+    "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},
+                               about="chat_teach and late_layers together"),
 }
 
 TARGETS: dict[str, tuple[str, float]] = {
