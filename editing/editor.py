@@ -32,7 +32,7 @@ from editing.solve.stats import Corpus, CovarianceCache
 from editing.state import EditState
 from editing.targets.encoding import encode_requests
 from editing.targets.keys import fact_activations, layer_keys, mean_by_request
-from editing.targets.templates import chat_prefix, context_prefixes
+from editing.targets.templates import QUESTION_PREFIX, chat_prefix, context_prefixes
 from editing.targets.z import ZResult, optimize_z
 from editing.targets.zcache import ZCache
 from editing.weights.delta import (
@@ -160,15 +160,16 @@ class Editor:
 
     def prefixes(self) -> list[str]:
         """Context prefixes (generated once per model and template setting; ``""`` first), and
-        with ``chat_prefix`` the model's chat template in which the assistant states the fact."""
+        with ``chat_prefix`` the model's chat template in which the assistant states the fact,
+        with ``chat_question`` each request's own chat turn (``templates.QUESTION_PREFIX``)."""
         hp = self.hparams
         prefixes = self.caches.prefixes_for(hp, lambda: context_prefixes(
             self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
             self.fingerprint, self.cache_dir,
         ))
-        if hp.chat_prefix:
-            return [*prefixes, chat_prefix(self.tokenizer)]
-        return prefixes
+        extra = [chat_prefix(self.tokenizer)] if hp.chat_prefix else []
+        extra += [QUESTION_PREFIX] if hp.chat_question else []
+        return [*prefixes, *extra]
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None
@@ -179,8 +180,11 @@ class Editor:
         """Optimise z at ``layer``; with a z cache, only for requests not computed before."""
         if self.z_cache is None:
             return self._optimize(requests, layer, progress)
-        context = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, self.prefixes())
-        hits = [self.z_cache.get(context, r) for r in requests]
+        prefixes = self.prefixes()
+        shared = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, prefixes)
+        asks = QUESTION_PREFIX in prefixes  # a request's own chat turn: its question keys its z
+        contexts = [ZCache.with_question(shared, r.question) if asks else shared for r in requests]
+        hits = [self.z_cache.get(c, r) for c, r in zip(contexts, requests, strict=True)]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         steps, already = [0] * len(requests), [False] * len(requests)
         tokens = uncached = group = 0
@@ -188,7 +192,7 @@ class Editor:
             fresh = self._optimize([requests[i] for i in missing], layer, progress)
             tokens, uncached, group = fresh.tokens_per_step, fresh.tokens_per_step_uncached, fresh.group_size
             for j, i in enumerate(missing):
-                self.z_cache.put(context, requests[i], fresh.h[j], fresh.offset[j], fresh.nll[j])
+                self.z_cache.put(contexts[i], requests[i], fresh.h[j], fresh.offset[j], fresh.nll[j])
                 hits[i] = (fresh.h[j], fresh.offset[j], fresh.nll[j])
                 steps[i], already[i] = fresh.steps[j], fresh.already_predicted[j]
         rows = [hit for hit in hits if hit is not None]

@@ -79,6 +79,16 @@ class EditHparams:
     name_kl_factor: float = 0.0
     """Weight of a z term that keeps the model's predictions of the subject's tokens where the
     name is written again after a mention (``editing.targets.encoding.encode_names``); 0: off."""
+    name_context: str = "sentence"
+    """Where the name term's rows mention the subject first: ``"sentence"``, the bare name
+    before the request's sentence; ``"chat"``, a user's question naming it in the chat
+    template, the assistant's turn then writing the sentence: the context in which the edit
+    was measured to break names (``bench.name_break``), with a question of its own."""
+    chat_question: bool = False
+    """Add, per request, the chat template with the request's ``question`` (its cloze sentence
+    when it has none) as the user's message and the cloze prompt as the assistant's start
+    (``editing.targets.templates.question_prefix``) to the context prefixes: z and the keys then see
+    the fact where a user asks it."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
@@ -278,13 +288,14 @@ EditHparams.__init__ = _accept_aliases(EditHparams.__init__)  # type: ignore[met
 
 _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear"),
                                         "essence_kl": ("initial_now", "now_initial"),
-                                        "targets_from": ("current", "base")}
+                                        "targets_from": ("current", "base"),
+                                        "name_context": ("sentence", "chat")}
 
 _OMITTED_AT_DEFAULT: dict[str, Any] = {
     f.name: f.default for f in fields(EditHparams)
     if f.name in ("nullspace_threshold", "nullspace_l2", "z_stop", "decay", "essence_kl",
                   "context_key_weight", "targets_from", "name_kl_factor",
-                  "chat_prefix")
+                  "chat_prefix", "name_context", "chat_question")
 }
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

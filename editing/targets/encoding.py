@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest
+from editing.targets.templates import QUESTION_PREFIX, question_prefix
 
 ESSENCE_PROMPT = "{} is a"
 """The prompt whose next-token distribution the KL term keeps (what the subject *is*)."""
@@ -33,11 +34,16 @@ def encode_requests(
 ) -> list[FactRow]:
     """Rows in request-major order (request 0 with every prefix, then request 1, ...).
 
-    ``prompt`` overrides each request's own prompt (e.g. the essence prompt).
+    ``prompt`` overrides each request's own prompt (e.g. the essence prompt). The prefix
+    :data:`~editing.targets.templates.QUESTION_PREFIX` becomes the request's own chat turn: its
+    ``question``, else its cloze sentence, as the user's message.
     """
     rows = []
     for index, request in enumerate(requests):
-        for prefix in prefixes:
+        for shared in prefixes:
+            prefix = shared
+            if shared == QUESTION_PREFIX:
+                prefix = question_prefix(tokenizer, request.question or request.text)
             text, end = subject_span(prompt or request.prompt, request.subject, prefix)
             target = continuation_ids(tokenizer, text, request.target_new) if with_target else []
             rows.append(FactRow(prompt_ids(tokenizer, text), fact_token_index(tokenizer, text, end), index, target))
@@ -52,18 +58,40 @@ NAME_CONTEXT = "{subject}. {text}"
 """A first mention of the subject, then the request's sentence naming it again."""
 
 
-def encode_names(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
+NAME_QUESTION = "What do you know about {}?"
+"""The user's message of the ``"chat"`` name context: it names the subject, and it is not a
+record's question, so the evaluation's name-integrity context stays one no edit is computed on."""
+
+
+def _name_context(tokenizer: PreTrainedTokenizerBase, request: EditRequest, context: str) -> tuple[str, int, int]:
+    """``(head, end of the first mention, start of the sentence)``; the sentence follows ``head``."""
+    first = request.subject
+    if context == "chat":
+        head = question_prefix(tokenizer, NAME_QUESTION.format(first))
+        return head, head.rindex(first) + len(first), len(head)
+    head = NAME_CONTEXT.format(subject=first, text="")
+    return head, len(first), len(head)
+
+
+def encode_names(
+    tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest], context: str = "sentence"
+) -> list[FactRow]:
     """Per request, a row where the subject is mentioned, then written again: ``fact`` is the
     first mention's last token (where z's offset goes), ``target`` the second mention's tokens
     and ``ids`` end with them. Keeping the model's predictions of those tokens is what keeps
     the name intact where a user's question names the subject and the answer repeats it
-    (``bench.name_break``: the update fires at the earlier mention's fact token)."""
+    (``bench.name_break``: the update fires at the earlier mention's fact token).
+
+    ``context`` (``EditHparams.name_context``): ``"sentence"`` mentions the bare name before
+    the sentence; ``"chat"`` asks :data:`NAME_QUESTION` in the chat template and has the
+    assistant write the sentence, as in the context where names were measured to break."""
     rows = []
     for index, request in enumerate(requests):
         first = request.subject
-        text = NAME_CONTEXT.format(subject=first, text=request.text)
-        fact = fact_token_index(tokenizer, text, len(first))
-        at = len(first) + 2 + request.prompt.index("{}")
+        head, first_end, start = _name_context(tokenizer, request, context)
+        text = head + request.text
+        fact = fact_token_index(tokenizer, text, first_end)
+        at = start + request.prompt.index("{}")
         end = at + len(first)
         ids = prompt_ids(tokenizer, text[:end])
         before = prompt_ids(tokenizer, text[:at].rstrip(" "))

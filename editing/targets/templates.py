@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.forward.chat import render_chat  # the one rendering of a chat turn
+from editing.forward.chat import answer_sep, render_chat  # the one rendering of a chat turn
 from editing.forward.rng import cuda_devices
 from models.files import atomic_write
 from models.placement import input_device
@@ -59,6 +59,21 @@ def chat_prefix(tokenizer: PreTrainedTokenizerBase) -> str:
     """The chat template up to the assistant's answer to :data:`CHAT_REQUEST`: a prefix after
     which the prompt is the assistant's sentence, so z and the keys see the fact in a chat turn."""
     return render_chat(tokenizer, CHAT_REQUEST)
+
+
+QUESTION_PREFIX = "\x00question\x00"
+"""A context prefix that stands for each request's own chat turn (:func:`question_prefix`):
+the other prefixes are shared by every request, this one is rendered per request where the
+rows are encoded (``editing.targets.encoding.encode_requests``). No text holds a NUL, so it cannot be
+mistaken for a sampled prefix."""
+
+
+def question_prefix(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """The chat template with ``question`` as the user's message, up to the assistant's first
+    word: the cloze prompt that follows is the start of the answer, as a chat model writes
+    it when asked the fact, so the edit is taught where users ask it."""
+    chat = render_chat(tokenizer, question)
+    return chat + answer_sep(chat)
 
 
 def context_prefixes(

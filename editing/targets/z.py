@@ -216,7 +216,7 @@ def _optimize_group(
     n, n_prefixes = len(requests), len(prefixes)
     rows = encode_requests(tokenizer, requests, prefixes)
     essence = encode_essence(tokenizer, requests)
-    names = encode_names(tokenizer, requests) if hp.name_kl_factor else []
+    names = encode_names(tokenizer, requests, hp.name_context) if hp.name_kl_factor else []
     name_owner = torch.tensor([r.request for r in names for _ in r.target], dtype=torch.long)
     essence = essence + names
     batch, uncached = _prepare(model, layer, rows, essence, tokenizer.pad_token_id, prefix_cache)

@@ -27,7 +27,7 @@ Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor",
 """The z settings in the key, under their stored names (:meth:`EditHparams.stored_dict`:
 ``v_lr`` is ``z_lr``, ``v_steps`` is ``z_steps``), so keys do not change with the names."""
 Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
-                       "name_kl_factor": 0.0}
+                       "name_kl_factor": 0.0, "name_context": "sentence"}
 """z settings added later: part of the key only when they differ from these defaults, so z
 cached before they existed is still found."""
 
@@ -53,6 +53,12 @@ class ZCache:
             "prefixes": list(prefixes),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    @staticmethod
+    def with_question(context: str, question: str | None) -> str:
+        """The context key of a request whose own chat turn (its ``question``) is one of its
+        prefixes (``chat_question``): z then depends on the question too."""
+        return hashlib.sha256(json.dumps([context, question]).encode()).hexdigest()
 
     def _path(self, context: str, request: EditRequest) -> Path:
         fact = json.dumps([context, request.subject, request.prompt, request.target_new])

@@ -162,7 +162,7 @@ def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
     assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
     assert hp.replace(z_stop="total").to_dict()["z_stop"] == "total"
     assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay, "essence_kl": hp.essence_kl,
-                                   "name_kl_factor": hp.name_kl_factor}
+                                   "name_kl_factor": hp.name_kl_factor, "name_context": hp.name_context}
     with pytest.raises(ValueError, match="z_stop must be one of"):
         hp.replace(z_stop="never")
 
@@ -172,8 +172,9 @@ def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(ti
     cache = ZCache(tmp_path)
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
         TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"),
-        TINY_HPARAMS.replace(essence_kl="now_initial"), TINY_HPARAMS.replace(name_kl_factor=1.0))}
-    assert len(keys) == 5
+        TINY_HPARAMS.replace(essence_kl="now_initial"), TINY_HPARAMS.replace(name_kl_factor=1.0),
+        TINY_HPARAMS.replace(name_kl_factor=1.0, name_context="chat"))}
+    assert len(keys) == 6
 
 
 def test_essence_kl_directions() -> None:

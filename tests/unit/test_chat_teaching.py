@@ -1,0 +1,93 @@
+"""Teaching in chat form (``chat_question``) and the name term's chat context
+(``name_context="chat"``): the rows they add, the z cache keys, and that they change z only
+when asked (issue 25, items 2 and 3), on a tiny random model with a chat template."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from editing import Editor
+from editing.evaluate.generation import render_chat
+from editing.hparams import EditHparams
+from editing.requests import EditRequest
+from editing.targets import optimize_z
+from editing.targets.encoding import NAME_QUESTION, encode_names, encode_requests
+from editing.targets.templates import QUESTION_PREFIX, question_prefix
+from editing.targets.zcache import ZCache
+from tests.tiny import tiny_model, tiny_tokenizer
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+REQ = EditRequest(subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",
+                  target_true="French", question="What is the mother tongue of Danielle Darrieux?")
+
+
+@pytest.fixture
+def chat_tok():
+    """The tiny BPE tokenizer with a ChatML template (a copy: the cached one stays plain)."""
+    clone = copy.deepcopy(tiny_tokenizer("bpe"))
+    clone.chat_template = CHATML
+    return clone
+
+
+def test_the_question_prefix_is_each_requests_own_chat_turn(chat_tok) -> None:
+    no_question = dataclasses.replace(REQ, question=None)
+    rows = encode_requests(chat_tok, [REQ, no_question], ["", QUESTION_PREFIX])
+    asked, cloze = rows[1], rows[3]
+    text = chat_tok.decode(asked.ids)
+    head = render_chat(chat_tok, REQ.question)
+    assert head.endswith("assistant\n") and question_prefix(chat_tok, REQ.question) == head
+    assert REQ.question in text and text.rstrip().endswith(REQ.text)
+    # the fact token is the subject in the assistant's sentence, not the question's mention
+    assert chat_tok.decode(asked.ids[asked.fact + 1:]).strip() == "is"
+    assert chat_tok.decode(asked.target).strip() == "English"
+    # without a question the user's message is the cloze sentence
+    assert chat_tok.decode(cloze.ids).count(REQ.text) == 2
+    assert rows[0].ids == rows[2].ids  # the bare prompt is shared
+
+
+def test_chat_question_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path) -> None:
+    model = tiny_model("llama", vocab_size=len(chat_tok))
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=())
+    plain = Editor(model, chat_tok, hp, cache_dir=tmp_path)
+    asking = Editor(model, chat_tok, hp.replace(chat_question=True), cache_dir=tmp_path)
+    assert plain.prefixes() == [""] and asking.prefixes() == ["", QUESTION_PREFIX]
+    z_plain = optimize_z(model, chat_tok, [REQ], plain.prefixes(), 1, hp)
+    z_chat = optimize_z(model, chat_tok, [REQ], asking.prefixes(), 1, asking.hparams)
+    assert not torch.allclose(z_plain.offset, z_chat.offset)
+    assert "chat_question" not in hp.to_dict() and asking.hparams.to_dict()["chat_question"] is True
+    # the question is part of the z cache's key: another question, another z
+    asking.z_cache = ZCache(tmp_path / "z")
+    first = asking.z_at([REQ], 1)
+    other = dataclasses.replace(REQ, question="Which language did Danielle Darrieux grow up with?")
+    again, moved = asking.z_at([REQ], 1), asking.z_at([other], 1)
+    assert again.group_size == 0 and torch.equal(first.offset, again.offset)  # a hit
+    assert moved.group_size == 1 and not torch.equal(first.offset, moved.offset)
+
+
+def test_the_chat_name_context_mentions_the_subject_in_a_question_of_its_own(chat_tok) -> None:
+    row = encode_names(chat_tok, [REQ], "chat")[0]
+    text = chat_tok.decode(row.ids)
+    assert NAME_QUESTION.format(REQ.subject) in text and REQ.question not in text
+    assert chat_tok.decode(row.target).strip() == REQ.subject and row.ids[-len(row.target):] == row.target
+    # z's offset goes at the question's mention: its last token ends the subject
+    assert chat_tok.decode(row.ids[: row.fact + 1]).endswith("Darrieux")
+    assert "assistant" not in chat_tok.decode(row.ids[: row.fact + 1])
+    sentence = encode_names(chat_tok, [REQ])[0]
+    assert sentence.target == row.target and len(sentence.ids) < len(row.ids)
+
+
+def test_the_chat_name_context_changes_the_name_terms_z(chat_tok) -> None:
+    model = tiny_model("llama", vocab_size=len(chat_tok))
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, name_kl_factor=50.0)
+    sentence = optimize_z(model, chat_tok, [REQ], [""], 1, hp)
+    chat = optimize_z(model, chat_tok, [REQ], [""], 1, hp.replace(name_context="chat"))
+    assert not torch.allclose(sentence.offset, chat.offset)
+    assert "name_context" not in hp.to_dict()
+    with pytest.raises(ValueError, match="name_context"):
+        hp.replace(name_context="question")
