@@ -168,8 +168,7 @@ class Editor:
             self.fingerprint, self.cache_dir,
         ))
         extra = [chat_prefix(self.tokenizer)] if hp.chat_prefix else []
-        extra += [QUESTION_PREFIX] if hp.chat_question else []
-        return [*prefixes, *extra]
+        return [*prefixes, *extra, *([QUESTION_PREFIX] if hp.chat_question else [])]
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None
