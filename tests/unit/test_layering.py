@@ -233,3 +233,15 @@ def test_old_paths_only_re_export_and_nothing_imports_them() -> None:
         if old in _imported(_module_name(p), p, set(EDITING_OLD_PATHS) | {_module_name(p)})
     ]
     assert not users, "the project itself uses the new paths:\n" + "\n".join(users)
+
+
+MAX_LINES = 400
+"""A source file of ``app/``, ``editing/`` or ``models/`` longer than this holds more than one
+job: split it along its jobs rather than raising the bound."""
+
+
+def test_no_source_file_is_over_the_line_bound() -> None:
+    long = {str(p.relative_to(ROOT)): n for top in ("app", "editing", "models")
+            for p in (ROOT / top).rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"over {MAX_LINES} lines: {long}"
