@@ -43,7 +43,10 @@ def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = Non
             ) -> AbstractContextManager[str]:
     """A service of our own (:func:`bench.load.own_service`) on the old or the new query path,
     on ``device`` (the service's default when None: CUDA where present)."""
-    env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0"}
+    env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0",
+           # the engine's prefix store, off by default in the service (answers within float
+           # rounding of a full prefill); the new path's figures are measured with it on
+           "MODELEDIT_PREFIX_TOKENS": "4096" if engine else "0"}
     if device:
         env["MODELEDIT_DEVICE"] = device
     if threads:  # both paths alike: torch's intra-op pool per process
