@@ -73,6 +73,10 @@ VARIANTS: dict[str, Variant] = {  # in the order a run cut short should have mea
                                    about="chat_teach with the record's question given at edit time"),
     "name_chat": Variant(lambda hp: {"name_kl_factor": 1.0, "name_context": "chat"},
                          about="a z term keeping the name's copy after a chat question naming it"),
+    "name_chat_4": Variant(lambda hp: {"name_kl_factor": 4.0, "name_context": "chat"},
+                           about="name_chat with the name term at weight 4"),
+    "name_chat_16": Variant(lambda hp: {"name_kl_factor": 16.0, "name_context": "chat"},
+                            about="name_chat with the name term at weight 16"),
     "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
                            "no update at the layer whose change alone broke names"),
     "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},

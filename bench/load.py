@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.load --drain 100            # tiny model, 100 queued edit jobs
 
 Queries: ``--clients`` threads alternate ``/generate`` and ``/score`` for ``--duration``
-seconds while a thread submits ``--edits`` edit jobs, so the API switches versions under load.
+seconds, and on until the first edit has committed (``--until-commit``), while a thread
+submits ``--edits`` edit jobs, so the API switches versions under load.
 What is checked, not just timed:
 
 * every request answers 200 (anything else is counted as an error, with its status);
@@ -143,8 +144,9 @@ def client_loop(url: str, index: int, stop: threading.Event, results: Results,
 
 
 def edit_loop(url: str, edits: int, every_s: float, stop: threading.Event,
-              log: list[dict[str, Any]]) -> None:
-    """Submit ``edits`` jobs one after another while the clients run; record commits."""
+              log: list[dict[str, Any]], committed: threading.Event | None = None) -> None:
+    """Submit ``edits`` jobs one after another while the clients run; record commits (and set
+    ``committed`` at the first)."""
     with httpx.Client(base_url=url, timeout=60) as client:
         for i in range(edits):
             if stop.wait(every_s if i else 1.0):
@@ -161,6 +163,8 @@ def edit_loop(url: str, edits: int, every_s: float, stop: threading.Event,
                     if job["state"] in ("committed", "failed"):
                         entry.update(state=job["state"], version=job["version"],
                                      seconds=round(time.time() - entry["submitted"], 2))
+                        if committed is not None and job["state"] == "committed":
+                            committed.set()
                         break
                     time.sleep(0.5)
                 else:
@@ -169,19 +173,26 @@ def edit_loop(url: str, edits: int, every_s: float, stop: threading.Event,
 
 
 def run_queries(url: str, clients: int, duration: float, edits: int, every_s: float,
-                max_new_tokens: int) -> dict[str, Any]:
+                max_new_tokens: int, until_commit_s: float = 0.0) -> dict[str, Any]:
+    """The query run. With ``until_commit_s``, the clients keep going past ``duration`` until
+    the first edit has committed (at most that many seconds in all): a run in which no version
+    switched under load checked nothing of the switch, and how long an edit takes under load
+    depends on the machine, not on the bench."""
     results = Results()
     edit_log: list[dict[str, Any]] = []
     stop = threading.Event()
+    committed = threading.Event()
     threads = [threading.Thread(target=client_loop, args=(url, i, stop, results,
                                                           max_new_tokens), daemon=True)
                for i in range(clients)]
-    editor = threading.Thread(target=edit_loop, args=(url, edits, every_s, stop, edit_log),
-                              daemon=True)
+    editor = threading.Thread(target=edit_loop,
+                              args=(url, edits, every_s, stop, edit_log, committed), daemon=True)
     started = time.monotonic()
     for thread in [*threads, editor]:
         thread.start()
     time.sleep(duration)
+    if edits and until_commit_s > duration:
+        committed.wait(until_commit_s - duration)
     stop.set()
     for thread in [*threads, editor]:
         thread.join(180)
@@ -309,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--edits", type=int, default=4, help="edit jobs during the query run")
     parser.add_argument("--edit-every", type=float, default=5.0, help="seconds between edits")
+    parser.add_argument("--until-commit", type=float, default=600.0,
+                        help="keep the clients going past --duration until the first edit "
+                        "commits, at most this many seconds in all (0: stop at --duration)")
     parser.add_argument("--max-new-tokens", type=int, default=8)
     parser.add_argument("--drain", type=int, default=0, help="queue this many jobs instead")
     parser.add_argument("--drain-timeout", type=float, default=900.0)
@@ -331,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                        "drain (s)", "jobs/s"]
         else:
             report = run_queries(url, args.clients, args.duration, args.edits,
-                                 args.edit_every, args.max_new_tokens)
+                                 args.edit_every, args.max_new_tokens, args.until_commit)
             name = "load_queries"
             rows = [[e, s["requests"], s["errors"], s["rps"], s["p50_ms"], s["p99_ms"],
                      s["mean_ms"]] for e, s in report["endpoints"].items()]

@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--edits", type=int, default=4)
     parser.add_argument("--edit-every", type=float, default=5.0)
+    parser.add_argument("--until-commit", type=float, default=600.0,
+                        help="bench.load's mix runs past --duration until the first edit "
+                        "commits, at most this many seconds in all (0: stop at --duration)")
     parser.add_argument("--lone", type=int, default=15, help="lone-client requests per endpoint")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model")
     parser.add_argument("--paths", default="old,new")
@@ -174,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             entry: dict[str, Any] = {}
             entry["lone"] = lone_client(url, args.lone)
             entry["load"] = run_queries(url, args.clients, args.duration, args.edits,
-                                        args.edit_every, 8)
+                                        args.edit_every, 8, args.until_commit)
             if path == "new":
                 entry["openai_mix"] = openai_mix(url, args.clients, args.duration, args.edits,
                                                  args.edit_every)
