@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         description="editor lock TTL: a killed worker's successor waits at most this long",
     )
     worker_nice: int = Field(
-        10, ge=0, le=19,
+        5, ge=0, le=19,
         description="how much lower the worker's CPU priority is than the API's (added to its "
         "nice value at start): an edit computed in the background yields the cores to queries, "
         "and takes longer while they saturate them; 0: the same priority",

@@ -23,7 +23,11 @@ preset's ``targets_from="base"`` a sequential batch's z is the one-batch run's, 
 ``--n`` facts' z are computed once per variant. The JSON (``--out``) is rewritten after every
 variant and protocol, so a run cut short keeps what it finished.
 
+``--split select`` edits the last ``--n`` records instead (batch protocol only): a variant is
+chosen there and reported on the first ones, as the presets are.
+
     python -m bench.chat_targets [--n 100] [--seq-n 200] [--batches 20] [--variants preset,late_layers]
+                                 [--split select]
                                  [--device cuda] [--dtype float32] [--out PATH] [--hparam key=JSON ...]
 """
 
@@ -205,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--protocols", default="batch,sequential",
                         help="batch, sequential or both (default %(default)s)")
+    parser.add_argument("--split", choices=("dev", "select"), default="dev",
+                        help="dev: the first --n records (reported); select: the last --n, which no "
+                             "reported evaluation uses, for choosing (batch protocol only)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="an earlier output of this bench whose 'preset' the relative targets use "
                              "when this run has no preset")
@@ -217,6 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     if not protocols or set(protocols) - {"batch", "sequential"}:
         parser.error("--protocols takes batch, sequential or both")
+    if args.split == "select" and protocols != ["batch"]:
+        parser.error("--split select runs the batch protocol only (--protocols batch): the "
+                     "sequential probes are the last dev records")
     base_overrides = parse_hparams(parser, args.hparam)
 
     started = time.perf_counter()
@@ -233,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     earlier = json.loads(args.baseline.read_text())["variants"].get("preset") if args.baseline else None
     results: dict[str, dict[str, Any]] = {}
     payload = {"model": lm.name, "device": str(lm.device), "dtype": str(next(lm.model.parameters()).dtype),
-               "n": args.n, "seq_n": args.seq_n, "batches": args.batches, "probe_records": args.probe_records,
+               "split": args.split, "n": args.n, "seq_n": args.seq_n, "batches": args.batches, "probe_records": args.probe_records,
                "base_overrides": base_overrides, "load_s": load_s, "variants": results}
     order = sorted(args.variants, key=lambda name: name != "preset")  # the baseline first
     for name in order:
@@ -244,7 +254,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for protocol in protocols:
             mark = time.perf_counter()
             if protocol == "batch":
-                run = run_batch(editor, lm, everything[: args.n], variant)
+                batch = (everything[: args.n] if args.split == "dev"
+                         else everything[len(everything) - args.n:])
+                run = run_batch(editor, lm, batch, variant)
             else:
                 run = run_sequential(editor, lm, everything[: args.seq_n], probes, args.batches, variant)
             run["wall_s"] = time.perf_counter() - mark

@@ -39,8 +39,8 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 CHAT = [{"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}]
 
 
-def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = None
-            ) -> AbstractContextManager[str]:
+def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = None,
+            worker_nice: int | None = None) -> AbstractContextManager[str]:
     """A service of our own (:func:`bench.load.own_service`) on the old or the new query path,
     on ``device`` (the service's default when None: CUDA where present)."""
     env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0",
@@ -49,6 +49,8 @@ def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = Non
            "MODELEDIT_PREFIX_TOKENS": "4096" if engine else "0"}
     if device:
         env["MODELEDIT_DEVICE"] = device
+    if worker_nice is not None:
+        env["MODELEDIT_WORKER_NICE"] = str(worker_nice)
     if threads:  # both paths alike: torch's intra-op pool per process
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return own_service(tiny, env, chat_template=CHATML)
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None,
                         help="torch device of both services (cpu, cuda, cuda:1; default: the "
                         "service's own choice, CUDA where present)")
+    parser.add_argument("--worker-nice", type=int, default=None,
+                        help="MODELEDIT_WORKER_NICE for both services (default: the service's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not (1 <= args.clients <= 256 and 0 < args.duration <= 3600):
@@ -171,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(), "clients": args.clients,
                               "duration_s": args.duration, "tiny": args.tiny,
                               "threads": args.threads, "device": args.device or "default",
+                              "worker_nice": args.worker_nice,
                               "paths": {}}
     for path in args.paths.split(","):
-        with service(path == "new", args.tiny, args.threads, args.device) as url:
+        with service(path == "new", args.tiny, args.threads, args.device, args.worker_nice) as url:
             entry: dict[str, Any] = {}
             entry["lone"] = lone_client(url, args.lone)
             entry["load"] = run_queries(url, args.clients, args.duration, args.edits,

@@ -71,3 +71,18 @@ def test_every_variant_and_protocol_on_a_tiny_model(tmp_path: Path, monkeypatch,
                                "--variants", "chat_teach", "--baseline", str(out), "--out", str(tmp_path / "b.json"),
                                *[a for h in hparams for a in ("--hparam", h)]])
     assert again["variants"]["chat_teach"]["batch"]["checks"]["kl_vs_preset"] is not None
+
+
+def test_the_select_split_edits_the_last_records(tmp_path: Path, monkeypatch) -> None:
+    data = shared_data_file("mcf_dev.json")
+    monkeypatch.setenv("MODELEDIT_CACHE_DIR", str(tmp_path / "cache"))
+    model = save_tiny_model(tmp_path / "tiny")
+    hparams = ["layers=[1,2]", "v_steps=2", "stats_samples=16", "stats_seq_len=16", "template_tokens=2"]
+    payload = chat_targets.main(["--model", str(model), "--device", "cpu", "--n", "2", "--split", "select",
+                                 "--protocols", "batch", "--variants", "preset", "--out", str(tmp_path / "s.json"),
+                                 *[a for h in hparams for a in ("--hparam", h)]])
+    last = [r["id"] for r in json.loads(data.read_text())[-2:]]
+    assert [a["id"] for a in payload["variants"]["preset"]["batch"]["answers"]] == last
+    assert payload["split"] == "select"
+    with pytest.raises(SystemExit):  # the sequential probes are the last dev records
+        chat_targets.main(["--split", "select", "--protocols", "batch,sequential"])
