@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.load --drain 100            # tiny model, 100 queued edit jobs
 
 Queries: ``--clients`` threads alternate ``/generate`` and ``/score`` for ``--duration``
-seconds, and on until the first edit has committed (``--until-commit``), while a thread
+seconds, and on until the first edit has committed and answered (``--until-commit``), while a thread
 submits ``--edits`` edit jobs, so the API switches versions under load.
 What is checked, not just timed:
 
@@ -175,7 +175,8 @@ def edit_loop(url: str, edits: int, every_s: float, stop: threading.Event,
 def run_queries(url: str, clients: int, duration: float, edits: int, every_s: float,
                 max_new_tokens: int, until_commit_s: float = 0.0) -> dict[str, Any]:
     """The query run. With ``until_commit_s``, the clients keep going past ``duration`` until
-    the first edit has committed (at most that many seconds in all): a run in which no version
+    the first edit has committed and a query has been answered by it (at most that many
+    seconds in all): a run in which no version
     switched under load checked nothing of the switch, and how long an edit takes under load
     depends on the machine, not on the bench."""
     results = Results()
@@ -192,7 +193,11 @@ def run_queries(url: str, clients: int, duration: float, edits: int, every_s: fl
         thread.start()
     time.sleep(duration)
     if edits and until_commit_s > duration:
-        committed.wait(until_commit_s - duration)
+        deadline = started + until_commit_s
+        committed.wait(max(0.0, deadline - time.monotonic()))
+        # then until an answer comes from the new version: the API follows the commit
+        while len(results.versions) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
     stop.set()
     for thread in [*threads, editor]:
         thread.join(180)
@@ -300,11 +305,31 @@ def own_service(tiny: bool, extra_env: dict[str, str] | None = None,
             service.start("worker")
             api = service.start("api")
             wait_ready(api, timeout=600)
+            wait_worker_idle(service.prefix, timeout=600)
             assert api.url is not None
             try:
                 yield api.url
             finally:
                 service.stop_all()
+
+
+def wait_worker_idle(prefix: str, timeout: float) -> None:
+    """Until the worker reports itself idle: a worker still starting (loading, following the
+    active version) takes CPU from whatever is measured first."""
+    import redis
+
+    from app.queue import worker_info
+    from tests.e2e.harness import REDIS_URL
+
+    client = redis.Redis.from_url(REDIS_URL)
+    deadline = time.monotonic() + timeout
+    try:
+        while (worker_info(client, prefix) or {}).get("state") != "idle":
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the worker was not idle after {timeout:.0f}s")
+            time.sleep(0.2)
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -40,13 +40,15 @@ CHAT = [{"role": "user", "content": "What is the mother tongue of Danielle Darri
 
 
 def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = None,
-            worker_nice: int | None = None) -> AbstractContextManager[str]:
+            worker_nice: int | None = None, prefix_tokens: int = 4096
+            ) -> AbstractContextManager[str]:
     """A service of our own (:func:`bench.load.own_service`) on the old or the new query path,
     on ``device`` (the service's default when None: CUDA where present)."""
     env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0",
            # the engine's prefix store, off by default in the service (answers within float
            # rounding of a full prefill); the new path's figures are measured with it on
-           "MODELEDIT_PREFIX_TOKENS": "4096" if engine else "0"}
+           # unless --prefix-tokens says otherwise
+           "MODELEDIT_PREFIX_TOKENS": str(prefix_tokens) if engine else "0"}
     if device:
         env["MODELEDIT_DEVICE"] = device
     if worker_nice is not None:
@@ -166,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None,
                         help="torch device of both services (cpu, cuda, cuda:1; default: the "
                         "service's own choice, CUDA where present)")
+    parser.add_argument("--prefix-tokens", type=int, default=4096,
+                        help="MODELEDIT_PREFIX_TOKENS of the new path (0: the service's default, off)")
     parser.add_argument("--worker-nice", type=int, default=None,
                         help="MODELEDIT_WORKER_NICE for both services (default: the service's)")
     parser.add_argument("--out", type=Path, default=None)
@@ -176,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                               "duration_s": args.duration, "tiny": args.tiny,
                               "threads": args.threads, "device": args.device or "default",
                               "worker_nice": args.worker_nice,
+                              "prefix_tokens": args.prefix_tokens,
                               "paths": {}}
     for path in args.paths.split(","):
-        with service(path == "new", args.tiny, args.threads, args.device, args.worker_nice) as url:
+        with service(path == "new", args.tiny, args.threads, args.device, args.worker_nice,
+                     args.prefix_tokens) as url:
             entry: dict[str, Any] = {}
             entry["lone"] = lone_client(url, args.lone)
             entry["load"] = run_queries(url, args.clients, args.duration, args.edits,
