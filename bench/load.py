@@ -5,8 +5,8 @@
     .venv/bin/python -m bench.load --drain 100            # tiny model, 100 queued edit jobs
 
 Queries: ``--clients`` threads alternate ``/generate`` and ``/score`` for ``--duration``
-seconds, and on until the first edit has committed and answered (``--until-commit``), while a thread
-submits ``--edits`` edit jobs, so the API switches versions under load.
+seconds, and on until the first edit has committed and answered (``--until-commit``),
+while a thread submits ``--edits`` edit jobs, so the API switches versions under load.
 What is checked, not just timed:
 
 * every request answers 200 (anything else is counted as an error, with its status);
@@ -176,9 +176,8 @@ def run_queries(url: str, clients: int, duration: float, edits: int, every_s: fl
                 max_new_tokens: int, until_commit_s: float = 0.0) -> dict[str, Any]:
     """The query run. With ``until_commit_s``, the clients keep going past ``duration`` until
     the first edit has committed and a query has been answered by it (at most that many
-    seconds in all): a run in which no version
-    switched under load checked nothing of the switch, and how long an edit takes under load
-    depends on the machine, not on the bench."""
+    seconds in all): a run in which no version switched under load checked nothing of the
+    switch, and how long an edit takes under load depends on the machine, not on the bench."""
     results = Results()
     edit_log: list[dict[str, Any]] = []
     stop = threading.Event()
