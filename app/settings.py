@@ -73,12 +73,11 @@ class Settings(BaseSettings):
     generate_window_ms: float = Field(5.0, ge=0, le=1000, description="how long an idle "
                                       "engine waits for a burst to share its first pass "
                                       "(never for a lone client)")
-    prefix_tokens: int = Field(0, ge=0, description="prompt tokens whose keys and values "
+    prefix_tokens: int = Field(4096, ge=0, description="prompt tokens whose keys and values "
                                "the engine keeps, per version, for later prompts that start "
-                               "alike (0: off, the default: with it on, an answer equals a "
-                               "full prefill's only to float rounding, so scores after a "
-                               "rollback are no longer bit-identical to before; 4096 is a "
-                               "good size on a CPU)")
+                               "alike (least recently used out first); an answer then equals "
+                               "a full prefill's to float rounding, not bit for bit (0: off, "
+                               "every prompt computed whole)")
 
     # -- editing ------------------------------------------------------------------------
     method: str = Field("fe", description="default edit method, a registered one (fe, memit, "

@@ -45,9 +45,8 @@ def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = Non
     """A service of our own (:func:`bench.load.own_service`) on the old or the new query path,
     on ``device`` (the service's default when None: CUDA where present)."""
     env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0",
-           # the engine's prefix store, off by default in the service (answers within float
-           # rounding of a full prefill); the new path's figures are measured with it on
-           # unless --prefix-tokens says otherwise
+           # the engine's prefix store (the service's default, 4096): --prefix-tokens 0
+           # measures the new path without it
            "MODELEDIT_PREFIX_TOKENS": str(prefix_tokens) if engine else "0"}
     if device:
         env["MODELEDIT_DEVICE"] = device
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch device of both services (cpu, cuda, cuda:1; default: the "
                         "service's own choice, CUDA where present)")
     parser.add_argument("--prefix-tokens", type=int, default=4096,
-                        help="MODELEDIT_PREFIX_TOKENS of the new path (0: the service's default, off)")
+                        help="MODELEDIT_PREFIX_TOKENS of the new path (0: off)")
     parser.add_argument("--worker-nice", type=int, default=None,
                         help="MODELEDIT_WORKER_NICE for both services (default: the service's)")
     parser.add_argument("--out", type=Path, default=None)

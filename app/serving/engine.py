@@ -49,7 +49,7 @@ class ServingEngine:
 
     def __init__(self, runtime: AdditiveRuntime, max_queue: int = 256, max_rows: int = 64,
                  window_s: float = 0.005, registry: CollectorRegistry | None = None,
-                 prefix_tokens: int = 0):
+                 prefix_tokens: int = 4096):
         self.runtime = runtime
         self.engine = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows,
                                   prefix_tokens=prefix_tokens)

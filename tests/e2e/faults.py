@@ -63,6 +63,18 @@ def score(client: httpx.Client, version: str | None = None) -> dict[str, Any]:
     return response.json()
 
 
+def same_scores(now: dict[str, Any], before: dict[str, Any], tol: float = 1e-4) -> bool:
+    """The same version and candidates, each log-prob within ``tol`` (float32): the weights are
+    compared bit for bit elsewhere; an answer only to float rounding, since the engine reuses
+    stored prompt prefixes (``MODELEDIT_PREFIX_TOKENS``) and shares batches."""
+    strip = [{k: v for k, v in s.items() if k != "logprob"} for s in now["scores"]]
+    if now["version"] != before["version"] or strip != [
+            {k: v for k, v in s.items() if k != "logprob"} for s in before["scores"]]:
+        return False
+    return all(abs(a["logprob"] - b["logprob"]) <= tol
+               for a, b in zip(now["scores"], before["scores"], strict=True))
+
+
 # -- what must hold after any fault ------------------------------------------------------
 def replay_digest(model_dir: Path, data_dir: Path, version: str) -> str:
     """The weights of ``version`` rebuilt from nothing: a freshly loaded base model plus each

@@ -14,12 +14,17 @@ import signal
 import tarfile
 
 import httpx
+import pytest
 from transformers import AutoModelForCausalLM
 
 from editing.weights.fingerprint import weights_digest
 from tests.e2e.harness import Service, wait_for, wait_job, wait_ready
 
 CLEAN_EXIT = (0, -signal.SIGTERM)
+TOL = 1e-4
+"""A version's log-prob from one request to the next (float32): the issue's tolerance for batched
+rows. Weights are compared bit for bit (their digests); answers only to float rounding, since
+the engine reuses stored prompt prefixes (MODELEDIT_PREFIX_TOKENS) and shares batches."""
 """uvicorn re-raises the SIGTERM it handled after a clean shutdown."""
 
 FACTS = [
@@ -87,8 +92,10 @@ def test_edit_query_rollback_revert_follow_restart(tiny_service: Service) -> Non
     served, after = logprob(client, FACTS[0])
     assert served == v1
     assert after > before[FACTS[0]["subject"]] + 1e-3, (before, after)
-    # the old version still answers exactly as before the edit
-    assert logprob(client, FACTS[0], "v0") == ("v0", before[FACTS[0]["subject"]])
+    # the old version still answers as before the edit (to float rounding: a prompt the
+    # engine has seen reuses its stored prefix, MODELEDIT_PREFIX_TOKENS)
+    old_version, old_logprob = logprob(client, FACTS[0], "v0")
+    assert old_version == "v0" and old_logprob == pytest.approx(before[FACTS[0]["subject"]], abs=TOL)
     old_text = client.post("/generate", json={**gen_body, "version": "v0"}).json()
     assert old_text == {"version": "v0", "text": base_text["text"]}
     assert client.post("/generate", json=gen_body).json()["version"] == v1
@@ -131,10 +138,10 @@ def test_edit_query_rollback_revert_follow_restart(tiny_service: Service) -> Non
         assert back.status_code == 200, back.text
         assert back.json()["weights_sha256"] == base_digest
         assert ready(client)["weights_sha256"] == base_digest
-        assert {f["subject"]: logprob(client, f)[1] for f in FACTS} == before
+        assert {f["subject"]: logprob(client, f)[1] for f in FACTS} == pytest.approx(before, abs=TOL)
         forward = client.post(f"/versions/{v3}/rollback")
         assert forward.json()["weights_sha256"] == v3_digest
-    assert {f["subject"]: logprob(client, f)[1] for f in FACTS} == at_v3
+    assert {f["subject"]: logprob(client, f)[1] for f in FACTS} == pytest.approx(at_v3, abs=TOL)
 
     # -- revert the middle batch: the later one is recomputed on its parent ----------------
     response = client.post(f"/versions/{v2}/revert")
@@ -164,7 +171,8 @@ def test_edit_query_rollback_revert_follow_restart(tiny_service: Service) -> Non
     second = wait_ready(api2)
     assert second["version"] == v4 and second["weights_sha256"] == v4_digest
     client2 = httpx.Client(base_url=api2.url, timeout=60)
-    assert logprob(client2, FACTS[0]) == logprob(client, FACTS[0])
+    (second_version, second_lp), (first_version, first_lp) = logprob(client2, FACTS[0]), logprob(client, FACTS[0])
+    assert second_version == first_version and second_lp == pytest.approx(first_lp, abs=TOL)
     # ...and follows a rollback made through the first one
     assert client.post(f"/versions/{v1}/rollback").status_code == 200
     v1_digest = client.get(f"/versions/{v1}").json()["weights_sha256"]
@@ -183,7 +191,7 @@ def test_edit_query_rollback_revert_follow_restart(tiny_service: Service) -> Non
     again = wait_ready(api)
     assert again["version"] == v4 and again["weights_sha256"] == v4_digest
     client = httpx.Client(base_url=api.url, timeout=60)
-    assert logprob(client, FACTS[2])[1] == now[kept_last]
+    assert logprob(client, FACTS[2])[1] == pytest.approx(now[kept_last], abs=TOL)
     client.close()
     for proc in (api, worker):
         assert proc.stop() in CLEAN_EXIT, proc.log()
