@@ -67,9 +67,10 @@ def same_scores(now: dict[str, Any], before: dict[str, Any], tol: float = 1e-4) 
     """The same version and candidates, each log-prob within ``tol`` (float32): the weights are
     compared bit for bit elsewhere; an answer only to float rounding, since the engine reuses
     stored prompt prefixes (``MODELEDIT_PREFIX_TOKENS``) and shares batches."""
-    strip = [{k: v for k, v in s.items() if k != "logprob"} for s in now["scores"]]
-    if now["version"] != before["version"] or strip != [
-            {k: v for k, v in s.items() if k != "logprob"} for s in before["scores"]]:
+    def rest(answer: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in s.items() if k != "logprob"} for s in answer["scores"]]
+
+    if now["version"] != before["version"] or rest(now) != rest(before):
         return False
     return all(abs(a["logprob"] - b["logprob"]) <= tol
                for a, b in zip(now["scores"], before["scores"], strict=True))

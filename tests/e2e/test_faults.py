@@ -92,7 +92,8 @@ def test_worker_and_api_sigkilled(tiny_service: Service, tiny_model_dir: Path) -
     assert after_ready["weights_sha256"] == before_ready["weights_sha256"]
     assert after_ready["weights_sha256"] == replay_digest(tiny_model_dir, service.data_dir,
                                                           middle)
-    assert same_scores(score(client), before_scores), (score(client), before_scores)
+    now_scores = score(client)
+    assert same_scores(now_scores, before_scores), (now_scores, before_scores)
     client.close()
     for proc in (api, worker):
         proc.stop()
@@ -176,7 +177,8 @@ def test_unwritable_delta_dir_while_committing(tiny_service: Service) -> None:
     listing = client.get("/versions").json()
     assert listing["active"] == v1 and [v["id"] for v in listing["versions"]] == ["v0", v1]
     assert ready(client)["weights_sha256"] == before["weights_sha256"]
-    assert same_scores(score(client), before_scores), (score(client), before_scores)
+    now_scores = score(client)
+    assert same_scores(now_scores, before_scores), (now_scores, before_scores)
     generated = client.post("/generate", json={"prompt": "The native language of", "max_new_tokens": 3})
     assert generated.status_code == 200 and generated.json()["version"] == v1
     assert delta_dir_problems(service.data_dir) == []
