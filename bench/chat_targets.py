@@ -81,6 +81,15 @@ VARIANTS: dict[str, Variant] = {  # in the order a run cut short should have mea
                            about="name_chat with the name term at weight 4"),
     "name_chat_16": Variant(lambda hp: {"name_kl_factor": 16.0, "name_context": "chat"},
                             about="name_chat with the name term at weight 16"),
+    "chat_answer": Variant(lambda hp: {"chat_answer": True},
+                           about="z and keys also over the chat turn answered at once (cloze as the user's "
+                                 "message, target_new as the assistant's first tokens)"),
+    "chat_answer_question": Variant(lambda hp: {"chat_answer": True}, questions=True,
+                                    about="chat_answer with the record's question given at edit time: "
+                                          "chat efficacy's own context taught (a bound)"),
+    "name_question_4": Variant(lambda hp: {"name_kl_factor": 4.0, "name_context": "question"}, questions=True,
+                               about="the name term in the record's own question, the context names are "
+                                     "checked in (a bound)"),
     "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
                            "no update at the layer whose change alone broke names"),
     "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},

@@ -83,12 +83,19 @@ class EditHparams:
     """Where the name term's rows mention the subject first: ``"sentence"``, the bare name
     before the request's sentence; ``"chat"``, a user's question naming it in the chat
     template, the assistant's turn then writing the sentence: the context in which the edit
-    was measured to break names (``bench.name_break``), with a question of its own."""
+    was measured to break names (``bench.name_break``), with a question of its own;
+    ``"question"``, the request's own ``question`` there (its sentence when it has none): the
+    context the evaluation checks names in, so for requests that carry what users will ask."""
     chat_question: bool = False
     """Add, per request, the chat template with the request's ``question`` (its cloze sentence
     when it has none) as the user's message and the cloze prompt as the assistant's start
     (``editing.targets.templates.question_prefix``) to the context prefixes: z and the keys then see
     the fact where a user asks it."""
+    chat_answer: bool = False
+    """Add, per request, its chat turn answered at once: the request's ``question`` (its cloze
+    sentence when the question does not name the subject) as the user's message and
+    ``target_new`` as the assistant's first tokens, the fact token in the user's message
+    (``editing.targets.templates.answer_turn``): the form in which chat efficacy asks the fact."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
@@ -289,13 +296,13 @@ EditHparams.__init__ = _accept_aliases(EditHparams.__init__)  # type: ignore[met
 _CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear"),
                                         "essence_kl": ("initial_now", "now_initial"),
                                         "targets_from": ("current", "base"),
-                                        "name_context": ("sentence", "chat")}
+                                        "name_context": ("sentence", "chat", "question")}
 
 _OMITTED_AT_DEFAULT: dict[str, Any] = {
     f.name: f.default for f in fields(EditHparams)
     if f.name in ("nullspace_threshold", "nullspace_l2", "z_stop", "decay", "essence_kl",
                   "context_key_weight", "targets_from", "name_kl_factor",
-                  "chat_prefix", "name_context", "chat_question")
+                  "chat_prefix", "name_context", "chat_question", "chat_answer")
 }
 """Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
 before they existed keep their hashes, and ``from_dict`` fills them back in."""

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from editing.forward.chat import answer_sep, render_chat  # the one rendering of a chat turn
 from editing.forward.rng import cuda_devices
+from editing.requests import EditRequest
 from models.files import atomic_write
 from models.placement import input_device
 
@@ -74,6 +75,31 @@ def question_prefix(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
     it when asked the fact, so the edit is taught where users ask it."""
     chat = render_chat(tokenizer, question)
     return chat + answer_sep(chat)
+
+
+ANSWER_PREFIX = "\x00answer\x00"
+"""A context prefix that stands for each request's own chat turn answered at once
+(:func:`answer_turn`): the fact is asked as the user's message and ``target_new`` is the
+assistant's first tokens, which is how a chat model's user reads the answer."""
+
+
+def asked_text(request: EditRequest) -> str:
+    """The user's message that asks ``request``: its ``question`` when that names the subject
+    (the fact token must lie in it), else its cloze sentence."""
+    if request.question and request.subject in request.question:
+        return request.question
+    return request.text
+
+
+def answer_turn(tokenizer: PreTrainedTokenizerBase, request: EditRequest) -> tuple[str, int, str]:
+    """``(text, end of the subject in it, answer separator)`` of the chat turn that asks
+    ``request`` (:func:`asked_text` as the user's message) up to the assistant's first token.
+    The fact token is the subject's last token in the user's message: where a user names the
+    subject, which is where the edit was measured to act when the model answers a question."""
+    asked = asked_text(request)
+    chat = render_chat(tokenizer, asked)
+    start = chat.rindex(asked)
+    return chat, start + asked.rindex(request.subject) + len(request.subject), answer_sep(chat)
 
 
 def context_prefixes(

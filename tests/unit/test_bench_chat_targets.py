@@ -55,6 +55,9 @@ def test_every_variant_and_protocol_on_a_tiny_model(tmp_path: Path, monkeypatch,
     assert runs["chat_teach"]["hparams"]["chat_question"] and not runs["chat_teach"]["questions"]
     assert runs["chat_teach_question"]["questions"]
     assert runs["name_chat"]["hparams"]["name_context"] == "chat"
+    assert runs["chat_answer"]["hparams"]["chat_answer"] and not runs["chat_answer"]["questions"]
+    assert runs["chat_answer_question"]["questions"] and runs["name_question_4"]["questions"]
+    assert runs["name_question_4"]["hparams"]["name_context"] == "question"
     for run in runs.values():
         for protocol in ("batch", "sequential"):
             assert run[protocol]["wall_s"] > 0 and set(run[protocol]["checks"]) == set(run[protocol]["bounds"])

@@ -1,5 +1,5 @@
 """Teaching in chat form (``chat_question``) and the name term's chat context
-(``name_context="chat"``): the rows they add, the z cache keys, and that they change z only
+(``name_context="chat"``, ``"question"``), teaching the answer at once (``chat_answer``): the rows they add, the z cache keys, and that they change z only
 when asked (issue 25, items 2 and 3), on a tiny random model with a chat template."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from editing.hparams import EditHparams
 from editing.requests import EditRequest
 from editing.targets import optimize_z
 from editing.targets.encoding import NAME_QUESTION, encode_names, encode_requests
-from editing.targets.templates import QUESTION_PREFIX, question_prefix
+from editing.targets.templates import ANSWER_PREFIX, QUESTION_PREFIX, question_prefix
 from editing.targets.zcache import ZCache
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -90,4 +90,63 @@ def test_the_chat_name_context_changes_the_name_terms_z(chat_tok) -> None:
     assert not torch.allclose(sentence.offset, chat.offset)
     assert "name_context" not in hp.to_dict()
     with pytest.raises(ValueError, match="name_context"):
-        hp.replace(name_context="question")
+        hp.replace(name_context="answer")
+
+
+def test_the_answer_prefix_asks_the_fact_and_answers_it_at_once(chat_tok) -> None:
+    no_question = dataclasses.replace(REQ, question=None)
+    unnamed = dataclasses.replace(REQ, question="Which language did she grow up with?")
+    rows = encode_requests(chat_tok, [REQ, no_question, unnamed], ["", ANSWER_PREFIX])
+    asked = rows[1]
+    head = render_chat(chat_tok, REQ.question)
+    assert asked.ids == chat_tok(head).input_ids  # the turn up to the answer, no sentence after it
+    assert chat_tok.decode(asked.target).strip() == "English"
+    # the fact token ends the subject in the user's message
+    assert chat_tok.decode(asked.ids[: asked.fact + 1]).endswith("Darrieux")
+    assert chat_tok.decode(asked.ids[asked.fact + 1:]).startswith("?")
+    # without a question naming the subject, the user's message is the cloze sentence
+    for row in (rows[3], rows[5]):
+        assert row.ids == chat_tok(render_chat(chat_tok, REQ.text)).input_ids
+        assert chat_tok.decode(row.ids[row.fact + 1:]).startswith(" is")
+    assert rows[0].ids == rows[2].ids == rows[4].ids  # the bare prompt is shared
+    essence = encode_requests(chat_tok, [REQ], ["", ANSWER_PREFIX], prompt="{} is a", with_target=False)
+    assert essence[0].ids == essence[1].ids  # another prompt has no chat turn: the bare one
+
+
+def test_chat_answer_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path) -> None:
+    model = tiny_model("llama", vocab_size=len(chat_tok))
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=())
+    answering = Editor(model, chat_tok, hp.replace(chat_answer=True), cache_dir=tmp_path)
+    both = Editor(model, chat_tok, hp.replace(chat_answer=True, chat_question=True), cache_dir=tmp_path)
+    assert answering.prefixes() == ["", ANSWER_PREFIX] and both.prefixes() == ["", QUESTION_PREFIX, ANSWER_PREFIX]
+    z_plain = optimize_z(model, chat_tok, [REQ], [""], 1, hp)
+    z_answer = optimize_z(model, chat_tok, [REQ], answering.prefixes(), 1, answering.hparams)
+    assert not torch.allclose(z_plain.offset, z_answer.offset)
+    assert "chat_answer" not in hp.to_dict() and answering.hparams.to_dict()["chat_answer"] is True
+    answering.z_cache = ZCache(tmp_path / "z")
+    first = answering.z_at([REQ], 1)
+    other = dataclasses.replace(REQ, question="Which language did Danielle Darrieux grow up with?")
+    assert answering.z_at([REQ], 1).group_size == 0  # a hit
+    moved = answering.z_at([other], 1)
+    assert moved.group_size == 1 and not torch.equal(first.offset, moved.offset)
+
+
+def test_the_question_name_context_is_the_requests_own_question(chat_tok, tmp_path) -> None:
+    row = encode_names(chat_tok, [REQ], "question")[0]
+    text = chat_tok.decode(row.ids)
+    assert REQ.question in text and NAME_QUESTION.format(REQ.subject) not in text
+    assert chat_tok.decode(row.ids[: row.fact + 1]).endswith("Darrieux")
+    assert chat_tok.decode(row.target).strip() == REQ.subject and text.endswith("The mother tongue of Danielle Darrieux")
+    # a request without a question (or one not naming the subject) asks its sentence, as the evaluation does
+    for req in (dataclasses.replace(REQ, question=None), dataclasses.replace(REQ, question="Her language?")):
+        asked = chat_tok.decode(encode_names(chat_tok, [req], "question")[0].ids)
+        assert asked.count(REQ.text) == 1 and "Her language" not in asked
+    # its z follows the question
+    model = tiny_model("llama", vocab_size=len(chat_tok))
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=(), name_kl_factor=50.0,
+                     name_context="question")
+    editor = Editor(model, chat_tok, hp, cache_dir=tmp_path)
+    editor.z_cache = ZCache(tmp_path / "z")
+    first = editor.z_at([REQ], 1)
+    moved = editor.z_at([dataclasses.replace(REQ, question="Where did Danielle Darrieux grow up?")], 1)
+    assert moved.group_size == 1 and not torch.equal(first.offset, moved.offset)
