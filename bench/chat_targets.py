@@ -90,6 +90,8 @@ VARIANTS: dict[str, Variant] = {  # in the order a run cut short should have mea
     "name_question_4": Variant(lambda hp: {"name_kl_factor": 4.0, "name_context": "question"}, questions=True,
                                about="the name term in the record's own question, the context names are "
                                      "checked in (a bound)"),
+    "name_question_64": Variant(lambda hp: {"name_kl_factor": 64.0, "name_context": "question"}, questions=True,
+                                about="name_question_4 with the name term at weight 64 (how far the bound goes)"),
     "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
                            "no update at the layer whose change alone broke names"),
     "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},
