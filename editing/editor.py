@@ -183,8 +183,9 @@ class Editor:
             return self._optimize(requests, layer, progress)
         prefixes = self.prefixes()
         shared = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, prefixes)
-        asks = (QUESTION_PREFIX in prefixes or ANSWER_PREFIX in prefixes  # its own chat turn:
-                or (self.hparams.name_kl_factor and self.hparams.name_context == "question"))  # its question keys z
+        hp = self.hparams
+        asks = (QUESTION_PREFIX in prefixes or ANSWER_PREFIX in prefixes  # rows that render the question
+                or bool(hp.name_kl_factor and hp.name_context == "question"))
         contexts = [ZCache.with_question(shared, r.question) if asks else shared for r in requests]
         hits = [self.z_cache.get(c, r) for c, r in zip(contexts, requests, strict=True)]
         missing = [i for i, hit in enumerate(hits) if hit is None]

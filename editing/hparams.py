@@ -93,7 +93,7 @@ class EditHparams:
     the fact where a user asks it."""
     chat_answer: bool = False
     """Add, per request, its chat turn answered at once: the request's ``question`` (its cloze
-    sentence when the question does not name the subject) as the user's message and
+    sentence when it has none or the question does not name the subject) as the user's message and
     ``target_new`` as the assistant's first tokens, the fact token in the user's message
     (``editing.targets.templates.answer_turn``): the form in which chat efficacy asks the fact."""
     replay_on_templates: bool = False

@@ -1,6 +1,7 @@
-"""Teaching in chat form (``chat_question``) and the name term's chat context
-(``name_context="chat"``, ``"question"``), teaching the answer at once (``chat_answer``): the rows they add, the z cache keys, and that they change z only
-when asked (issue 25, items 2 and 3), on a tiny random model with a chat template."""
+"""Teaching in chat form (``chat_question``, and ``chat_answer``: the answer at once) and the
+name term's chat contexts (``name_context="chat"`` and ``"question"``): the rows they add, the z
+cache keys, and that they change z only when asked (issue 25, items 2 and 3), on a tiny random
+model with a chat template."""
 
 from __future__ import annotations
 
