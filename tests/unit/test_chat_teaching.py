@@ -52,16 +52,18 @@ def test_the_question_prefix_is_each_requests_own_chat_turn(chat_tok) -> None:
     assert rows[0].ids == rows[2].ids  # the bare prompt is shared
 
 
-def test_chat_question_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path) -> None:
+@pytest.mark.parametrize(("setting", "marker"), [("chat_question", QUESTION_PREFIX), ("chat_answer", ANSWER_PREFIX)])
+def test_a_chat_turn_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path, setting: str,
+                                                                          marker: str) -> None:
     model = tiny_model("llama", vocab_size=len(chat_tok))
     hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=())
     plain = Editor(model, chat_tok, hp, cache_dir=tmp_path)
-    asking = Editor(model, chat_tok, hp.replace(chat_question=True), cache_dir=tmp_path)
-    assert plain.prefixes() == [""] and asking.prefixes() == ["", QUESTION_PREFIX]
+    asking = Editor(model, chat_tok, hp.replace(**{setting: True}), cache_dir=tmp_path)
+    assert plain.prefixes() == [""] and asking.prefixes() == ["", marker]
     z_plain = optimize_z(model, chat_tok, [REQ], plain.prefixes(), 1, hp)
     z_chat = optimize_z(model, chat_tok, [REQ], asking.prefixes(), 1, asking.hparams)
     assert not torch.allclose(z_plain.offset, z_chat.offset)
-    assert "chat_question" not in hp.to_dict() and asking.hparams.to_dict()["chat_question"] is True
+    assert setting not in hp.to_dict() and asking.hparams.to_dict()[setting] is True
     # the question is part of the z cache's key: another question, another z
     asking.z_cache = ZCache(tmp_path / "z")
     first = asking.z_at([REQ], 1)
@@ -110,26 +112,11 @@ def test_the_answer_prefix_asks_the_fact_and_answers_it_at_once(chat_tok) -> Non
         assert row.ids == chat_tok(render_chat(chat_tok, REQ.text)).input_ids
         assert chat_tok.decode(row.ids[row.fact + 1:]).startswith(" is")
     assert rows[0].ids == rows[2].ids == rows[4].ids  # the bare prompt is shared
+    both = Editor(tiny_model("llama", vocab_size=len(chat_tok)), chat_tok,
+                  EditHparams(layers=(1,), template_prefixes=(), chat_question=True, chat_answer=True))
+    assert both.prefixes() == ["", QUESTION_PREFIX, ANSWER_PREFIX]
     essence = encode_requests(chat_tok, [REQ], ["", ANSWER_PREFIX], prompt="{} is a", with_target=False)
     assert essence[0].ids == essence[1].ids  # another prompt has no chat turn: the bare one
-
-
-def test_chat_answer_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path) -> None:
-    model = tiny_model("llama", vocab_size=len(chat_tok))
-    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=())
-    answering = Editor(model, chat_tok, hp.replace(chat_answer=True), cache_dir=tmp_path)
-    both = Editor(model, chat_tok, hp.replace(chat_answer=True, chat_question=True), cache_dir=tmp_path)
-    assert answering.prefixes() == ["", ANSWER_PREFIX] and both.prefixes() == ["", QUESTION_PREFIX, ANSWER_PREFIX]
-    z_plain = optimize_z(model, chat_tok, [REQ], [""], 1, hp)
-    z_answer = optimize_z(model, chat_tok, [REQ], answering.prefixes(), 1, answering.hparams)
-    assert not torch.allclose(z_plain.offset, z_answer.offset)
-    assert "chat_answer" not in hp.to_dict() and answering.hparams.to_dict()["chat_answer"] is True
-    answering.z_cache = ZCache(tmp_path / "z")
-    first = answering.z_at([REQ], 1)
-    other = dataclasses.replace(REQ, question="Which language did Danielle Darrieux grow up with?")
-    assert answering.z_at([REQ], 1).group_size == 0  # a hit
-    moved = answering.z_at([other], 1)
-    assert moved.group_size == 1 and not torch.equal(first.offset, moved.offset)
 
 
 def test_the_question_name_context_is_the_requests_own_question(chat_tok, tmp_path) -> None:
