@@ -32,7 +32,7 @@ from editing.solve.stats import Corpus, CovarianceCache
 from editing.state import EditState
 from editing.targets.encoding import encode_requests
 from editing.targets.keys import fact_activations, layer_keys, mean_by_request
-from editing.targets.templates import ANSWER_PREFIX, QUESTION_PREFIX, chat_prefix, context_prefixes
+from editing.targets.templates import chat_prefixes, context_prefixes
 from editing.targets.z import ZResult, optimize_z
 from editing.targets.zcache import ZCache
 from editing.weights.delta import (
@@ -159,18 +159,14 @@ class Editor:
         return bound
 
     def prefixes(self) -> list[str]:
-        """Context prefixes (generated once per model and template setting; ``""`` first), and
-        with ``chat_prefix`` the model's chat template in which the assistant states the fact,
-        with ``chat_question`` each request's own chat turn (``templates.QUESTION_PREFIX``), with
-        ``chat_answer`` that turn answered at once (``templates.ANSWER_PREFIX``)."""
+        """Context prefixes (generated once per model and template setting; ``""`` first), then
+        the chat forms the settings ask for (``templates.chat_prefixes``)."""
         hp = self.hparams
         prefixes = self.caches.prefixes_for(hp, lambda: context_prefixes(
             self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
             self.fingerprint, self.cache_dir,
         ))
-        extra = [chat_prefix(self.tokenizer)] if hp.chat_prefix else []
-        own = [marker for marker, on in ((QUESTION_PREFIX, hp.chat_question), (ANSWER_PREFIX, hp.chat_answer)) if on]
-        return [*prefixes, *extra, *own]
+        return [*prefixes, *chat_prefixes(self.tokenizer, hp)]
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None
@@ -183,9 +179,7 @@ class Editor:
             return self._optimize(requests, layer, progress)
         prefixes = self.prefixes()
         shared = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, prefixes)
-        hp = self.hparams
-        asks = (QUESTION_PREFIX in prefixes or ANSWER_PREFIX in prefixes  # rows that render the question
-                or bool(hp.name_kl_factor and hp.name_context == "question"))
+        asks = self.hparams.z_reads_question
         contexts = [ZCache.with_question(shared, r.question) if asks else shared for r in requests]
         hits = [self.z_cache.get(c, r) for c, r in zip(contexts, requests, strict=True)]
         missing = [i for i, hit in enumerate(hits) if hit is None]

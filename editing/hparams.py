@@ -176,6 +176,12 @@ class EditHparams:
 
     # the papers' names, readable for one release
     @property
+    def z_reads_question(self) -> bool:
+        """Whether z depends on each request's ``question`` (a row renders it), so that the
+        question must key the z cache."""
+        return self.chat_question or self.chat_answer or bool(self.name_kl_factor and self.name_context == "question")
+
+    @property
     def mom2_update_weight(self) -> float:
         """Deprecated: :attr:`covariance_weight`."""
         _deprecated("mom2_update_weight")

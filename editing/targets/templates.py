@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from editing.forward.rng import cuda_devices
 from editing.requests import EditRequest
 from models.files import atomic_write
 from models.placement import input_device
+
+if TYPE_CHECKING:
+    from editing.hparams import EditHparams
 
 
 def generate_prefixes(
@@ -100,6 +104,17 @@ def answer_turn(tokenizer: PreTrainedTokenizerBase, request: EditRequest) -> tup
     chat = render_chat(tokenizer, asked)
     start = chat.rindex(asked)
     return chat, start + asked.rindex(request.subject) + len(request.subject), answer_sep(chat)
+
+
+def chat_prefixes(tokenizer: PreTrainedTokenizerBase, hp: EditHparams) -> list[str]:
+    """The chat forms ``hp`` adds after the sampled prefixes: with ``chat_prefix`` the chat
+    template in which the assistant states the fact, with ``chat_question`` each request's own
+    chat turn (:data:`QUESTION_PREFIX`), with ``chat_answer`` that turn answered at once
+    (:data:`ANSWER_PREFIX`)."""
+    forms = [chat_prefix(tokenizer)] if hp.chat_prefix else []
+    forms += [QUESTION_PREFIX] if hp.chat_question else []
+    forms += [ANSWER_PREFIX] if hp.chat_answer else []
+    return forms
 
 
 def context_prefixes(
