@@ -315,18 +315,13 @@ def own_service(tiny: bool, extra_env: dict[str, str] | None = None,
 def wait_worker_idle(prefix: str, timeout: float) -> None:
     """Until the worker reports itself idle: a worker still starting (loading, following the
     active version) takes CPU from whatever is measured first."""
-    import redis
-
     from app.queue import worker_info
-    from tests.e2e.harness import REDIS_URL
+    from tests.e2e.harness import redis_client, wait_for
 
-    client = redis.Redis.from_url(REDIS_URL)
-    deadline = time.monotonic() + timeout
+    client = redis_client()
     try:
-        while (worker_info(client, prefix) or {}).get("state") != "idle":
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the worker was not idle after {timeout:.0f}s")
-            time.sleep(0.2)
+        wait_for(lambda: (worker_info(client, prefix) or {}).get("state") == "idle", timeout,
+                 "the worker to report itself idle")
     finally:
         client.close()
 

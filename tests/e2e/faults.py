@@ -63,10 +63,14 @@ def score(client: httpx.Client, version: str | None = None) -> dict[str, Any]:
     return response.json()
 
 
-def same_scores(now: dict[str, Any], before: dict[str, Any], tol: float = 1e-4) -> bool:
-    """The same version and candidates, each log-prob within ``tol`` (float32): the weights are
-    compared bit for bit elsewhere; an answer only to float rounding, since the engine reuses
-    stored prompt prefixes (``MODELEDIT_PREFIX_TOKENS``) and shares batches."""
+SCORE_TOL = 1e-4
+"""How far a version's log-prob may move from one request to the next (float32): weights are
+compared bit for bit (their digests); answers only to float rounding, since the engine reuses
+stored prompt prefixes (``MODELEDIT_PREFIX_TOKENS``) and shares batches."""
+
+
+def same_scores(now: dict[str, Any], before: dict[str, Any], tol: float = SCORE_TOL) -> bool:
+    """The same version and candidates, each log-prob within ``tol`` (:data:`SCORE_TOL`)."""
     def rest(answer: dict[str, Any]) -> list[dict[str, Any]]:
         return [{k: v for k, v in s.items() if k != "logprob"} for s in answer["scores"]]
 

@@ -18,14 +18,11 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from editing.weights.fingerprint import weights_digest
+from tests.e2e.faults import SCORE_TOL as TOL
 from tests.e2e.harness import Service, wait_for, wait_job, wait_ready
 
 CLEAN_EXIT = (0, -signal.SIGTERM)
 """uvicorn re-raises the SIGTERM it handled after a clean shutdown."""
-TOL = 1e-4
-"""A version's log-prob from one request to the next (float32): the issue's tolerance for batched
-rows. Weights are compared bit for bit (their digests); answers only to float rounding, since
-the engine reuses stored prompt prefixes (MODELEDIT_PREFIX_TOKENS) and shares batches."""
 
 FACTS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
