@@ -93,3 +93,42 @@ def run_until(model: nn.Module, **inputs: Any) -> None:
         model(**inputs)
     except StopForward:
         pass
+
+
+@contextmanager
+def reuse_lower_blocks(model: nn.Module, layer: int, memo: dict[str, Any]) -> Iterator[None]:
+    """Blocks below ``layer`` give the output they gave on the first pass under ``memo``.
+
+    Why: when a loop changes nothing below block ``layer`` (the z optimisation adds its offset
+    to that block's output, and the prefixes' keys and values are cached), running the lower
+    blocks again every step recomputes the same tensors. The first pass records the output of
+    block ``layer - 1``; later passes skip blocks ``0 .. layer - 1`` and hand that output on,
+    so the result is bit for bit that of a full pass. Valid only while the inputs are the same.
+    """
+    if layer <= 0:
+        yield
+        return
+    lower = [block(model, i) for i in range(layer)]
+    if "output" not in memo:
+
+        def record(_module: nn.Module, _args: Any, output: Any) -> None:
+            memo["output"] = output
+
+        handle = lower[-1].register_forward_hook(record)
+        try:
+            yield
+        finally:
+            handle.remove()
+        return
+    output = memo["output"]
+    own = [module.__dict__.get("forward") for module in lower]  # e.g. accelerate's wrapper
+    for module in lower:
+        module.forward = lambda *_args, **_kwargs: output
+    try:
+        yield
+    finally:
+        for module, forward in zip(lower, own, strict=True):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward

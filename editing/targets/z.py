@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from editing.forward.batch import chunks, pad_right
-from editing.forward.hooks import edit_block_output
+from editing.forward.hooks import edit_block_output, reuse_lower_blocks
 from editing.hparams import EditHparams
 from editing.requests import EditRequest
 from editing.targets.encoding import FactRow, encode_essence, encode_names, encode_requests
@@ -73,6 +73,8 @@ class _Batch:
     prefix_len: int
     cache: object | None
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    lower: dict[str, object] = field(default_factory=dict)
+    """The output of the block below the z layer, recorded on the first step (it cannot see z)."""
 
 
 def _reset_to_prefix(cache: object, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -156,7 +158,7 @@ def _log_probs(model: nn.Module, layer: int, batch: _Batch, offset: torch.Tensor
         shift = offset[batch.hook_req].to(hidden.device, hidden.dtype)
         return hidden.index_put((batch.hook_rows, batch.hook_pos), shift, accumulate=True)
 
-    with edit_block_output(model, layer, add_offset):
+    with edit_block_output(model, layer, add_offset), reuse_lower_blocks(model, layer, batch.lower):
         out = model.base_model(
             input_ids=batch.ids,
             attention_mask=batch.mask,
