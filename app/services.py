@@ -197,6 +197,7 @@ def run_worker(settings: Settings) -> None:
     handle, client = connect_redis(settings)
     parts = load_parts(settings)
     worker = build_worker(settings, parts, client)
+    worker.runner.warm()  # before the worker's heartbeat: /ready waits for it
     worker.install_signals()
     log.info("worker ready in %.2fs (model %s)", time.perf_counter() - started, parts.lm.name)
     try:

@@ -80,6 +80,29 @@ class Served:
     tokenizer: PreTrainedTokenizerBase
 
 
+@dataclass
+class Candidate:
+    """A new delta applied on the worker's model until it is committed (see
+    :meth:`ModelRuntime.candidate`)."""
+
+    served: Served
+    """The model holding the candidate weights (``version`` names their parent)."""
+    kept: str | None = None
+    active: bool = False
+    digest: str | None = None
+
+    def weights_digest(self) -> str:
+        """The digest of the candidate weights (computed once)."""
+        if self.digest is None:
+            self.digest = fingerprint.weights_digest(self.served.model)
+        return self.digest
+
+    def keep(self, version: str, active: bool = True) -> None:
+        """Leave the weights applied as ``version`` (with ``active``, the version served by
+        default, as the store now says)."""
+        self.kept, self.active = version, active
+
+
 class ModelRuntime:
     """One loaded model, switched between versions atomically with respect to requests."""
 
@@ -184,6 +207,39 @@ class ModelRuntime:
                 WeightDelta.revert(self.lm.model, saved)
         finally:
             self._lock.release_write()
+
+    @contextmanager
+    def candidate(self, served: Served, delta: WeightDelta) -> Iterator[Candidate]:
+        """``served``'s version plus ``delta``, applied once, for the worker to digest, gate
+        and commit; call it inside :meth:`exclusive` (``served`` is what that yielded).
+
+        Why: the weights a new version is served with are computed once, by the process that
+        made them. On exit they stay loaded as the version :meth:`Candidate.keep` names (and
+        it becomes the active one if asked); otherwise (held by the gate, an error, a moved parent)
+        the delta is reverted bit for bit and the model holds ``served``'s version again.
+        """
+        if served.version != self._loaded:
+            raise RuntimeError("candidate() needs the weights exclusive() holds")
+        delta.check_compatible(self.lm.model, self.fingerprint)
+        self._snapshot(delta)
+        saved: BaseWeights = delta.apply(self.lm.model)
+        self._generation += 1
+        trial = Candidate(Served(served.version, self.lm.model, self.lm.tokenizer))
+        try:
+            yield trial
+        finally:
+            if trial.kept is None:
+                WeightDelta.revert(self.lm.model, saved)
+                self._generation += 1
+            else:
+                self._applied.append(trial.kept)
+                self._loaded = trial.kept
+                if trial.active:
+                    self.active = trial.kept
+                self.switches += 1
+                if trial.digest is not None:
+                    self._digest = (self._generation, trial.digest)
+                log.info("serving version %s (computed here)", trial.kept)
 
     # -- switching (caller holds the write lock) -------------------------------------------
     def _load(self, version: str) -> None:

@@ -23,16 +23,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from app.serving.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime, Served
 from app.store import VersionStore
-from editing.evaluate.gate import measure_probed
+from editing.evaluate.gate import ParentScores, edited_side, parent_side
 from editing.evaluate.scoring import RowScore, ScoreRow, score_rows
 from editing.forward.memory import eval_batch_for
 from editing.requests import EditRequest
-from editing.weights.delta import WeightDelta
 
 __all__ = [
     "PROBES_FILE",
+    "GateRun",
     "GateThresholds",
     "QualityGate",
     "judge",
@@ -123,36 +123,14 @@ class QualityGate:
         if not self.probes:
             self.probes = load_probes()
 
-    def check(
-        self,
-        parent: str,
-        requests: Sequence[EditRequest],
-        delta: WeightDelta,
-        requested: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The figures, thresholds, verdict and time of one batch, as stored with its version.
-
-        ``held`` is true when the batch misses a threshold: it is committed but not activated.
-        """
+    def start(self, served: Served, requests: Sequence[EditRequest]) -> GateRun:
+        """Score the parent's side of the gate on ``served`` (the parent's weights, before the
+        new delta is applied); :meth:`GateRun.finish` scores the new side."""
         started = time.perf_counter()
-        thresholds = self.thresholds.overridden(requested)
-        known = self._known(parent)
-        with self.runtime.exclusive(parent) as served:
-            figures, before, after = measure_probed(
-                served.model, served.tokenizer, requests, delta, self.probes,
-                eval_batch_for(served.model), known,
-            )
-        self._parent = (parent, before)
-        self._last = (parent, delta.sha256, after)
-        reasons = judge(figures, thresholds)
-        return {
-            **figures,
-            "thresholds": thresholds.to_dict(),
-            "passed": not reasons,
-            "held": bool(reasons),
-            "reason": "; ".join(reasons) or None,
-            "gate_s": round(time.perf_counter() - started, 4),
-        }
+        before = parent_side(served.model, served.tokenizer, requests, self.probes,
+                             eval_batch_for(served.model), self._known(served.version))
+        return GateRun(self, served.version, list(requests), before,
+                       time.perf_counter() - started)
 
     def warm(self, version: str) -> None:
         """Score the probes on ``version`` now, while the worker is idle, so the next batch
@@ -184,3 +162,38 @@ class QualityGate:
         if version.parent == last_parent and version.delta_sha256 == last_sha:
             return scores
         return None
+
+
+@dataclass
+class GateRun:
+    """One batch's gate between its two sides: the parent's scores are taken, the new
+    version's not yet."""
+
+    gate: QualityGate
+    parent: str
+    requests: list[EditRequest]
+    before: ParentScores
+    seconds: float
+
+    def finish(self, edited: Served, delta_sha256: str,
+               requested: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The figures, thresholds, verdict and time of the batch, with ``edited`` holding the
+        new version's weights; ``held`` is true when the batch misses a threshold (it is then
+        committed but not activated)."""
+        started = time.perf_counter()
+        gate = self.gate
+        thresholds = gate.thresholds.overridden(requested)
+        figures, before, after = edited_side(edited.model, edited.tokenizer, self.requests,
+                                             gate.probes, self.before,
+                                             eval_batch_for(edited.model))
+        gate._parent = (self.parent, before)
+        gate._last = (self.parent, delta_sha256, after)
+        reasons = judge(figures, thresholds)
+        return {
+            **figures,
+            "thresholds": thresholds.to_dict(),
+            "passed": not reasons,
+            "held": bool(reasons),
+            "reason": "; ".join(reasons) or None,
+            "gate_s": round(self.seconds + time.perf_counter() - started, 4),
+        }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, assert_never
 
 from app.serving.delta_source import DeltaSource, UnusableDelta
-from app.serving.runtime import ModelRuntime
+from app.serving.runtime import ModelRuntime, Served
 from app.store import Job, Version, VersionStore
 from app.store.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
 from app.worker.gate import GateThresholds, QualityGate
@@ -109,16 +109,6 @@ def layer_stats(delta: WeightDelta) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass
-class Computed:
-    """A batch's delta as it will be stored, and what to record with it."""
-
-    delta: WeightDelta
-    data: bytes
-    diagnostics: dict[str, Any]
-    timings: dict[str, Any]
-
-
 class JobRunner:
     """Runs jobs on one model; used by the worker loop."""
 
@@ -144,6 +134,16 @@ class JobRunner:
         self.before_commit = before_commit
         """Called right before each commit (the worker checks it still holds the lock)."""
 
+    def warm(self) -> None:
+        """Load now what the first edit would otherwise load while its user waits: the context
+        prefixes and the key statistics of the service's settings (from the cache: statistics
+        never computed are left to the first edit, which reports its progress), and the gate's
+        probe scores on the active version."""
+        editor = self.editors.editor
+        editor.prefixes()
+        editor.stats.cached(editor.hparams.edited_layers, editor.fingerprint)
+        self.gate.warm(self.store.active_version())
+
     def run(self, job: Job) -> Version:
         """Run one job to its commit; returns the version its ``version`` field names. A
         payload that is no known job (unknown kind, missing field) fails it with the reason."""
@@ -163,31 +163,29 @@ class JobRunner:
 
     # -- edit -------------------------------------------------------------------------------
     def compute(
-        self, parent: str, requests: list[EditRequest], hparams: EditHparams, progress: _Progress
-    ) -> Computed:
-        """The delta of one batch on top of ``parent`` (the model is left at ``parent``)."""
+        self, served: Served, requests: list[EditRequest], hparams: EditHparams,
+        progress: _Progress,
+    ) -> tuple[WeightDelta, dict[str, Any], dict[str, Any]]:
+        """The delta of one batch on the weights ``served`` holds (left as they were), in the
+        form it is stored in; its diagnostics and timings."""
         try:
-            chain = self.deltas.deltas(parent)
+            chain = self.deltas.deltas(served.version)
         except UnusableDelta as exc:
-            raise JobFailed(f"cannot build the weights of {parent}: {exc}") from exc
+            raise JobFailed(f"cannot build the weights of {served.version}: {exc}") from exc
         started = time.perf_counter()
-        with self.runtime.exclusive(parent):
-            try:
-                state = EditState.from_deltas(chain, base=self.runtime.base_weights())
-                result = self.editors.editor.edit(requests, state=state, progress=progress,
-                                                  hparams=hparams)
-            except InsufficientMemory as exc:
-                raise JobFailed(str(exc)) from exc
-        compute_s = time.perf_counter() - started
-        data = result.delta.to_bytes()
-        delta = WeightDelta.from_bytes(data)  # record the digest of exactly what is stored
-        digest = self.runtime.digest_with(parent, delta)
-        diagnostics = {**result.diagnostics, "weights_sha256": digest,
-                       "delta_content_sha256": delta.sha256}
-        timings = {**result.diagnostics.get("timings", {}), "compute_s": compute_s}
-        return Computed(delta, data, diagnostics, timings)
+        try:
+            state = EditState.from_deltas(chain, base=self.runtime.base_weights())
+            result = self.editors.editor.edit(requests, state=state, progress=progress,
+                                              hparams=hparams)
+        except InsufficientMemory as exc:
+            raise JobFailed(str(exc)) from exc
+        timings = {**result.diagnostics.get("timings", {}),
+                   "compute_s": time.perf_counter() - started}
+        return result.delta.stored(), result.diagnostics, timings
 
     def edit(self, job: Job, request: EditJob) -> Version:
+        """Compute the batch's delta on the active version, apply it once, digest and gate
+        those weights, commit; they stay loaded as the new version unless the gate holds it."""
         facts = list(request.facts)
         requests = requests_from_facts(facts)
         method = request.method or self.default_method
@@ -195,24 +193,31 @@ class JobRunner:
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
             hparams = self.editors.hparams_for(method, request.strength, request.covariance_weight)
-            done = self.compute(parent, requests, hparams, progress)
-            progress("gate", 0.0)
-            gate = self.gate.check(parent, requests, done.delta, request.gate)
-            if self.store.active_version() != parent:
-                log.info("active version moved during job %s; recomputing", job.id)
-                continue
-            self.before_commit()
-            progress("commit", 1.0)
-            version = self.store.commit_version(
-                job.id, parent, done.data, done.delta.sha256,
-                method=method, hparams=done.delta.hparams, facts=facts,
-                layer_stats=layer_stats(done.delta),
-                diagnostics={**done.diagnostics, "gate": gate,
-                             "request": requested(request.strength, request.covariance_weight)},
-                timings={**done.timings, "gate_s": gate["gate_s"]},
-                make_active=not gate["held"], only_if_parent_active=True,
-            )
-            return version
+            with self.runtime.exclusive(parent) as served:
+                delta, diagnostics, timings = self.compute(served, requests, hparams, progress)
+                progress("gate", 0.0)
+                gate_run = self.gate.start(served, requests)
+                with self.runtime.candidate(served, delta) as candidate:
+                    gate = gate_run.finish(candidate.served, delta.sha256, request.gate)
+                    if self.store.active_version() != parent:
+                        log.info("active version moved during job %s; recomputing", job.id)
+                        continue
+                    self.before_commit()
+                    progress("commit", 1.0)
+                    version = self.store.commit_version(
+                        job.id, parent, delta.to_bytes(), delta.sha256,
+                        method=method, hparams=delta.hparams, facts=facts,
+                        layer_stats=layer_stats(delta),
+                        diagnostics={**diagnostics, "weights_sha256": candidate.weights_digest(),
+                                     "delta_content_sha256": delta.sha256, "gate": gate,
+                                     "request": requested(request.strength,
+                                                          request.covariance_weight)},
+                        timings={**timings, "gate_s": gate["gate_s"]},
+                        make_active=not gate["held"], only_if_parent_active=True,
+                    )
+                    if not gate["held"]:
+                        candidate.keep(version.id)
+                    return version
         raise JobFailed(f"the active version kept changing; submit the job again "
                         f"(tried {MAX_RECOMPUTE} times)")
 
@@ -238,16 +243,22 @@ class JobRunner:
             method = old.method or self.default_method
             hparams = self.editors.hparams_for(method, None,
                                                replay_weight(old.hparams, old.diagnostics))
-            done = self.compute(parent, requests_from_facts(list(old.facts or [])), hparams,
-                                progress)
-            self.before_commit()
-            version = self.store.commit_derived_version(
-                parent, done.data, done.delta.sha256, origin_job=job.id, step=step,
-                kind="revert", method=method, hparams=done.delta.hparams,
-                facts=list(old.facts or []), layer_stats=layer_stats(done.delta),
-                diagnostics=done.diagnostics, timings=done.timings,
-                source={"reverted": target, "replays": old.id, "from": active},
-            )
+            facts = list(old.facts or [])
+            with self.runtime.exclusive(parent) as served:
+                delta, diagnostics, timings = self.compute(served, requests_from_facts(facts),
+                                                           hparams, progress)
+                with self.runtime.candidate(served, delta) as candidate:
+                    self.before_commit()
+                    version = self.store.commit_derived_version(
+                        parent, delta.to_bytes(), delta.sha256, origin_job=job.id, step=step,
+                        kind="revert", method=method, hparams=delta.hparams,
+                        facts=facts, layer_stats=layer_stats(delta),
+                        diagnostics={**diagnostics, "weights_sha256": candidate.weights_digest(),
+                                     "delta_content_sha256": delta.sha256},
+                        timings=timings,
+                        source={"reverted": target, "replays": old.id, "from": active},
+                    )
+                    candidate.keep(version.id, active=False)
             parent = version.id
         if self.store.active_version() != active:
             raise JobFailed(f"the active version moved from {active} during the revert; "

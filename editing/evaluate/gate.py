@@ -25,6 +25,7 @@ probe prompts and the thresholds are the service's (``app/worker/gate.py``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -37,7 +38,7 @@ from editing.forward.chat import answer_sep, render_chat
 from editing.requests import EditRequest
 from editing.weights.delta import WeightDelta
 
-__all__ = ["measure", "measure_probed"]
+__all__ = ["ParentScores", "edited_side", "measure", "measure_probed", "parent_side"]
 
 
 def _fact_rows(req: EditRequest, chat: str | None = None) -> list[ScoreRow]:
@@ -88,19 +89,61 @@ def measure_probed(
     previous batch is usually the next parent), so only the new side runs the probes: the
     probes are most of the gate's cost.
     """
+    before = parent_side(model, tokenizer, requests, probes, batch_size, parent_probes)
+    with with_delta(model, delta):
+        return edited_side(model, tokenizer, requests, probes, before, batch_size)
+
+
+@dataclass(frozen=True)
+class ParentScores:
+    """What the gate scores on the parent's weights, before the new delta is applied."""
+
+    scores: dict[ScoreRow, RowScore]
+    probes_reused: bool
+
+
+def parent_side(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    probes: Sequence[str],
+    batch_size: int = 32,
+    parent_probes: Mapping[ScoreRow, RowScore] | None = None,
+) -> ParentScores:
+    """The parent's scores of the facts' rewrite prompts and of the probes (``parent_probes``
+    when they hold every probe), on the weights ``model`` holds now (the parent's).
+
+    Split from :func:`edited_side` so a caller that keeps the new weights applied (the
+    service's worker applies a delta once, then gates and commits it) measures the parent
+    first and never applies and reverts the delta for the gate alone."""
     probe_rows = [ScoreRow(p) for p in probes]
     rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
-    chats = {r: render_chat(tokenizer, r.question) for r in requests if r.question}
-    fact_rows = [row for r in requests for row in _fact_rows(r, chats.get(r))]
     reuse = parent_probes is not None and all(r in parent_probes for r in probe_rows)
     # probes and facts in separate passes: in one, the short probes sharing a batch with the
     # long paraphrase prompts would be padded to their length (a third more compute)
     base = score_rows(model, tokenizer, rewrite_new, batch_size)
     base.update({r: parent_probes[r] for r in probe_rows} if reuse  # type: ignore[index]
                 else score_rows(model, tokenizer, probe_rows, batch_size))
-    with with_delta(model, delta):
-        edited = score_rows(model, tokenizer, fact_rows, batch_size)
-        edited.update(score_rows(model, tokenizer, probe_rows, batch_size))
+    return ParentScores(base, reuse)
+
+
+def edited_side(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[EditRequest],
+    probes: Sequence[str],
+    before: ParentScores,
+    batch_size: int = 32,
+) -> tuple[dict[str, Any], dict[ScoreRow, RowScore], dict[ScoreRow, RowScore]]:
+    """The gate's figures, with ``model`` holding the new version's weights and ``before``
+    from :func:`parent_side`; also the probe scores of the parent and of the new version."""
+    probe_rows = [ScoreRow(p) for p in probes]
+    rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
+    chats = {r: render_chat(tokenizer, r.question) for r in requests if r.question}
+    fact_rows = [row for r in requests for row in _fact_rows(r, chats.get(r))]
+    base = before.scores
+    edited = score_rows(model, tokenizer, fact_rows, batch_size)
+    edited.update(score_rows(model, tokenizer, probe_rows, batch_size))
     efficacy = percent(float(_succeeds(r, r.text, edited)) for r in requests)
     generalization = percent(
         mean(float(_succeeds(r, p, edited)) for p in r.paraphrase_prompts)
@@ -122,6 +165,6 @@ def measure_probed(
         "facts": len(requests),
         "paraphrases": sum(len(r.paraphrase_prompts) for r in requests),
         "probes": len(probe_rows),
-        "parent_probes_reused": reuse,
+        "parent_probes_reused": before.probes_reused,
     }
     return figures, {r: base[r] for r in probe_rows}, {r: edited[r] for r in probe_rows}

@@ -215,18 +215,8 @@ class CovarianceCache:
         progress: Callable[[float], None] | None = None,
     ) -> dict[int, torch.Tensor]:
         """The mean second moment for every layer in ``layers`` (float64, on CPU)."""
-        result: dict[int, torch.Tensor] = {}
-        missing = []
-        for layer in layers:
-            key = (fingerprint, layer)
-            path = self._path(fingerprint, layer)
-            if key in self._memory:
-                result[layer] = self._memory[key]
-            elif path is not None and path.exists():
-                saved = load_file(path)
-                result[layer] = self._memory[key] = saved["mom2_sum"] / saved["count"].item()
-            else:
-                missing.append(layer)
+        result = self.cached(layers, fingerprint)
+        missing = [layer for layer in layers if layer not in result]
         if missing:
             samples = self._samples(model, tokenizer)
             sums, count = accumulate_second_moments(model, samples, missing, self.batch_size, progress)
@@ -236,6 +226,20 @@ class CovarianceCache:
                 if path is not None:
                     atomic_write(path, save({"mom2_sum": mom2, "count": torch.tensor(count, dtype=torch.float64)}))
                 result[layer] = self._memory[(fingerprint, layer)] = mom2 / count
+        return result
+
+    def cached(self, layers: Sequence[int], fingerprint: str) -> dict[int, torch.Tensor]:
+        """The layers of ``layers`` whose statistics are in memory or on disk, loaded into
+        memory; nothing is computed (a service warms its editor with this at start)."""
+        result: dict[int, torch.Tensor] = {}
+        for layer in layers:
+            key = (fingerprint, layer)
+            path = self._path(fingerprint, layer)
+            if key in self._memory:
+                result[layer] = self._memory[key]
+            elif path is not None and path.exists():
+                saved = load_file(path)
+                result[layer] = self._memory[key] = saved["mom2_sum"] / saved["count"].item()
         return result
 
     def _samples(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,23 @@ class WeightDelta:
         for layer, held in self.held_keys.items():  # absent without: older hashes unchanged
             out[f"layer.{layer}.held_keys"] = held.detach().cpu().float().contiguous()
         return out
+
+    def stored(self) -> WeightDelta:
+        """This delta exactly as :meth:`to_bytes` stores it (float32 tensors on the CPU), so
+        weights computed from it in memory equal those of the delta read back from its file:
+        a caller that applies, digests and commits one delta needs no round trip through bytes.
+        """
+        tensors = self._tensors()
+        updates = {layer: LayerUpdate(tensors[f"layer.{layer}.left"],
+                                      tensors.get(f"layer.{layer}.right"))
+                   for layer in self.layers}
+        return replace(
+            self, updates=updates,
+            keys={layer: tensors[f"layer.{layer}.keys"] for layer in self.keys},
+            held_keys={layer: tensors[f"layer.{layer}.held_keys"] for layer in self.held_keys},
+            hparams=json.loads(json.dumps(self.hparams, sort_keys=True)),
+            info=json.loads(json.dumps(self.info, sort_keys=True, default=str)),
+        )
 
     def _header(self) -> dict[str, str]:
         dtype = {"base_dtype": self.base_dtype} if self.base_dtype else {}

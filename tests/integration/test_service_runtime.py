@@ -153,3 +153,23 @@ def test_base_weights_are_the_exact_base_of_every_layer_a_loaded_chain_changed(s
         assert saved.dtype == mlp_out_weight(fresh, layer).dtype
         assert torch.equal(saved, mlp_out_weight(fresh, layer)), layer
         assert not torch.equal(saved.float(), mlp_out_weight(runtime.lm.model, layer).float())
+
+
+def test_a_kept_candidate_is_served_as_its_version_and_a_dropped_one_leaves_no_trace(setup) -> None:
+    """The worker applies a new delta once (``candidate``): kept, the weights are exactly the
+    version's as a replay from its stored chain builds them; dropped, exactly the parent's."""
+    runtime, deltas = setup
+    parent_digest = runtime.weights_digest("v1")
+    with runtime.exclusive("v1") as served, runtime.candidate(served, deltas["v4"]) as trial:
+        assert trial.weights_digest() == replay_digest(deltas, "v4", runtime)
+    assert runtime.loaded == "v1" and runtime.active == "v0"
+    assert runtime.weights_digest("v1") == parent_digest
+    with runtime.exclusive("v1") as served, runtime.candidate(served, deltas["v4"]) as trial:
+        digest = trial.weights_digest()
+        trial.keep("v4")
+    assert runtime.loaded == runtime.active == "v4"
+    assert runtime.weights_digest() == digest == replay_digest(deltas, "v4", runtime)
+    runtime.set_active("v2")  # the chain bookkeeping knows v4 is loaded: switching is exact
+    assert runtime.weights_digest() == replay_digest(deltas, "v2", runtime)
+    runtime.set_active("v4")
+    assert runtime.weights_digest() == digest

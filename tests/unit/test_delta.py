@@ -132,3 +132,20 @@ def test_single_fact_delta_hashes_and_round_trips() -> None:
     keys = torch.randn(1, 64).T
     delta = WeightDelta({1: LayerUpdate(torch.randn(32, 1), torch.randn(1, 64))}, keys={1: keys})
     assert WeightDelta.from_bytes(delta.to_bytes()).sha256 == delta.sha256
+
+
+def test_stored_form_equals_the_delta_read_back_from_its_bytes() -> None:
+    """The worker applies ``delta.stored()`` and commits ``to_bytes()``: they must agree."""
+
+    left = torch.randn(6, 2, dtype=torch.float64)
+    right = torch.randn(2, 10, dtype=torch.float64)
+    delta = WeightDelta({3: LayerUpdate(left, right), 1: LayerUpdate(torch.randn(6, 10))},
+                        model_type="llama", hparams={"layers": (1, 3)}, info={"n": 1},
+                        keys={3: torch.randn(10, 1, dtype=torch.float64)})
+    stored, read_back = delta.stored(), WeightDelta.from_bytes(delta.to_bytes())
+    assert stored.sha256 == read_back.sha256 == delta.sha256
+    assert stored.hparams == read_back.hparams and stored.info == read_back.info
+    for layer in delta.layers:
+        a, b = stored.updates[layer], read_back.updates[layer]
+        assert torch.equal(a.dense(), b.dense()) and a.left.dtype == torch.float32
+    assert torch.equal(stored.keys[3], read_back.keys[3])
