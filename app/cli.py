@@ -133,6 +133,7 @@ def run_api(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        access_log=False,  # app.api.context logs each request with its request id
     )
 
 

@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 
 from app import console
 from app.api import caller, edits, errors, facts, health, query, versions
+from app.api.context import RequestContext
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.openai import router as openai_api
@@ -131,4 +132,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)
+    app.add_middleware(RequestContext)  # outermost: every answer gets its request id
     return app

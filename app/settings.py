@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
 
     # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
-    query_engine: bool = Field(True, description="answer queries in the batch engine (off: "
-                               "the previous one-request-at-a-time path on merged weights, "
-                               "kept for comparison; the /v1 endpoints then answer 503)")
+    query_timeout_s: float = Field(300.0, gt=0, description="deadline of one query (/v1, "
+                                   "/score, /generate, /next-tokens): past it the query is "
+                                   "cancelled and answered 504")
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a query may ask")
     generate_queue: int = Field(256, ge=1, description="queries waiting or running before "
                                 "the API answers 429 with Retry-After")

@@ -38,6 +38,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "the token is not valid for reading"},
     404: {"model": ErrorResponse, "description": "unknown model (version)"},
     429: {"model": ErrorResponse, "description": "the request queue is full; see Retry-After"},
+    503: {"model": ErrorResponse, "description": "the service is stopping; see Retry-After"},
+    504: {"model": ErrorResponse, "description": "no answer within MODELEDIT_QUERY_TIMEOUT_S"},
 }
 
 
@@ -56,7 +58,8 @@ def _refuse_extra(body: CompletionRequest | ChatRequest) -> None:
 
 def _engine(services: Services) -> ServingEngine:
     if services.engine is None:
-        raise OpenAIError(503, "this process has no generation engine", None, "no_engine")
+        raise OpenAIError(503, "this process has no generation engine", None, "no_engine",
+                          {"Retry-After": "5"})
     return services.engine
 
 
@@ -116,7 +119,8 @@ async def completions(body: CompletionRequest, http: HttpRequest,
             return {"id": rid, "object": "text_completion", "created": created,
                     "model": version, "choices": [], "usage": sv.usage(call, prompts)}
 
-        return StreamingResponse(sv.stream_events(call, chunk, final),
+        return StreamingResponse(sv.stream_events(call, chunk, final,
+                                                  services.settings.query_timeout_s),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
     choices = []
@@ -180,7 +184,8 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
                                                                        "content": ""},
                                                  "finish_reason": None, "logprobs": None}]}
                  for i in range(len(call.requests))]
-        return StreamingResponse(sv.stream_events(call, chunk, final, first),
+        return StreamingResponse(sv.stream_events(call, chunk, final,
+                                                  services.settings.query_timeout_s, first),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
     choices = []
