@@ -67,6 +67,12 @@ class Settings(BaseSettings):
                                    "/score, /generate, /next-tokens): past it the query is "
                                    "cancelled and answered 504")
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a query may ask")
+    max_queries_per_caller: int = Field(96, ge=0, description="queries one caller (its read "
+                                        "token, or its address when reads are open) may have "
+                                        "in flight in one API process before 429 (0: no limit)")
+    trusted_proxies: str = Field("", description="comma-separated addresses of reverse proxies "
+                                 "whose X-Forwarded-For names the client (none: the peer "
+                                 "address is the client)")
     generate_queue: int = Field(256, ge=1, description="queries waiting or running before "
                                 "the API answers 429 with Retry-After")
     generate_max_rows: int = Field(64, ge=1, description="rows in one forward pass")

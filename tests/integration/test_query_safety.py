@@ -188,3 +188,31 @@ def test_a_stopped_engine_makes_ready_false_and_queries_503(service: LiveServer)
     native = httpx.post(f"{service.url}/generate", json={"prompt": "x"}, timeout=30)
     assert native.status_code == 503 and native.headers["retry-after"]
     assert engine.in_flight == 0
+
+
+def test_one_caller_cannot_take_every_row(tmp_path: Path, service: LiveServer) -> None:
+    """Two queries per caller; behind a trusted proxy, each forwarded address is a caller."""
+    model = service.services.settings.model
+    settings = tiny_settings(tmp_path, Path(model), max_queries_per_caller=2,
+                             trusted_proxies="127.0.0.1")
+    with live_service(settings) as server, ThreadPoolExecutor(4) as pool:
+        services = server.services
+        engine = services.engine
+
+        def generate(forwarded: str | None = None) -> httpx.Response:
+            headers = {"x-forwarded-for": forwarded} if forwarded else {}
+            return httpx.post(f"{server.url}/generate", json={"prompt": "x"}, headers=headers,
+                              timeout=120)
+
+        with services.runtime.exclusive(services.runtime.base_id):
+            held = [pool.submit(generate) for _ in range(2)]
+            wait_for(lambda: engine.in_flight == 2, what="two queries in the engine")
+            third = generate()
+            assert third.status_code == 429 and third.headers["retry-after"] == "1"
+            assert "MODELEDIT_MAX_QUERIES_PER_CALLER" in third.json()["detail"]
+            refused = v1(server, "completions", {"model": "active", "prompt": "x"})
+            assert assert_openai_error(refused, 429)["code"] == "too_many_concurrent_requests"
+            other = pool.submit(generate, "203.0.113.7")  # another client behind the proxy
+            wait_for(lambda: engine.in_flight == 3, what="the other caller admitted")
+        assert [f.result().status_code for f in [*held, other]] == [200] * 3
+        assert generate().status_code == 200  # the caller's slots came back
