@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
 
     # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
+    drain_grace_s: float = Field(10.0, ge=0, le=600, description="on shutdown, how long "
+                                 "queries in flight may take to finish before they are "
+                                 "answered 503 (new ones are refused at once)")
     query_timeout_s: float = Field(300.0, gt=0, description="deadline of one query (/v1, "
                                    "/score, /generate, /next-tokens): past it the query is "
                                    "cancelled and answered 504")

@@ -50,7 +50,10 @@ def _ready(services: Services) -> JSONResponse:
         problems.append("no editor worker is alive (start `python -m app worker`)")
     if services.follower.error:
         problems.append(services.follower.error)
-    if services.vllm is None and (services.engine is None or not services.engine.alive):
+    engine = services.engine
+    if engine is not None and engine.draining:
+        problems.append("the service is stopping")
+    elif services.vllm is None and (engine is None or not engine.alive):
         problems.append("the query engine is not running")
     body = ReadyOut(
         ready=not problems,

@@ -36,6 +36,9 @@ from models.generate import BatchEngine, Request
 log = logging.getLogger(__name__)
 
 
+STOPPING = "the service is stopping; retry shortly"
+
+
 class QueueFull(RuntimeError):
     """Too many requests in flight; retry after ``retry_after`` seconds."""
 
@@ -68,6 +71,7 @@ class ServingEngine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="generate-loop", daemon=True)
         self._busy_until = 0.0
+        self._drain_deadline: float | None = None
         self.by_version: Counter[str] = Counter()
         self._requests = PromCounter(
             "modeledit_generation_requests", "queries answered by the batch engine, by version",
@@ -77,6 +81,22 @@ class ServingEngine:
     def start(self) -> ServingEngine:
         self._thread.start()
         return self
+
+    def drain(self, grace_s: float) -> None:
+        """Refuse new requests from now on (:class:`EngineStopped`); what is in flight may
+        finish within ``grace_s``, and is then ended with an error saying the service is
+        stopping (each release counted). Called again, the shorter grace wins."""
+        deadline = time.monotonic() + max(0.0, grace_s)
+        with self._cond:
+            self._drain_deadline = min(self._drain_deadline or deadline, deadline)
+            self._cond.notify_all()
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_deadline is not None
+
+    def _drain_due(self) -> bool:
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
 
     def stop(self) -> None:
         """Refuse new requests, let the loop end, and finish what is left with an error (each
@@ -103,7 +123,7 @@ class ServingEngine:
         error, cancellation, shutdown) releases it exactly once.
         """
         if not self.alive:
-            raise EngineStopped("the service is stopping; retry shortly")
+            raise EngineStopped(STOPPING)
         if len(requests) > self.max_queue:
             raise TooLarge(f"this request asks for {len(requests)} generations (prompts x n); "
                            f"this server runs at most {self.max_queue} at once")
@@ -145,7 +165,7 @@ class ServingEngine:
     @property
     def alive(self) -> bool:
         """The loop thread runs and is not stopping: a submitted request will be answered."""
-        return self._thread.is_alive() and not self._stop.is_set()
+        return self._thread.is_alive() and not self._stop.is_set() and not self.draining
 
     @property
     def in_flight(self) -> int:
@@ -163,6 +183,9 @@ class ServingEngine:
                 if not self.engine.running and time.monotonic() < self._busy_until:
                     self._collect()
                 with self.runtime.serving(self.runtime.base_id):
+                    if self._drain_due():
+                        self.engine.fail_all(STOPPING)
+                        continue
                     rows = self.engine.step()
             except Exception as exc:  # a bug must not hang every waiting client
                 log.exception("generation step failed")

@@ -8,7 +8,6 @@ step takes the read lock) and proceeds on observed state (the engine's in-flight
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,19 +173,26 @@ def test_template_errors_are_400_and_names_are_accepted(service: LiveServer,
     assert refused.headers["x-should-retry"] == "false"
 
 
-def test_a_stopped_engine_makes_ready_false_and_queries_503(service: LiveServer) -> None:
-    """Last in this module: the engine does not start again."""
-    engine = service.services.engine
-    stopper = threading.Thread(target=engine.stop)
-    stopper.start()
-    stopper.join(60)
-    ready = httpx.get(f"{service.url}/ready", timeout=30)
-    assert ready.status_code == 503 and "query engine" in ready.json()["detail"]
-    refused = v1(service, "completions", {"model": "active", "prompt": "x", "max_tokens": 1})
-    assert assert_openai_error(refused, 503)["code"] == "service_stopping"
-    assert refused.headers["retry-after"]
-    native = httpx.post(f"{service.url}/generate", json={"prompt": "x"}, timeout=30)
-    assert native.status_code == 503 and native.headers["retry-after"]
+def test_draining_finishes_what_runs_and_refuses_the_rest(service: LiveServer) -> None:
+    """What SIGTERM starts (app.cli): last of this service's tests, the engine stays down."""
+    services = service.services
+    engine = services.engine
+    with ThreadPoolExecutor(1) as pool, services.runtime.exclusive(services.runtime.base_id):
+        running = pool.submit(httpx.post, f"{service.url}/generate",
+                              json={"prompt": "x", "max_new_tokens": 2}, timeout=120)
+        wait_for(lambda: engine.in_flight == 1, what="the query in the engine")
+        engine.drain(3600)
+        ready = httpx.get(f"{service.url}/ready", timeout=30)
+        assert ready.status_code == 503 and "stopping" in ready.json()["detail"]
+        refused = v1(service, "completions", {"model": "active", "prompt": "x",
+                                               "max_tokens": 1})
+        error = assert_openai_error(refused, 503)
+        assert error["code"] == "service_stopping" and "stopping" in error["message"]
+        assert refused.headers["retry-after"]
+        native = httpx.post(f"{service.url}/generate", json={"prompt": "x"}, timeout=30)
+        assert native.status_code == 503 and native.headers["retry-after"]
+    assert running.result().status_code == 200  # within the grace: answered
+    engine.stop()
     assert engine.in_flight == 0
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.serving.delta_source import UnusableDelta
-from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
+from app.serving.engine import STOPPING, EngineStopped, QueueFull, ServingEngine, TooLarge
 from app.serving.queries import ClientGone, DeadlineExceeded, Watch, run
 from app.serving.runtime import Chain
 from app.serving.versions import AdditiveRuntime
@@ -182,3 +182,27 @@ def test_shutdown_finishes_what_is_in_flight_and_refuses_the_rest(
     stopper.join(60)
     assert all(r.finished for r in requests)
     assert engine.in_flight == 0
+
+
+def test_draining_refuses_new_rows_and_ends_the_rest_after_the_grace(
+        engine: ServingEngine) -> None:
+    with engine.runtime.exclusive("v0"):
+        requests = rows(engine, 3, max_tokens=50)
+        engine.submit("v0", requests)
+        engine.drain(0.0)  # the grace is over before the loop can step again
+        assert not engine.alive and engine.draining
+        with pytest.raises(EngineStopped, match="stopping"):
+            engine.submit("v0", rows(engine, 1))
+    wait_for(lambda: all(r.finished for r in requests), what="drained requests")
+    assert {r.error for r in requests} == {STOPPING}
+    settled(engine)
+
+
+def test_within_the_grace_what_is_in_flight_finishes(engine: ServingEngine) -> None:
+    with engine.runtime.exclusive("v0"):
+        requests = rows(engine, 3, max_tokens=4)
+        engine.submit("v0", requests)
+        engine.drain(3600.0)
+    wait_for(lambda: all(r.finished for r in requests), what="answers")
+    assert {r.finish_reason for r in requests} <= {"stop", "length"}
+    settled(engine)
