@@ -55,6 +55,8 @@ def _ready(services: Services) -> JSONResponse:
         problems.append("the service is stopping")
     elif services.vllm is None and (engine is None or not engine.alive):
         problems.append("the query engine is not running")
+    if services.vllm is not None and not services.vllm.sync.answered:
+        problems.append("vLLM has not answered a query yet")
     body = ReadyOut(
         ready=not problems,
         model=services.parts.lm.name,

@@ -7,6 +7,7 @@ and await its updates, so thousands of waiting clients hold no thread. Each answ
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path
@@ -28,8 +29,10 @@ from app.api.openai.protocol import (
     ModelList,
 )
 from app.api.security import require_read
+from app.api.waiting import unless_gone
 from app.services import Services
 from app.serving.engine import ServingEngine
+from app.serving.queries import ClientGone
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -54,6 +57,14 @@ def _refuse_extra(body: CompletionRequest | ChatRequest) -> None:
         raise OpenAIError(400, f"{name}: Extra inputs are not permitted (this field is not "
                           "OpenAI's and the embedded engine does not implement it; remove it)",
                           name, "unrecognized_field")
+
+
+async def _proxied(http: HttpRequest, forwarding: Awaitable[Any]) -> Any:
+    """vLLM's answer; a client that leaves first cancels the request upstream."""
+    try:
+        return await unless_gone(http, forwarding)
+    except ClientGone:
+        raise OpenAIError(499, "client disconnected") from None
 
 
 def _engine(services: Services) -> ServingEngine:
@@ -88,7 +99,7 @@ async def completions(body: CompletionRequest, http: HttpRequest,
                       _who: str = Depends(require_read)) -> Any:
     services = _services(http)
     if services.vllm is not None:
-        return await services.vllm.proxy.forward("completions", body)
+        return await _proxied(http, services.vllm.proxy.forward("completions", body))
     engine = _engine(services)
     _refuse_extra(body)
     if body.stream and body.echo:
@@ -150,7 +161,7 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
                            _who: str = Depends(require_read)) -> Any:
     services = _services(http)
     if services.vllm is not None:
-        return await services.vllm.proxy.forward("chat", body)
+        return await _proxied(http, services.vllm.proxy.forward("chat", body))
     engine = _engine(services)
     _refuse_extra(body)
     prompt = sv.chat_prompt(services, body)
