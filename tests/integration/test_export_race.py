@@ -66,3 +66,25 @@ def test_concurrent_first_exports_are_identical_whole_and_do_not_block_queries(
     merged = AutoModelForCausalLM.from_pretrained(model_dir)
     delta.apply(merged)
     torch.testing.assert_close(logits(exported), logits(merged), rtol=0, atol=1e-5)
+
+
+def test_error_messages_name_no_server_path(tmp_path: Path, model_dir: Path) -> None:
+    """A version whose delta file is gone: the store's message names the file; the client's
+    409 names the data directory only as <data_dir>, on /v1 and the native endpoints."""
+    settings = tiny_settings(tmp_path / "data", model_dir, rate_limit=0)
+    with live_service(settings) as server:
+        services = server.services
+        delta = random_delta(services.parts.lm.model, (0,), seed=4)
+        version = commit(services, services.runtime.base_id, delta)
+        services.store.delta_file(services.store.get_version(version)).unlink()
+        answers = [
+            httpx.post(f"{server.url}/v1/completions", timeout=60,
+                       json={"model": version, "prompt": "x", "max_tokens": 1}),
+            httpx.post(f"{server.url}/generate", json={"prompt": "x", "version": version},
+                       timeout=60),
+        ]
+        for answer in answers:
+            assert answer.status_code == 409, answer.text
+            assert "missing" in answer.text and "<data_dir>" in answer.text
+            assert str(settings.data_path) not in answer.text
+            assert str(tmp_path) not in answer.text
