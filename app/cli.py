@@ -127,13 +127,26 @@ def run_api(settings: Settings) -> None:
     from app.main import create_app
 
     warn_if_exposed(settings)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    class Draining(uvicorn.Server):
+        """On SIGTERM / SIGINT the engine drains first (new queries 503, /ready 503,
+        in-flight ones get MODELEDIT_DRAIN_GRACE_S), then uvicorn shuts down as usual."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            services = getattr(app.state, "services", None)
+            if services is not None and services.engine is not None:
+                services.engine.drain(settings.drain_grace_s)
+            super().handle_exit(sig, frame)
+
+    Draining(uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
+        timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
+        access_log=False,  # app.api.context logs each request with its request id
+    )).run()
 
 
 def run_worker(settings: Settings) -> None:
@@ -217,24 +230,26 @@ def serve(settings: Settings) -> int:
                     code = proc.returncode or 1
                     stop.set()
     finally:
-        _stop_children(children)
+        _stop_children(children, settings.drain_grace_s + STOP_TIMEOUT_S)
         handle.stop()
         log.info("service stopped after %.1fs", time.perf_counter() - started)
     return code
 
 
-def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    """SIGTERM the API first (no new requests), then the worker; SIGKILL stragglers."""
+def _stop_children(children: dict[str, subprocess.Popen[bytes]],
+                   timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the API first (no new requests; queries in flight drain), then the worker;
+    SIGKILL stragglers after ``timeout``."""
     for name in ("api", "worker"):
         proc = children.get(name)
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout
     for name, proc in children.items():
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", name, STOP_TIMEOUT_S)
+            log.warning("%s did not stop in %.0fs; killing it", name, timeout)
             proc.kill()
             proc.wait(5)
 

@@ -19,6 +19,8 @@ from fastapi.routing import APIRoute
 
 from app import console
 from app.api import caller, edits, errors, facts, health, query, versions
+from app.api.caller_limit import CallerLimit
+from app.api.context import RequestContext
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.openai import router as openai_api
@@ -130,5 +132,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     _optional_security(app, settings, [*routers, openai_api.router])
     console.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CallerLimit, limit=settings.max_queries_per_caller,
+                       by_token=settings.read_token is not None,
+                       trusted=frozenset(p.strip() for p in settings.trusted_proxies.split(",")
+                                         if p.strip()))
     app.add_middleware(RequestMetrics, requests=metrics.requests, latency=metrics.latency)
+    app.add_middleware(RequestContext)  # outermost: every answer gets its request id
     return app

@@ -126,7 +126,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
     """Everything the API needs, in start order: Redis, model + store, follower."""
     started = time.perf_counter()
     handle, client = connect_redis(settings)
-    parts = load_parts(settings, AdditiveRuntime if settings.query_engine else ModelRuntime)
+    parts = load_parts(settings, AdditiveRuntime)
     queue = EditQueue(client, settings.redis_prefix)
     with contextlib.suppress(redis.RedisError, OSError):
         queue.ensure_group()
@@ -144,11 +144,11 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         vllm=build_vllm(settings, parts),
     )
     follower.start()
-    if isinstance(parts.runtime, AdditiveRuntime):
-        parts.engine = ServingEngine(
-            parts.runtime, settings.generate_queue, settings.generate_max_rows,
-            settings.generate_window_ms / 1000, services.metrics.registry,
-            prefix_tokens=settings.prefix_tokens).start()
+    assert isinstance(parts.runtime, AdditiveRuntime)
+    parts.engine = ServingEngine(
+        parts.runtime, settings.generate_queue, settings.generate_max_rows,
+        settings.generate_window_ms / 1000, services.metrics.registry,
+        prefix_tokens=settings.prefix_tokens).start()
     services.metrics.watch(services.state)
     services.startup_s = time.perf_counter() - started
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,

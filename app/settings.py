@@ -63,10 +63,19 @@ class Settings(BaseSettings):
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
 
     # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
-    query_engine: bool = Field(True, description="answer queries in the batch engine (off: "
-                               "the previous one-request-at-a-time path on merged weights, "
-                               "kept for comparison; the /v1 endpoints then answer 503)")
+    drain_grace_s: float = Field(10.0, ge=0, le=600, description="on shutdown, how long "
+                                 "queries in flight may take to finish before they are "
+                                 "answered 503 (new ones are refused at once)")
+    query_timeout_s: float = Field(300.0, gt=0, description="deadline of one query (/v1, "
+                                   "/score, /generate, /next-tokens): past it the query is "
+                                   "cancelled and answered 504")
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a query may ask")
+    max_queries_per_caller: int = Field(96, ge=0, description="queries one caller (its read "
+                                        "token, or its address when reads are open) may have "
+                                        "in flight in one API process before 429 (0: no limit)")
+    trusted_proxies: str = Field("", description="comma-separated addresses of reverse proxies "
+                                 "whose X-Forwarded-For names the client (none: the peer "
+                                 "address is the client)")
     generate_queue: int = Field(256, ge=1, description="queries waiting or running before "
                                 "the API answers 429 with Retry-After")
     generate_max_rows: int = Field(64, ge=1, description="rows in one forward pass")

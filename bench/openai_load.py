@@ -1,18 +1,20 @@
-"""The query path before and after the batch engine, side by side in one run. Run by hand.
+"""The batch engine under concurrent load, against the same requests sent one at a time.
 
     .venv/bin/python -m bench.openai_load                     # default model, 32 clients
     .venv/bin/python -m bench.openai_load --duration 30 --tiny
 
-For each path a fresh service (API + worker subprocesses, the test harness) is started:
-``old`` with ``MODELEDIT_QUERY_ENGINE=0`` (one request at a time on merged weights, the
-read/write lock), ``new`` with the engine. Reported:
+A fresh service (API + worker subprocesses, the test harness) is started. Reported:
 
-1. ``bench.load``'s default mix (``/generate`` of 8 tokens and ``/score`` alternating, on
+1. the lone client: one request at a time, p50 / p95 of ``/generate`` and ``/score``, and
+   the requests/s that sending them one by one gives (the baseline);
+2. ``bench.load``'s default mix (``/generate`` of 8 tokens and ``/score`` alternating, on
    the active version, while edits commit) at ``--clients``, with its checks (no errors,
-   every answer's version known and consistent);
-2. the lone client: one request at a time, p50 / p95 of ``/generate`` and ``/score``;
-3. new path only: chat, completions and scoring (``echo`` + ``logprobs``) through ``/v1``
-   over three versions while edits commit: requests/s, completion tokens/s, p50 / p95.
+   every answer's version known and consistent), and its requests/s over the lone client's;
+3. chat, completions and scoring (``echo`` + ``logprobs``) through ``/v1`` over three
+   versions while edits commit: requests/s, completion tokens/s, p50 / p95.
+
+(Until the engine was the only query path, this compared it with the one-request-at-a-time
+path on merged weights; those figures stay in docs/openai.md as history.)
 """
 
 from __future__ import annotations
@@ -39,20 +41,19 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 CHAT = [{"role": "user", "content": "What is the mother tongue of Danielle Darrieux?"}]
 
 
-def service(engine: bool, tiny: bool, threads: int = 0, device: str | None = None,
+def service(tiny: bool, threads: int = 0, device: str | None = None,
             worker_nice: int | None = None, prefix_tokens: int = 4096
             ) -> AbstractContextManager[str]:
-    """A service of our own (:func:`bench.load.own_service`) on the old or the new query path,
-    on ``device`` (the service's default when None: CUDA where present)."""
-    env = {"MODELEDIT_QUERY_ENGINE": "1" if engine else "0",
-           # the engine's prefix store (the service's default, 4096): --prefix-tokens 0
-           # measures the new path without it
-           "MODELEDIT_PREFIX_TOKENS": str(prefix_tokens) if engine else "0"}
+    """A service of our own (:func:`bench.load.own_service`) on ``device`` (the service's
+    default when None: CUDA where present)."""
+    # the engine's prefix store (the service's default, 4096): --prefix-tokens 0 measures
+    # the engine without it
+    env = {"MODELEDIT_PREFIX_TOKENS": str(prefix_tokens)}
     if device:
         env["MODELEDIT_DEVICE"] = device
     if worker_nice is not None:
         env["MODELEDIT_WORKER_NICE"] = str(worker_nice)
-    if threads:  # both paths alike: torch's intra-op pool per process
+    if threads:  # torch's intra-op pool per process
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return own_service(tiny, env, chat_template=CHATML)
 
@@ -71,8 +72,11 @@ def lone_client(url: str, requests: int) -> dict[str, Any]:
                 if n:  # the first request warms caches
                     latency[endpoint].append(time.perf_counter() - started)
                 response.raise_for_status()
-    return {e: {"p50_ms": round(1000 * percentile(v, 0.5), 1),
-                "p95_ms": round(1000 * percentile(v, 0.95), 1)} for e, v in latency.items()}
+    every = [t for v in latency.values() for t in v]
+    return {"endpoints": {e: {"p50_ms": round(1000 * percentile(v, 0.5), 1),
+                              "p95_ms": round(1000 * percentile(v, 0.95), 1)}
+                          for e, v in latency.items()},
+            "rps": round(len(every) / sum(every), 2) if every else 0.0}
 
 
 def openai_mix(url: str, clients: int, duration: float, edits: int, every_s: float
@@ -160,17 +164,16 @@ def main(argv: list[str] | None = None) -> int:
                         "commits, at most this many seconds in all (0: stop at --duration)")
     parser.add_argument("--lone", type=int, default=15, help="lone-client requests per endpoint")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model")
-    parser.add_argument("--paths", default="old,new")
     parser.add_argument("--threads", type=int, default=0,
-                        help="OMP_NUM_THREADS for both services (0: torch's default); on a "
+                        help="OMP_NUM_THREADS of the service (0: torch's default); on a "
                         "machine other jobs load, 1 avoids OpenMP spinning against them")
     parser.add_argument("--device", default=None,
-                        help="torch device of both services (cpu, cuda, cuda:1; default: the "
+                        help="torch device of the service (cpu, cuda, cuda:1; default: the "
                         "service's own choice, CUDA where present)")
     parser.add_argument("--prefix-tokens", type=int, default=4096,
-                        help="MODELEDIT_PREFIX_TOKENS of the new path (0: off)")
+                        help="MODELEDIT_PREFIX_TOKENS (0: off)")
     parser.add_argument("--worker-nice", type=int, default=None,
-                        help="MODELEDIT_WORKER_NICE for both services (default: the service's)")
+                        help="MODELEDIT_WORKER_NICE (default: the service's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not (1 <= args.clients <= 256 and 0 < args.duration <= 3600):
@@ -180,43 +183,32 @@ def main(argv: list[str] | None = None) -> int:
                               "threads": args.threads, "device": args.device or "default",
                               "worker_nice": args.worker_nice,
                               "prefix_tokens": args.prefix_tokens,
-                              "paths": {}}
-    for path in args.paths.split(","):
-        with service(path == "new", args.tiny, args.threads, args.device, args.worker_nice,
-                     args.prefix_tokens) as url:
-            entry: dict[str, Any] = {}
-            entry["lone"] = lone_client(url, args.lone)
-            entry["load"] = run_queries(url, args.clients, args.duration, args.edits,
-                                        args.edit_every, 8, args.until_commit)
-            if path == "new":
-                entry["openai_mix"] = openai_mix(url, args.clients, args.duration, args.edits,
-                                                 args.edit_every)
-            report["paths"][path] = entry
-    paths = report["paths"]
-    rps = {p: sum(e["rps"] for e in v["load"]["endpoints"].values()) for p, v in paths.items()}
-    if "old" in rps and "new" in rps and rps["old"]:
-        report["speedup"] = round(rps["new"] / rps["old"], 2)
-    report["ok"] = all(v["load"]["ok"] and v.get("openai_mix", {"ok": True})["ok"]
-                       for v in paths.values())
+                              }
+    with service(args.tiny, args.threads, args.device, args.worker_nice,
+                 args.prefix_tokens) as url:
+        report["lone"] = lone_client(url, args.lone)
+        report["load"] = run_queries(url, args.clients, args.duration, args.edits,
+                                     args.edit_every, 8, args.until_commit)
+        report["openai_mix"] = openai_mix(url, args.clients, args.duration, args.edits,
+                                          args.edit_every)
+    load, lone, mix = report["load"], report["lone"], report["openai_mix"]
+    rps = sum(e["rps"] for e in load["endpoints"].values())
+    if lone["rps"]:
+        report["vs_lone"] = round(rps / lone["rps"], 2)
+    report["ok"] = load["ok"] and mix["ok"]
     out = write_json("openai_load", report, args.out)
     print(json.dumps(report, indent=2, default=str))
-    rows = []
-    for p, v in paths.items():
-        load = v["load"]
-        rows.append([p, "bench.load mix", rps[p], sum(e["errors"] for e in load["endpoints"].values()),
-                     "/".join(str(e["p50_ms"]) for e in load["endpoints"].values()),
-                     load["ok"]])
-        rows.append([p, "lone /generate, /score p50", "",
-                     "", "/".join(str(e["p50_ms"]) for e in v["lone"].values()), ""])
-        if "openai_mix" in v:
-            mix = v["openai_mix"]
-            rows.append([p, f"/v1 mix {mix['models']} ({mix['tokens_per_s']} tok/s)", mix["rps"],
-                         sum(mix["errors"].values()),
-                         "/".join(f"{k}:{s['p50_ms']}" for k, s in mix["kinds"].items()),
-                         mix["ok"]])
-    print(table(["path", "what", "req/s", "errors", "p50 (ms)", "ok"], rows))
-    if "speedup" in report:
-        print(f"speedup of the bench.load mix: {report['speedup']}x")
+    rows = [["lone client (one request at a time)", lone["rps"], "",
+             "/".join(str(e["p50_ms"]) for e in lone["endpoints"].values()), ""],
+            [f"bench.load mix, {args.clients} clients", rps,
+             sum(e["errors"] for e in load["endpoints"].values()),
+             "/".join(str(e["p50_ms"]) for e in load["endpoints"].values()), load["ok"]],
+            [f"/v1 mix {mix['models']} ({mix['tokens_per_s']} tok/s)", mix["rps"],
+             sum(mix["errors"].values()),
+             "/".join(f"{k}:{s['p50_ms']}" for k, s in mix["kinds"].items()), mix["ok"]]]
+    print(table(["what", "req/s", "errors", "p50 (ms)", "ok"], rows))
+    if "vs_lone" in report:
+        print(f"the mix's requests/s over a lone client's: {report['vs_lone']}x")
     print(f"{'OK' if report['ok'] else 'FAILED'}; results in {out}")
     return 0 if report["ok"] else 1
 

@@ -84,9 +84,30 @@ async def _on_validation(_: Request, exc: RequestValidationError) -> JSONRespons
     return JSONResponse(status_code=422, content=error_body(detail, errors))
 
 
-async def _on_api_error(_: Request, exc: ApiError) -> JSONResponse:
-    errors = [{"field": exc.field, "message": exc.detail}] if exc.field else []
-    return JSONResponse(status_code=exc.status, content=error_body(exc.detail, errors),
+def public(request: Request, text: str) -> str:
+    """``text`` without the server's locations (data directory, model path, vLLM's URL and
+    adapter directory): an error message from deep inside (a delta file that cannot be read)
+    may name them; the log keeps the original."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return text
+    settings = services.settings
+    hidden = {str(settings.data_path): "<data_dir>", str(settings.data_dir): "<data_dir>",
+              settings.model: "<model>", str(settings.vllm_url or ""): "<vllm>",
+              str(settings.vllm_adapter_dir or ""): "<adapters>"}
+    out = text
+    for where, name in sorted(hidden.items(), key=lambda kv: -len(kv[0])):
+        if len(where) > 1 and ("/" in where or ":" in where) and where in out:
+            out = out.replace(where, name)
+    if out != text:
+        log.info("error message redacted for the client: %s", text)
+    return out
+
+
+async def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+    detail = public(request, exc.detail)
+    errors = [{"field": exc.field, "message": detail}] if exc.field else []
+    return JSONResponse(status_code=exc.status, content=error_body(detail, errors),
                         headers=exc.headers)
 
 

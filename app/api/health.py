@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from anyio import CapacityLimiter, to_thread
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import get_metrics, get_services
+from app.api.deps import get_metrics
 from app.api.metrics import Metrics
 from app.api.schemas import HealthOut, ReadyOut
 from app.services import Services
@@ -15,7 +16,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthOut, summary="Liveness: the process answers")
-def health() -> HealthOut:
+async def health() -> HealthOut:
+    """On the event loop: never waits for a thread, however busy the service is."""
     return HealthOut()
 
 
@@ -25,9 +27,19 @@ def health() -> HealthOut:
     summary="Readiness: model loaded, Redis reachable, worker alive; the version served",
     responses={503: {"model": ReadyOut, "description": "not ready; `detail` says why"}},
 )
-def ready(services: Services = Depends(get_services)) -> JSONResponse:
+async def ready(http: Request) -> JSONResponse:
     """`version` and `weights_sha256` identify what this process serves: equal digests across
-    API processes (and the version's recorded `weights_sha256`) mean bit-identical weights."""
+    API processes (and the version's recorded `weights_sha256`) mean bit-identical weights.
+    Not ready while the query engine is down."""
+    # the blocking checks (Redis) run on two threads of /ready's own (made on first use, in
+    # the app's event loop), never queued behind other work in the server's thread pool
+    limiter = getattr(http.app.state, "ready_threads", None)
+    if limiter is None:
+        limiter = http.app.state.ready_threads = CapacityLimiter(2)
+    return await to_thread.run_sync(_ready, http.app.state.services, limiter=limiter)
+
+
+def _ready(services: Services) -> JSONResponse:
     redis_ok = services.redis_ok()
     worker = services.worker_alive() if redis_ok else False
     runtime = services.runtime
@@ -38,6 +50,13 @@ def ready(services: Services = Depends(get_services)) -> JSONResponse:
         problems.append("no editor worker is alive (start `python -m app worker`)")
     if services.follower.error:
         problems.append(services.follower.error)
+    engine = services.engine
+    if engine is not None and engine.draining:
+        problems.append("the service is stopping")
+    elif services.vllm is None and (engine is None or not engine.alive):
+        problems.append("the query engine is not running")
+    if services.vllm is not None and not services.vllm.sync.answered:
+        problems.append("vLLM has not answered a query yet")
     body = ReadyOut(
         ready=not problems,
         model=services.parts.lm.name,

@@ -27,7 +27,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -39,7 +39,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await self._reject(send)
+                await self._reject(scope, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -55,12 +55,18 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({
-            "detail": f"request body is larger than {self.limit} bytes; send fewer facts per "
-            "request (or ask the operator to raise MODELEDIT_MAX_BODY_BYTES)",
-            "errors": [{"field": "body", "message": f"at most {self.limit} bytes"}],
-        }).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        """413, in OpenAI's error shape under /v1 and the service's own elsewhere."""
+        message = (f"request body is larger than {self.limit} bytes; send less per request "
+                   "(or ask the operator to raise MODELEDIT_MAX_BODY_BYTES)")
+        if scope.get("path", "").startswith("/v1/"):
+            content: dict[str, Any] = {"error": {
+                "message": message, "type": "invalid_request_error", "param": None,
+                "code": "request_too_large"}}
+        else:
+            content = {"detail": message,
+                       "errors": [{"field": "body", "message": f"at most {self.limit} bytes"}]}
+        body = json.dumps(content).encode()
         await send({
             "type": "http.response.start",
             "status": 413,

@@ -1,19 +1,20 @@
 """``/score``, ``/generate``, ``/next-tokens``: ask the model, on the active or a named version.
 
-Endpoints are plain ``def``: FastAPI runs them in its thread pool while they wait for the
-batch engine (:mod:`app.serving.queries`), which answers every query of this process in
-shared forward passes, each row on its own version's weights. A process without an engine
-(none today) falls back to a forward pass of its own under the runtime's lock.
+Handlers are ``async``: they tokenize, submit to the batch engine and await its answer
+(:mod:`app.serving.queries`), so a waiting query holds no thread of the server's pool and
+``/health`` never waits behind queries. The engine answers every query of this process in
+shared forward passes, each row on its own version's weights. Every query has a deadline
+(504) and a client that disconnects cancels its rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends
+from fastapi import Request as HttpRequest
 
 from app.api.deps import get_parts
 from app.api.errors import ApiError
@@ -29,12 +30,12 @@ from app.api.schemas import (
     TokenProb,
 )
 from app.api.security import require_read
+from app.api.waiting import watch
 from app.services import ModelParts
-from app.serving import inference, queries
+from app.serving import queries
 from app.serving.delta_source import UnusableDelta
-from app.serving.engine import QueueFull, ServingEngine
-from app.serving.queries import EngineFailed
-from app.serving.runtime import Served
+from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
+from app.serving.queries import ClientGone, DeadlineExceeded, EngineFailed, Watch
 from app.store import NotFound
 from editing.forward.tokens import prompt_ids
 
@@ -45,6 +46,9 @@ RESPONSES = {
     404: {"model": ErrorOut, "description": "unknown version"},
     409: {"model": ErrorOut, "description": "the version's weights cannot be built"},
     422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
+    429: {"model": ErrorOut, "description": "too many queries in flight; see Retry-After"},
+    503: {"model": ErrorOut, "description": "the engine is stopping or failed; see Retry-After"},
+    504: {"model": ErrorOut, "description": "no answer within MODELEDIT_QUERY_TIMEOUT_S"},
 }
 
 
@@ -61,103 +65,82 @@ def _check_version(parts: ModelParts, version: str | None) -> None:
 
 
 def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
-    """A prompt longer than the model's context would fail inside the model: say so here."""
-    limit = getattr(parts.lm.model.config, "max_position_embeddings", None)
-    if limit is None:
-        return
+    """A prompt with no token, or longer than the model's context, would fail inside the
+    engine: say so here."""
     n = len(prompt_ids(parts.lm.tokenizer, prompt))
-    if n + extra > limit:
+    if n == 0:
+        raise ApiError(422, "prompt yields no tokens; give some text", field="prompt")
+    limit = getattr(parts.lm.model.config, "max_position_embeddings", None)
+    if limit is not None and n + extra > limit:
         raise ApiError(422, f"prompt is {n} tokens (+{extra} to generate); the model takes at "
                        f"most {limit}", field="prompt")
 
 
-def _engine_call(parts: ModelParts, version: str | None, ask: Callable[[ServingEngine, str], T]
-                 ) -> tuple[str, T] | None:
-    """``ask(engine, resolved version)`` on the batch engine; None when there is none."""
+async def _engine_call(parts: ModelParts, version: str | None, http: HttpRequest,
+                       ask: Callable[[ServingEngine, str, Watch], Awaitable[T]]
+                       ) -> tuple[str, T]:
+    """``ask(engine, resolved version, watch)`` on the batch engine, its failures as HTTP."""
     engine = parts.engine
     if engine is None:
-        return None
+        raise ApiError(503, "this process has no generation engine",
+                       headers={"Retry-After": "5"})
     _check_version(parts, version)
     resolved = engine.resolve(version)
     try:
-        return resolved, ask(engine, resolved)
+        return resolved, await ask(engine, resolved, watch(http))
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
+    except TooLarge as exc:
+        raise ApiError(422, str(exc)) from exc
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
+    except EngineStopped as exc:
+        raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from exc
+    except DeadlineExceeded as exc:
+        raise ApiError(504, str(exc)) from exc
+    except ClientGone as exc:
+        raise ApiError(499, "client disconnected") from exc
     except EngineFailed as exc:
-        raise ApiError(503, str(exc)) from exc
-
-
-@contextmanager
-def _serving(parts: ModelParts, version: str | None) -> Iterator[Served]:
-    """The model at ``version``; a delta in its chain that cannot be applied is a 409."""
-    _check_version(parts, version)
-    try:
-        with parts.runtime.serving(version) as served:
-            yield served
-    except UnusableDelta as exc:
-        raise ApiError(409, str(exc), field="version") from exc
+        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
 
 
 @router.post("/score", response_model=ScoreOut, responses=RESPONSES,
              summary="Log-probability of each candidate continuation after the prompt")
-def score(
-    body: ScoreIn, parts: ModelParts = Depends(get_parts), _who: str = Depends(require_read)
+async def score(
+    body: ScoreIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
+    _who: str = Depends(require_read),
 ) -> ScoreOut:
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
     _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
-    answered = _engine_call(parts, body.version,
-                            lambda e, v: queries.score(e, v, body.prompt, body.candidates))
-    if answered is not None:
-        return ScoreOut(version=answered[0], scores=[
-            CandidateScore(candidate=c, logprob=lp, tokens=n)
-            for c, (lp, n) in zip(body.candidates, answered[1], strict=True)])
-    with _serving(parts, body.version) as served:
-        results = inference.score(served.model, served.tokenizer, body.prompt,
-                                  body.candidates)
-    return ScoreOut(
-        version=served.version,
-        scores=[CandidateScore(candidate=c, logprob=lp, tokens=n)
-                for c, (lp, n) in zip(body.candidates, results, strict=True)],
-    )
+    version, results = await _engine_call(parts, body.version, http, lambda e, v, w: queries.score(
+        e, v, body.prompt, body.candidates, w))
+    return ScoreOut(version=version, scores=[
+        CandidateScore(candidate=c, logprob=lp, tokens=n)
+        for c, (lp, n) in zip(body.candidates, results, strict=True)])
 
 
 @router.post("/generate", response_model=GenerateOut, responses=RESPONSES,
              summary="Greedy continuation of the prompt")
-def generate(
-    body: GenerateIn,
-    parts: ModelParts = Depends(get_parts),
+async def generate(
+    body: GenerateIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> GenerateOut:
     _check_length(parts, body.prompt, body.max_new_tokens)
-    answered = _engine_call(parts, body.version, lambda e, v: queries.generate(
-        e, v, body.prompt, body.max_new_tokens))
-    if answered is not None:
-        return GenerateOut(version=answered[0], text=answered[1])
-    with _serving(parts, body.version) as served:
-        text = inference.generate(served.model, served.tokenizer, body.prompt,
-                                  body.max_new_tokens)
-    return GenerateOut(version=served.version, text=text)
+    version, text = await _engine_call(parts, body.version, http, lambda e, v, w: queries.generate(
+        e, v, body.prompt, body.max_new_tokens, w))
+    return GenerateOut(version=version, text=text)
 
 
 @router.post("/next-tokens", response_model=NextTokensOut, responses=RESPONSES,
              summary="The k likeliest next tokens")
-def next_tokens(
-    body: NextTokensIn,
-    parts: ModelParts = Depends(get_parts),
+async def next_tokens(
+    body: NextTokensIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
     _check_length(parts, body.prompt)
-    answered = _engine_call(parts, body.version,
-                            lambda e, v: queries.next_tokens(e, v, body.prompt, body.k))
-    if answered is not None:
-        version, top = answered
-    else:
-        with _serving(parts, body.version) as served:
-            top = inference.next_tokens(served.model, served.tokenizer, body.prompt, body.k)
-        version = served.version
+    version, top = await _engine_call(parts, body.version, http, lambda e, v, w: (
+        queries.next_tokens(e, v, body.prompt, body.k, w)))
     return NextTokensOut(
         version=version,
         tokens=[TokenProb(token=t, id=i, logprob=lp, prob=math.exp(lp)) for t, i, lp in top],

@@ -54,7 +54,9 @@ class JobSubmitter:
         except Conflict as exc:
             raise ApiError(409, str(exc), field="idempotency_key") from exc
         except StoreWriteError as exc:
-            raise ApiError(503, f"the job could not be stored: {exc}") from exc
+            log.exception("storing a job failed")
+            raise ApiError(503, "the job could not be stored (the server log says why); "
+                           "retry later") from exc
         if created:
             try:
                 self.queue.enqueue(job.id)

@@ -265,7 +265,9 @@ def export(
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
     except (OSError, StoreError) as exc:
-        raise ApiError(503, f"the export could not be written: {exc}") from exc
+        log.exception("export of %s failed", version)
+        raise ApiError(503, "the export could not be written (the server log says why); "
+                       "retry later") from exc
     return _tar_response(out, version, f"{version}.tar")
 
 
@@ -290,7 +292,9 @@ def _export_peft(
         except PeftExportError as exc:
             raise ApiError(422, str(exc), field="tol") from exc
         except (OSError, StoreError) as exc:
-            raise ApiError(503, f"the export could not be written: {exc}") from exc
+            log.exception("adapter export of %s failed", version)
+            raise ApiError(503, "the export could not be written (the server log says why); "
+                           "retry later") from exc
     except BaseException:
         _remove(scratch)
         raise

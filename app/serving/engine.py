@@ -36,12 +36,23 @@ from models.generate import BatchEngine, Request
 log = logging.getLogger(__name__)
 
 
+STOPPING = "the service is stopping; retry shortly"
+
+
 class QueueFull(RuntimeError):
     """Too many requests in flight; retry after ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooLarge(ValueError):
+    """One call asks for more rows than the bound: it can never be admitted (not a retry)."""
+
+
+class EngineStopped(RuntimeError):
+    """The engine is stopping or its thread is gone: nothing new is admitted."""
 
 
 class ServingEngine:
@@ -60,6 +71,7 @@ class ServingEngine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="generate-loop", daemon=True)
         self._busy_until = 0.0
+        self._drain_deadline: float | None = None
         self.by_version: Counter[str] = Counter()
         self._requests = PromCounter(
             "modeledit_generation_requests", "queries answered by the batch engine, by version",
@@ -70,11 +82,30 @@ class ServingEngine:
         self._thread.start()
         return self
 
+    def drain(self, grace_s: float) -> None:
+        """Refuse new requests from now on (:class:`EngineStopped`); what is in flight may
+        finish within ``grace_s``, and is then ended with an error saying the service is
+        stopping (each release counted). Called again, the shorter grace wins."""
+        deadline = time.monotonic() + max(0.0, grace_s)
+        with self._cond:
+            self._drain_deadline = min(self._drain_deadline or deadline, deadline)
+            self._cond.notify_all()
+
+    @property
+    def draining(self) -> bool:
+        return self._drain_deadline is not None
+
+    def _drain_due(self) -> bool:
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
+
     def stop(self) -> None:
+        """Refuse new requests, let the loop end, and finish what is left with an error (each
+        release counted, so the in-flight count ends at zero)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
         self.engine.fail_all("the service is shutting down")
 
     # -- intake -------------------------------------------------------------------------
@@ -83,35 +114,58 @@ class ServingEngine:
         return self.runtime.active if version in (None, "", "active") else str(version)
 
     def submit(self, version: str, requests: Sequence[Request]) -> None:
-        """Queue ``requests`` on ``version``'s weights; raises :class:`QueueFull`, or what
-        building the version's additions raises (an unusable delta)."""
+        """Queue ``requests`` on ``version``'s weights, all or none.
+
+        Raises :class:`EngineStopped`, :class:`TooLarge`, :class:`QueueFull`, ``ValueError``
+        (a request with no prompt token) or what building the version's additions raises (an
+        unusable delta). Rows are counted only once the engine holds them, under the same lock
+        the release takes, so no failure leaves a row counted and every finish (success,
+        error, cancellation, shutdown) releases it exactly once.
+        """
+        if not self.alive:
+            raise EngineStopped(STOPPING)
+        if len(requests) > self.max_queue:
+            raise TooLarge(f"this request asks for {len(requests)} generations (prompts x n); "
+                           f"this server runs at most {self.max_queue} at once")
         additions = self.runtime.additions(version)
         with self._cond:
             if self._in_flight + len(requests) > self.max_queue:
                 raise QueueFull(f"{self._in_flight} requests are in flight (the bound is "
                                 f"{self.max_queue}); retry shortly")
+            for request in requests:
+                request.additions = additions
+                self._track(request)
+            self.engine.add_all(requests)  # raises with nothing queued
             self._in_flight += len(requests)
             self.by_version[version] += len(requests)
             if self._requests is not None:
                 self._requests.labels(version=version).inc(len(requests))
-            for request in requests:
-                request.additions = additions
-                self._track(request)
-                self.engine.add(request)
             self._cond.notify_all()
 
     def _track(self, request: Request) -> None:
-        """Count the request out of the bound when it finishes, then call its own hook."""
+        """Count the request out of the bound when it finishes (once), then call its hook."""
         hook = request.on_update
+        released = False
 
         def on_update(r: Request) -> None:
+            nonlocal released
             if r.finished:
                 with self._cond:
-                    self._in_flight -= 1
+                    if not released:
+                        released = True
+                        self._in_flight -= 1
             if hook is not None:
-                hook(r)
+                try:  # a caller's failing hook (its event loop closed) fails nobody else
+                    hook(r)
+                except Exception:  # noqa: BLE001
+                    log.exception("a request's update hook failed")
 
         request.on_update = on_update
+
+    @property
+    def alive(self) -> bool:
+        """The loop thread runs and is not stopping: a submitted request will be answered."""
+        return self._thread.is_alive() and not self._stop.is_set() and not self.draining
 
     @property
     def in_flight(self) -> int:
@@ -125,10 +179,13 @@ class ServingEngine:
                     self._cond.wait(0.5)
             if self._stop.is_set():
                 return
-            if not self.engine.running and time.monotonic() < self._busy_until:
-                self._collect()
             try:
+                if not self.engine.running and time.monotonic() < self._busy_until:
+                    self._collect()
                 with self.runtime.serving(self.runtime.base_id):
+                    if self._drain_due():
+                        self.engine.fail_all(STOPPING)
+                        continue
                     rows = self.engine.step()
             except Exception as exc:  # a bug must not hang every waiting client
                 log.exception("generation step failed")

@@ -13,10 +13,10 @@ over HTTP as an uncompressed tar stream (safetensors do not compress).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +27,7 @@ from app.store import Version, VersionStore
 from editing.export.peft import export_peft_adapter
 from editing.weights.fingerprint import weights_digest
 from models.files import publish_dir
+from models.specs import mlp_out_weight
 
 if TYPE_CHECKING:
     from app.serving.parts import ModelParts
@@ -41,38 +42,72 @@ class BaseNotExportable(ValueError):
     """The base version has no change from the base: there is no adapter to write."""
 
 
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def export_lock(out_dir: Path) -> threading.Lock:
+    """One lock per export directory (a version and format) in this process: a second first
+    export of it waits for the first and then sends its result instead of writing again."""
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(Path(out_dir).absolute(), threading.Lock())
+
+
 def export_version(
     runtime: ModelRuntime, store: VersionStore, version: str, out_dir: Path
 ) -> Path:
-    """Write the merged checkpoint of ``version`` to ``out_dir`` (atomically); return it."""
-    record = store.get_version(version)
+    """Write the merged checkpoint of ``version`` to ``out_dir`` (atomically); return it.
+
+    Concurrent exports of one version write once (a per-directory lock; across processes,
+    each writes its own temporary directory and the first published stands). A published
+    export is never replaced, since another response may be streaming it. With the API's
+    runtime the model keeps serving the base meanwhile: the version's edited matrices are
+    merged beside it and saved in place of the base's (no write lock, the engine runs on).
+    """
     out_dir = Path(out_dir)
-    if (out_dir / MARKER).exists():
-        return out_dir
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with export_lock(out_dir):
+        if (out_dir / MARKER).exists():
+            return out_dir
+        record = store.get_version(version)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+        try:
+            digest = _save_merged(runtime, version, tmp)
+            info = {
+                "version": version,
+                "parent": record.parent,
+                "chain": [v.id for v in store.chain(version)],
+                "model": runtime.lm.name,
+                "base_fingerprint": runtime.fingerprint,
+                "weights_sha256": digest,
+                "exported_at": time.time(),
+            }
+            (tmp / MARKER).write_text(json.dumps(info, indent=2))
+            _publish(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _save_merged(runtime: ModelRuntime, version: str, tmp: Path) -> str:
+    """Save ``version``'s merged weights and the tokenizer in ``tmp``; return their digest."""
+    from app.serving.versions import AdditiveRuntime
+
+    if not isinstance(runtime, AdditiveRuntime):  # a process that merges (the CLI's export)
         with runtime.serving(version) as served:
             served.model.save_pretrained(tmp)
             served.tokenizer.save_pretrained(tmp)
-            digest = weights_digest(served.model)
-        chain = [v.id for v in store.chain(version)]
-        info = {
-            "version": version,
-            "parent": record.parent,
-            "chain": chain,
-            "model": runtime.lm.name,
-            "base_fingerprint": runtime.fingerprint,
-            "weights_sha256": digest,
-            "exported_at": time.time(),
-        }
-        (tmp / MARKER).write_text(json.dumps(info, indent=2))
-        publish_dir(tmp, out_dir, overwrite=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+            return weights_digest(served.model)
+    merged = runtime.merged_weights(version)
+    with runtime.serving(runtime.base_id) as served:  # read lock: the base stays as it is
+        model = served.model
+        names = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+        state = model.state_dict()
+        for layer, weight in merged.items():
+            state[names[id(mlp_out_weight(model, layer))]] = weight
+        model.save_pretrained(tmp, state_dict=state)
+        served.tokenizer.save_pretrained(tmp)
+    return runtime.weights_digest(version)
 
 
 def peft_export_dir(data_path: Path, version: str) -> Path:
@@ -94,6 +129,12 @@ def export_peft_version(parts: ModelParts, version: str, out_dir: Path, tol: flo
             f"version {version} is the base model: it has no change to export as an adapter; "
             "serve the base model itself (or export it with format hf)")
     out_dir = Path(out_dir)
+    with export_lock(out_dir):
+        return _export_peft(parts, record, out_dir, tol)
+
+
+def _export_peft(parts: ModelParts, record: Version, out_dir: Path, tol: float) -> Path:
+    version = record.id
     if _reusable(out_dir, version, tol):
         return out_dir
     deltas = parts.deltas.deltas(version)  # checked against the served model

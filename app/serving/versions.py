@@ -72,6 +72,27 @@ class AdditiveRuntime(ModelRuntime):
         self.additions(version)
         self.active = version
 
+    def merged_weights(self, version: str) -> dict[int, torch.Tensor]:
+        """The MLP output matrix of each layer ``version`` edits, as merging its chain into the
+        model gives it (held in float32, deltas added in order, as ``add_layer_update``
+        does), computed beside the model: the model keeps the base weights, so the engine
+        goes on serving meanwhile (only the read lock is held, to read the base)."""
+        chain = self._chain_loader(version)
+        transposed = spec_for(self.lm.model).transposed
+        merged: dict[int, torch.Tensor] = {}
+        with self.serving(self.base_id):  # the model's own matrices are the base's
+            for layer in range(num_layers(self.lm.model)):
+                updates = [d.updates[layer] for _, d in chain if layer in d.updates]
+                if not updates:
+                    continue
+                weight = mlp_out_weight(self.lm.model, layer).detach()
+                weight = weight.to(torch.float32, copy=True)
+                for update in updates:
+                    dense = update.dense().to(weight.device, torch.float32)
+                    weight.add_(dense.T if transposed else dense)
+                merged[layer] = weight
+        return merged
+
     def weights_digest(self, version: str | None = None) -> str:
         """sha256 of the MLP output matrices ``version`` has when merged (as
         :func:`editing.weights.fingerprint.weights_digest` of a merged model), cached per version."""
@@ -79,18 +100,13 @@ class AdditiveRuntime(ModelRuntime):
         cached = self._digests.get(version)
         if cached is not None:
             return cached
-        chain = self._chain_loader(version)
-        transposed = spec_for(self.lm.model).transposed
+        merged = self.merged_weights(version)
         digest = hashlib.sha256()
-        with self.serving(self.base_id):  # the model's own matrices are the base's
+        with self.serving(self.base_id):
             for layer in range(num_layers(self.lm.model)):
-                weight = mlp_out_weight(self.lm.model, layer).detach()
-                updates = [d.updates[layer] for _, d in chain if layer in d.updates]
-                if updates:  # held in float32 and added in order, as add_layer_update does
-                    weight = weight.to(torch.float32, copy=True)
-                    for update in updates:
-                        dense = update.dense().to(weight.device, torch.float32)
-                        weight.add_(dense.T if transposed else dense)
+                weight = merged.get(layer)
+                if weight is None:
+                    weight = mlp_out_weight(self.lm.model, layer).detach()
                 digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
                 digest.update(tensor_bytes(weight))
         self._digests[version] = digest.hexdigest()

@@ -75,6 +75,9 @@ class AdapterSync:
         self.max_rank = max_rank
         self.poll_s = poll_s
         self.up = False
+        self.answered = False
+        """vLLM has answered a completion since it came up: what /ready waits for (its model
+        list answers some seconds before it can generate)."""
         self.base_name: str | None = None
         self.last_error: str | None = None
         self._base: str | None = None
@@ -106,6 +109,8 @@ class AdapterSync:
         while not self._stop.is_set():
             try:
                 self.step()
+                if self.up and not self.answered and self.base_name:
+                    self.answered = self.client.answers(self.base_name)
             except Exception:  # the loop must outlive any one bad step
                 log.exception("vLLM sync step failed")
             self._wake.wait(self.poll_s)
@@ -254,7 +259,7 @@ class AdapterSync:
             if self.up:
                 log.warning("vLLM is down (%s); versions stay committed, serving resumes "
                             "when it is back", reason)
-            self.up, self.last_error, self._loaded = False, reason, set()
+            self.up, self.answered, self.last_error, self._loaded = False, False, reason, set()
             for serving in self._states.values():
                 if serving.state == "served":
                     serving.state = "pending"

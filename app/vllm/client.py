@@ -61,6 +61,16 @@ class VllmClient:
         except VllmUnavailable:
             return False
 
+    def answers(self, model: str) -> bool:
+        """A one-token completion on ``model`` succeeds (the engine can generate), without
+        raising."""
+        try:
+            response = self._call("POST", "/v1/completions", json={
+                "model": model, "prompt": "ping", "max_tokens": 1})
+        except VllmUnavailable:
+            return False
+        return response.status_code == 200
+
     def models(self) -> list[ServedModel]:
         response = self._call("GET", "/v1/models")
         if response.status_code != 200:

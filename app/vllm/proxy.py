@@ -17,13 +17,15 @@ time: with ``--enable-lora``, vLLM 0.32's CPU engine dies when several run at on
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from app.api.openai.protocol import ENGINE_HEADER
 from app.store import NotFound, VersionStore
@@ -33,6 +35,7 @@ from app.vllm.client import VllmUnavailable
 """On every proxied answer, so nobody has to guess whether vLLM or the embedded engine spoke."""
 ACTIVE = "active"
 _HEADERS = {ENGINE_HEADER: ENGINE}
+log = logging.getLogger(__name__)
 
 
 def openai_error(status: int, message: str, type_: str, code: str | None = None,
@@ -44,10 +47,27 @@ def openai_error(status: int, message: str, type_: str, code: str | None = None,
 
 
 def unavailable(detail: str) -> JSONResponse:
-    return openai_error(
-        503, f"vLLM, the engine that serves this model, is unavailable ({detail}); edits and "
-        "versions still work and vLLM catches up when it is back. Retry shortly.",
+    """503 + ``Retry-After``; ``detail`` (which may name vLLM's URL or the server's paths)
+    goes to the log, never to the client."""
+    log.warning("vLLM unavailable: %s", detail)
+    response = openai_error(
+        503, "vLLM, the engine that serves this model, is unavailable; edits and versions "
+        "still work and vLLM catches up when it is back. Retry shortly.",
         "service_unavailable", "vllm_unavailable")
+    response.headers["Retry-After"] = "2"
+    return response
+
+
+class _Once:
+    """Release a lock exactly once, whichever path gets there first."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def __call__(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class BadRequest(ValueError):
@@ -93,6 +113,8 @@ class VllmProxy:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         self._serial = asyncio.Lock()
         self.serialised = 0
+        self.serial_wait_s = 30.0
+        """How long a prompt-logprob request waits for the one running before a 429."""
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -155,9 +177,21 @@ class VllmProxy:
         request = {**body, "model": name}
         if not needs_serialising(request):
             return await self._send(path, request)
-        await self._serial.acquire()
+        try:  # a bounded wait: a queue of these must not hold clients for minutes
+            await asyncio.wait_for(self._serial.acquire(), self.serial_wait_s)
+        except TimeoutError:
+            response = openai_error(
+                429, "requests for prompt log-probabilities run one at a time on vLLM and "
+                "another is running; retry shortly", "rate_limit_error", "serialised_busy")
+            response.headers["Retry-After"] = "1"
+            return response
         self.serialised += 1
-        return await self._send(path, request, release=self._serial.release)
+        release = _Once(self._serial.release)
+        try:  # released on every path: an error, a cancelled request, a stream never read
+            return await self._send(path, request, release=release)
+        except BaseException:
+            release()
+            raise
 
     async def _send(self, path: str, body: dict[str, Any], release: Any = None) -> Response:
         stream = bool(body.get("stream"))
@@ -173,7 +207,8 @@ class VllmProxy:
             await upstream.aclose()
             _done(release)
             self.sync.kick()
-            return unavailable(f"it answered {upstream.status_code}: {text[:200]}")
+            log.warning("vLLM answered %s: %s", upstream.status_code, text[:500])
+            return unavailable(f"it answered {upstream.status_code}")
         headers = {**_HEADERS, "content-type": upstream.headers.get("content-type",
                                                                     "application/json")}
         if not stream:
@@ -181,8 +216,9 @@ class VllmProxy:
             await upstream.aclose()
             _done(release)
             return Response(content, status_code=upstream.status_code, headers=headers)
+        background = BackgroundTask(_done, release) if release is not None else None
         return StreamingResponse(_relay(upstream, release), status_code=upstream.status_code,
-                                 headers=headers)
+                                 headers=headers, background=background)
 
 
 async def _relay(upstream: httpx.Response, release: Any) -> AsyncIterator[bytes]:

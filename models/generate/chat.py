@@ -35,7 +35,8 @@ def render_chat(
     assistant's turn opened (``add_generation_prompt``) so the model answers next.
 
     Raises :class:`NoChatTemplate` when the tokenizer has none and :class:`BadMessages` for
-    a role outside system / user / assistant or an empty conversation.
+    a role outside system / user / assistant or an empty conversation. A message's
+    ``name`` reaches the template, which may use it or not (as OpenAI accepts it).
     """
     if not has_chat_template(tokenizer):
         raise NoChatTemplate(
@@ -50,7 +51,7 @@ def render_chat(
         if not isinstance(message.get("content"), str):
             raise BadMessages(f"messages[{i}].content must be text")
     ids = tokenizer.apply_chat_template(
-        [{"role": m["role"], "content": m["content"]} for m in messages],
+        [{k: m[k] for k in ("role", "content", "name") if k in m} for m in messages],
         add_generation_prompt=add_generation_prompt, tokenize=True,
     )
     if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers may return a BatchEncoding

@@ -10,6 +10,7 @@ or :func:`generate` for offline use), so the engine owns no thread and no queue 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from models.generate.sampling import (
 )
 
 TopLogprobs = list[tuple[int, float]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -86,6 +88,7 @@ class BatchEngine:
         self._pending: list[Request] = []
         self._lock = threading.Lock()
         self.running: list[Request] = []
+        self._admitting: list[Request] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self.steps = 0
@@ -93,12 +96,23 @@ class BatchEngine:
     # -- intake -------------------------------------------------------------------------
     def add(self, request: Request) -> None:
         """Queue ``request`` for the next step (thread-safe)."""
-        if not request.prompt_ids:
-            raise ValueError("a request needs at least one prompt token")
+        self.add_all([request])
+
+    def add_all(self, requests: Sequence[Request]) -> None:
+        """Queue every request, or none: each is checked and prepared first, so a bad one
+        (no prompt token) raises ``ValueError`` with nothing queued (thread-safe)."""
+        for request in requests:
+            if not request.prompt_ids:
+                raise ValueError("a request needs at least one prompt token")
+        for request in requests:
+            self.prepare(request)
+        with self._lock:
+            self._pending.extend(requests)
+
+    def prepare(self, request: Request) -> None:
+        """Give ``request`` its stop-string tracker and its random generator."""
         request.tracker = TextTracker(self.tokenizer, request.params.stop)
         request.generator = make_generator(request.params.seed, self.device)
-        with self._lock:
-            self._pending.append(request)
 
     @property
     def pending(self) -> int:
@@ -118,7 +132,9 @@ class BatchEngine:
             new, self._pending = self._pending[:room], self._pending[room:]
         new = [r for r in new if not self._drop_cancelled(r)]
         if new:
+            self._admitting = new  # neither pending nor running until the prefill ends
             self._prefill(new)
+            self._admitting = []
         for r in self.running:
             self._drop_cancelled(r)
         self._prune()
@@ -273,11 +289,16 @@ class BatchEngine:
         """Finish every request with an error (the loop hit an exception)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        for r in [*self.running, *pending]:
+        rows = [*self._admitting, *self.running, *pending]
+        self.running, self._admitting = [], []
+        self._cache, self._mask = None, None
+        for r in rows:
             if not r.finished:
                 r.error = message
-                self._finish(r, "error")
-        self.running, self._cache, self._mask = [], None, None
+                try:  # one caller's failing hook must not leave the others unfinished
+                    self._finish(r, "error")
+                except Exception:  # noqa: BLE001
+                    log.exception("a request's update hook failed")
 
 
 @dataclass

@@ -254,9 +254,10 @@ def test_auth_queue_bound_and_missing_chat_template(guarded: LiveServer) -> None
     api = client(guarded, key="reader")
     assert "v0" in [m.id for m in api.models.list()]
     assert client(guarded, key="writer").models.list()
-    with pytest.raises(openai.RateLimitError) as full:
+    with pytest.raises(openai.BadRequestError) as never:  # 3 rows can never fit a bound of 2
         api.completions.with_raw_response.create(model="v0", prompt=PROMPT, max_tokens=2, n=3)
-    assert full.value.response.headers["retry-after"]
+    assert "at most 2" in never.value.body["message"]
+    assert never.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(openai.BadRequestError) as chat:
         api.chat.completions.create(model="v0", messages=CHAT)
     assert chat.value.body["code"] == "no_chat_template"

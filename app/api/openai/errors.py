@@ -15,12 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.errors import ApiError, _validation_message, field_path
+from app.api.errors import ApiError, _validation_message, field_path, public
 
 PREFIX = "/v1"
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_error", 503: "server_error"}
+         429: "rate_limit_error", 503: "server_error", 504: "timeout_error"}
 
 
 class OpenAIError(Exception):
@@ -40,8 +40,9 @@ def error_response(status: int, message: str, param: str | None = None,
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def _on_openai(_: Request, exc: OpenAIError) -> Response:
-    return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+def _on_openai(request: Request, exc: OpenAIError) -> Response:
+    return error_response(exc.status, public(request, exc.message), exc.param, exc.code,
+                          exc.headers)
 
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
@@ -69,8 +70,9 @@ def _validation(_: Request, exc: RequestValidationError) -> Response:
     return error_response(400, f"{param}: {_validation_message(err)}", param, code)
 
 
-def _api_error(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.detail, exc.field, None, exc.headers)
+def _api_error(request: Request, exc: ApiError) -> Response:
+    return error_response(exc.status, public(request, exc.detail), exc.field, None,
+                          exc.headers)
 
 
 def _http(_: Request, exc: StarletteHTTPException) -> Response:

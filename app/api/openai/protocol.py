@@ -133,6 +133,8 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant"] = Field(
         description="developer is read as system")
     content: str | list[TextPart]
+    name: str | None = Field(None, max_length=256, description="the participant's name; "
+                             "passed to the chat template, which may ignore it")
 
     def text(self) -> str:
         if isinstance(self.content, str):

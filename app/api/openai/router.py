@@ -7,6 +7,7 @@ and await its updates, so thousands of waiting clients hold no thread. Each answ
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path
@@ -28,8 +29,10 @@ from app.api.openai.protocol import (
     ModelList,
 )
 from app.api.security import require_read
+from app.api.waiting import unless_gone
 from app.services import Services
 from app.serving.engine import ServingEngine
+from app.serving.queries import ClientGone
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -38,6 +41,8 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "the token is not valid for reading"},
     404: {"model": ErrorResponse, "description": "unknown model (version)"},
     429: {"model": ErrorResponse, "description": "the request queue is full; see Retry-After"},
+    503: {"model": ErrorResponse, "description": "the service is stopping; see Retry-After"},
+    504: {"model": ErrorResponse, "description": "no answer within MODELEDIT_QUERY_TIMEOUT_S"},
 }
 
 
@@ -54,9 +59,18 @@ def _refuse_extra(body: CompletionRequest | ChatRequest) -> None:
                           name, "unrecognized_field")
 
 
+async def _proxied(http: HttpRequest, forwarding: Awaitable[Any]) -> Any:
+    """vLLM's answer; a client that leaves first cancels the request upstream."""
+    try:
+        return await unless_gone(http, forwarding)
+    except ClientGone:
+        raise OpenAIError(499, "client disconnected") from None
+
+
 def _engine(services: Services) -> ServingEngine:
     if services.engine is None:
-        raise OpenAIError(503, "this process has no generation engine", None, "no_engine")
+        raise OpenAIError(503, "this process has no generation engine", None, "no_engine",
+                          {"Retry-After": "5"})
     return services.engine
 
 
@@ -85,7 +99,7 @@ async def completions(body: CompletionRequest, http: HttpRequest,
                       _who: str = Depends(require_read)) -> Any:
     services = _services(http)
     if services.vllm is not None:
-        return await services.vllm.proxy.forward("completions", body)
+        return await _proxied(http, services.vllm.proxy.forward("completions", body))
     engine = _engine(services)
     _refuse_extra(body)
     if body.stream and body.echo:
@@ -116,7 +130,8 @@ async def completions(body: CompletionRequest, http: HttpRequest,
             return {"id": rid, "object": "text_completion", "created": created,
                     "model": version, "choices": [], "usage": sv.usage(call, prompts)}
 
-        return StreamingResponse(sv.stream_events(call, chunk, final),
+        return StreamingResponse(sv.stream_events(call, chunk, final,
+                                                  services.settings.query_timeout_s),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
     choices = []
@@ -146,7 +161,7 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
                            _who: str = Depends(require_read)) -> Any:
     services = _services(http)
     if services.vllm is not None:
-        return await services.vllm.proxy.forward("chat", body)
+        return await _proxied(http, services.vllm.proxy.forward("chat", body))
     engine = _engine(services)
     _refuse_extra(body)
     prompt = sv.chat_prompt(services, body)
@@ -180,7 +195,8 @@ async def chat_completions(body: ChatRequest, http: HttpRequest,
                                                                        "content": ""},
                                                  "finish_reason": None, "logprobs": None}]}
                  for i in range(len(call.requests))]
-        return StreamingResponse(sv.stream_events(call, chunk, final, first),
+        return StreamingResponse(sv.stream_events(call, chunk, final,
+                                                  services.settings.query_timeout_s, first),
                                  media_type="text/event-stream", headers=headers)
     await sv.wait_all(call, http)
     choices = []

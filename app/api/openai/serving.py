@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request as HttpRequest
+from jinja2 import TemplateError
 
 from app.api.openai.errors import OpenAIError
 from app.api.openai.protocol import ChatRequest, CompletionRequest, ModelCard
+from app.api.waiting import watch
 from app.services import Services
 from app.serving.delta_source import UnusableDelta
-from app.serving.engine import QueueFull, ServingEngine
+from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
+from app.serving.queries import ClientGone, DeadlineExceeded, settle
 from app.store import NotFound
 from editing.forward.tokens import prompt_ids
 from models.generate import BadMessages, NoChatTemplate, Request, SamplingParams, render_chat
@@ -74,13 +77,22 @@ def resolve_model(services: Services, engine: ServingEngine, name: str) -> str:
 
 # -- requests -------------------------------------------------------------------------------
 def _prompts(services: Services, body: CompletionRequest) -> list[list[int]]:
+    """Each prompt's token ids; one that yields no token is a 400 (before anything is
+    submitted: the engine cannot continue nothing)."""
     tokenizer = services.parts.lm.tokenizer
     prompt = body.prompt
     if isinstance(prompt, str):
-        return [prompt_ids(tokenizer, prompt)]
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    return [prompt_ids(tokenizer, p) if isinstance(p, str) else list(p) for p in prompt]
+        prompts = [prompt_ids(tokenizer, prompt)]
+    elif all(isinstance(p, int) for p in prompt):
+        prompts = [list(prompt)]  # type: ignore[arg-type]
+    else:
+        prompts = [prompt_ids(tokenizer, p) if isinstance(p, str) else list(p) for p in prompt]
+    for i, ids in enumerate(prompts):
+        if not ids:
+            where = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+            raise OpenAIError(400, f"{where} yields no tokens; give some text", "prompt",
+                              "invalid_value")
+    return prompts
 
 
 def _check_ids(services: Services, ids: list[int], param: str) -> None:
@@ -150,30 +162,41 @@ def submit(engine: ServingEngine, version: str, prompts: list[list[int]], n: int
             index.append(p)
     try:
         engine.submit(version, requests)
+    except TooLarge as exc:
+        raise OpenAIError(400, str(exc), "n", "too_many_generations") from exc
     except QueueFull as exc:
         raise OpenAIError(429, str(exc), None, "queue_full",
                           {"Retry-After": str(exc.retry_after)}) from exc
+    except EngineStopped as exc:
+        raise OpenAIError(503, str(exc), None, "service_stopping", {"Retry-After": "5"}) from exc
     except UnusableDelta as exc:
         raise OpenAIError(409, str(exc), "model", "version_unusable") from exc
+    except ValueError as exc:  # a request the engine cannot take (checked before, kept safe)
+        raise OpenAIError(400, str(exc), "prompt", "invalid_value") from exc
     return Call(version, requests, index, updates)
 
 
 async def wait_all(call: Call, http: HttpRequest) -> None:
-    """Until every request finished; a client that disconnects cancels them."""
-    left = sum(1 for r in call.requests if not r.finished)
-    while left:
-        try:
-            _, _, reason = await asyncio.wait_for(call.updates.get(), 0.5)
-        except TimeoutError:
-            if await http.is_disconnected():
-                call.cancel()
-                raise OpenAIError(499, "client disconnected") from None
-            continue
-        if reason is not None:
-            left -= 1
+    """Until every request finished; the deadline (504) or a client that disconnects
+    cancels them."""
+
+    async def drain() -> None:
+        left = sum(1 for r in call.requests if not r.finished)
+        while left:
+            _, _, reason = await call.updates.get()
+            if reason is not None:
+                left -= 1
+
+    try:
+        await settle(drain(), call.requests, watch(http))
+    except DeadlineExceeded as exc:
+        raise OpenAIError(504, str(exc), None, "timeout") from exc
+    except ClientGone:
+        raise OpenAIError(499, "client disconnected") from None
     failed = [r for r in call.requests if r.finish_reason == "error"]
     if failed:
-        raise OpenAIError(503, failed[0].error or "generation failed", None, "engine_error")
+        raise OpenAIError(503, failed[0].error or "generation failed", None, "engine_error",
+                          {"Retry-After": "1"})
 
 
 def finish(reason: str | None) -> str | None:
@@ -191,23 +214,32 @@ def usage(call: Call, prompts: list[list[int]]) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion}
 
 
+def _error_event(message: str, code: str) -> str:
+    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    return f"data: {json.dumps(error)}\n\n"
+
+
 async def stream_events(call: Call, chunk: Callable[[int, str, str | None], dict[str, Any]],
-                        final_usage: Callable[[], dict[str, Any] | None],
+                        final_usage: Callable[[], dict[str, Any] | None], timeout_s: float,
                         first: list[dict[str, Any]] | None = None) -> AsyncIterator[str]:
     """Server-sent events: text deltas per choice as tokens arrive, then ``[DONE]``.
-    Leaving early (the client went away) cancels the generation."""
+    Leaving early (the client went away) or passing the deadline cancels the generation."""
     sent = [""] * len(call.requests)
     left = len(call.requests)
+    deadline = time.monotonic() + timeout_s
     try:
         for event in first or []:
             yield f"data: {json.dumps(event)}\n\n"
         while left:
-            i, text, reason = await call.updates.get()
+            try:
+                i, text, reason = await asyncio.wait_for(call.updates.get(),
+                                                         max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                yield _error_event(f"no answer within {timeout_s:g} s (the server's deadline "
+                                   "for one query)", "timeout")
+                return
             if reason == "error":
-                error = {"error": {"message": call.requests[i].error or "generation failed",
-                                   "type": "server_error", "param": None, "code": "engine_error"}}
-                yield f"data: {json.dumps(error)}\n\n"
-                call.cancel()
+                yield _error_event(call.requests[i].error or "generation failed", "engine_error")
                 return
             delta = text[len(sent[i]):] if text.startswith(sent[i]) else ""
             if delta or reason is not None:
@@ -228,11 +260,21 @@ def now() -> int:
 
 
 def chat_prompt(services: Services, body: ChatRequest) -> list[int]:
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in body.messages]
+    """The conversation's token ids under the model's chat template; a template that fails
+    on these messages (its own ``raise_exception``, a role order it refuses) is a 400, and
+    a rendering with no token too."""
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(),
+                 **({"name": m.name} if m.name is not None else {})} for m in body.messages]
     try:
-        return render_chat(services.parts.lm.tokenizer, messages)
+        ids = render_chat(services.parts.lm.tokenizer, messages)
     except NoChatTemplate as exc:
         raise OpenAIError(400, f"{exc}", "model", "no_chat_template") from exc
     except BadMessages as exc:
         raise OpenAIError(400, str(exc), "messages", "invalid_value") from exc
+    except TemplateError as exc:
+        raise OpenAIError(400, f"the model's chat template refused these messages: {exc}",
+                          "messages", "invalid_value") from exc
+    if not ids:
+        raise OpenAIError(400, "messages yield no tokens under the model's chat template",
+                          "messages", "invalid_value")
+    return ids
