@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1, description="facts per edit job")
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
+    max_text_tokens: int = Field(256, ge=1, description="tokens (of the model's tokenizer) in "
+                                 "any one text of a fact: subject, prompt, target_new, "
+                                 "target_true, question, each paraphrase/neighborhood prompt")
+    max_fact_tokens: int = Field(4096, ge=1, description="tokens in all the texts of one fact")
+    max_batch_tokens: int = Field(131072, ge=1, description="tokens in all the texts of one "
+                                  "edit batch (or one evaluation's records)")
 
     # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
     query_engine: bool = Field(True, description="answer queries in the batch engine (off: "

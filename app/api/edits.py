@@ -13,6 +13,7 @@ from app.api.deps import (
     get_submitter,
 )
 from app.api.errors import ApiError
+from app.api.fact_checks import Tokenizer, check_tokens, dedupe_facts, get_tokenizer, limits_of
 from app.api.metrics import Metrics
 from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
 from app.api.security import require_read, require_write
@@ -45,6 +46,7 @@ def submit_edits(
     settings: Settings = Depends(get_settings),
     submitter: JobSubmitter = Depends(get_submitter),
     metrics: Metrics = Depends(get_metrics),
+    tokenizer: Tokenizer = Depends(get_tokenizer),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
@@ -55,13 +57,15 @@ def submit_edits(
     if len(body.facts) > limit:
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
                        "the batch into several jobs", field="facts")
+    facts = [body.facts[i] for i in dedupe_facts(body.facts)]  # a 422 on contradictions
+    check_tokens(facts, tokenizer, limits_of(settings))
     method = body.method or settings.method
     if body.covariance_weight is not None and is_null_space(method):
         raise ApiError(422, f"method {method!r} solves in the null space and has no λ: "
                        f"{body.lambda_field} would change nothing; ask for a strength "
                        "(conservative, default, strong) instead", field=body.lambda_field)
     payload = EditJob(
-        facts=[f.model_dump(exclude_none=True) for f in body.facts],
+        facts=[f.model_dump(exclude_none=True) for f in facts],
         method=method,
         gate=(body.gate.model_dump(exclude_none=True) or None) if body.gate else None,
         strength=body.strength,
@@ -70,7 +74,7 @@ def submit_edits(
     accepted = submitter.submit(payload, body.idempotency_key)
     if accepted.created:
         metrics.edits_submitted.inc()
-        metrics.facts_submitted.inc(len(body.facts))
+        metrics.facts_submitted.inc(len(facts))
     return accepted
 
 

@@ -24,6 +24,7 @@ from app.api.deps import (
     get_submitter,
 )
 from app.api.errors import ApiError
+from app.api.fact_checks import Tokenizer, check_tokens, get_tokenizer, limits_of
 from app.api.schemas import (
     VERSION_ID_PATTERN,
     ErrorOut,
@@ -179,6 +180,7 @@ def evaluate(
     store: VersionStore = Depends(get_store),
     settings: Settings = Depends(get_settings),
     submitter: JobSubmitter = Depends(get_submitter),
+    tokenizer: Tokenizer = Depends(get_tokenizer),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """CounterFact metrics (efficacy, generalization, specificity, KL, top-k overlap) of the
@@ -198,6 +200,7 @@ def evaluate(
     if not own and not body.records and body.data_file is None:
         raise ApiError(422, "nothing to evaluate: this version has no facts of its own; give "
                        "'records' or 'data_file'", field="records")
+    check_tokens(body.records, tokenizer, limits_of(settings), field="records")
     payload = EvaluateJob(
         version=version,
         include_own_facts=body.include_own_facts,
