@@ -71,7 +71,7 @@ def submit_edits(
         strength=body.strength,
         covariance_weight=body.covariance_weight,
     )
-    accepted = submitter.submit(payload, body.idempotency_key)
+    accepted = submitter.submit(payload, body.idempotency_key, submitter=_who)
     if accepted.created:
         metrics.edits_submitted.inc()
         metrics.facts_submitted.inc(len(facts))

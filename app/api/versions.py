@@ -119,7 +119,7 @@ def rollback(
     previous = services.store.active_version()
     try:
         services.deltas.chain(version)  # refuse a version whose weights cannot be built
-        services.store.set_active(version)
+        services.store.set_active(version, actor=_who)
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
     except Conflict as exc:
@@ -164,7 +164,7 @@ def revert(
             f"({' -> '.join(lineage)}); roll back to a version that contains it first",
             field="version",
         )
-    return submitter.submit(RevertJob(version=version))
+    return submitter.submit(RevertJob(version=version), submitter=_who)
 
 
 @router.post(
@@ -208,7 +208,7 @@ def evaluate(
         data_file=body.data_file,
         limit=body.limit,
     )
-    return submitter.submit(payload)
+    return submitter.submit(payload, submitter=_who)
 
 
 def _shared_data(settings: Settings) -> FsPath:
