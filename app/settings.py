@@ -127,6 +127,9 @@ class Settings(BaseSettings):
         "nice value at start): an edit computed in the background yields the cores to queries, "
         "and takes longer while they saturate them; 0: the same priority",
     )
+    job_time_limit_s: float = Field(
+        7200.0, gt=0, description="seconds one run of a job may take before the worker stops "
+        "it (checked at every step of an edit) and fails it; nothing is committed")
     log_level: str = "info"
 
     # -- vLLM as the serving engine (app/vllm/, docs/serving.md) -------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from app.api.deps import (
     ServingLookup,
@@ -20,7 +20,7 @@ from app.api.security import require_read, require_write
 from app.api.submit import JobSubmitter
 from app.api.views import job_out
 from app.settings import Settings
-from app.store import Job, JobState, NotFound, VersionStore
+from app.store import Conflict, Job, JobState, NotFound, VersionStore
 from app.store.payloads import EditJob
 from editing.methods import is_null_space
 
@@ -78,6 +78,41 @@ def submit_edits(
     return accepted
 
 
+JobIdPath = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                 examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"])
+
+
+@router.post(
+    "/edits/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job: a queued one at once, a running one at its next step",
+    responses={**ERRORS, 202: {"model": JobOut, "description": "running: it stops at its "
+                               "next step (poll until `state` is `cancelled`)"},
+               404: {"model": ErrorOut, "description": "unknown job id"},
+               409: {"model": ErrorOut, "description": "already committed or failed"}},
+)
+def cancel_edit(
+    response: Response,
+    job_id: str = JobIdPath,
+    store: VersionStore = Depends(get_store),
+    serving: ServingLookup = Depends(get_serving),
+    who: str = Depends(require_write),
+) -> JobOut:
+    """Any job kind (edit, revert, evaluate). A queued job becomes `cancelled` now (200); a
+    running one keeps `state: running` with `cancel_requested_by` set (202) until the worker
+    stops it at the next step of its edit, commits nothing and marks it `cancelled`.
+    Cancelling a cancelled job again changes nothing (200)."""
+    try:
+        job = store.cancel_job(job_id, who)
+    except NotFound as exc:
+        raise ApiError(404, str(exc), field="job_id") from exc
+    except Conflict as exc:
+        raise ApiError(409, str(exc), field="job_id") from exc
+    if job.state == JobState.running:
+        response.status_code = 202
+    return _job_view(store, job, serving)
+
+
 @router.get(
     "/edits/{job_id}",
     response_model=JobOut,
@@ -85,8 +120,7 @@ def submit_edits(
     responses={404: {"model": ErrorOut, "description": "unknown job id"}},
 )
 def get_edit(
-    job_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                       examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"]),
+    job_id: str = JobIdPath,
     store: VersionStore = Depends(get_store),
     serving: ServingLookup = Depends(get_serving),
     _who: str = Depends(require_read),
