@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # -- who may do what (issue 5) ------------------------------------------------------
     api_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints")
     read_token: SecretStr | None = Field(None, description="bearer token for read endpoints")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the admin scope: rollback, revert, exports, any job's "
+        "cancel, a gate looser than the operator's (unset: the edit token holds these rights)")
+    allow_unauthenticated: bool = Field(
+        False, description="start bound beyond loopback with no MODELEDIT_API_TOKEN (anyone who "
+        "reaches the port may edit); without it such a start is refused")
     rate_limit: int = Field(120, ge=0, description="mutating requests per token per window (0: off)")
     rate_window_s: int = Field(60, ge=1)
 
@@ -198,6 +204,12 @@ class Settings(BaseSettings):
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         return env
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_admin_is_none(cls, value: Any) -> Any:
+        """``MODELEDIT_ADMIN_TOKEN=`` means no admin token (as for the other tokens)."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def exposed_without_token(self) -> bool:
         """Bound beyond loopback with nobody needing a token to edit: worth a loud warning."""

@@ -16,7 +16,8 @@ from app.api.errors import ApiError
 from app.api.fact_checks import Tokenizer, check_tokens, dedupe_facts, get_tokenizer, limits_of
 from app.api.metrics import Metrics
 from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
-from app.api.security import require_read, require_write
+from app.api.schemas.edits import GateIn
+from app.api.security import Caller, check_scope, get_caller, require_read, require_write
 from app.api.submit import JobSubmitter
 from app.api.views import job_out
 from app.settings import Settings
@@ -27,8 +28,8 @@ from editing.methods import is_null_space
 router = APIRouter(tags=["edits"])
 
 ERRORS = {
-    401: {"model": ErrorOut, "description": "a bearer token is needed"},
-    403: {"model": ErrorOut, "description": "the token is not valid here"},
+    401: {"model": ErrorOut, "description": "the bearer token is missing or not valid"},
+    403: {"model": ErrorOut, "description": "the token is valid but lacks the scope"},
     422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
 }
 
@@ -48,11 +49,15 @@ def submit_edits(
     metrics: Metrics = Depends(get_metrics),
     tokenizer: Tokenizer = Depends(get_tokenizer),
     _who: str = Depends(require_write),
+    caller: Caller = Depends(get_caller),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
     version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`); a committed
     job whose batch missed the quality gate has `activated: false` and the reason under
     `gate`."""
+    looser = looser_gate(body.gate, settings)
+    if looser:
+        check_scope(caller, "admin", f"a gate looser than the operator's ({', '.join(looser)})")
     limit = settings.max_batch
     if len(body.facts) > limit:
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
@@ -78,6 +83,25 @@ def submit_edits(
     return accepted
 
 
+def looser_gate(gate: GateIn | None, settings: Settings) -> list[str]:
+    """The thresholds of a batch's gate looser than the operator's: a lower min_efficacy or
+    min_chat_efficacy, a higher max_kl. Where the operator set none, any value only adds a
+    check. Loosening needs the admin scope; tightening is open to the edit scope."""
+    if gate is None:
+        return []
+    found = []
+    for name, operator, lower_is_looser in (
+            ("min_efficacy", settings.gate_min_efficacy, True),
+            ("min_chat_efficacy", settings.gate_min_chat_efficacy, True),
+            ("max_kl", settings.gate_max_kl, False)):
+        value = getattr(gate, name)
+        if value is None or operator is None:
+            continue
+        if (value < operator) if lower_is_looser else (value > operator):
+            found.append(f"gate.{name} {value:g} where the operator's is {operator:g}")
+    return found
+
+
 JobIdPath = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                  examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"])
 
@@ -97,12 +121,16 @@ def cancel_edit(
     store: VersionStore = Depends(get_store),
     serving: ServingLookup = Depends(get_serving),
     who: str = Depends(require_write),
+    caller: Caller = Depends(get_caller),
 ) -> JobOut:
     """Any job kind (edit, revert, evaluate). A queued job becomes `cancelled` now (200); a
     running one keeps `state: running` with `cancel_requested_by` set (202) until the worker
     stops it at the next step of its edit, commits nothing and marks it `cancelled`.
-    Cancelling a cancelled job again changes nothing (200)."""
+    Cancelling a cancelled job again changes nothing (200). An edit token cancels the jobs
+    it submitted; another's job needs the admin scope."""
     try:
+        if not caller.can("admin") and store.get_job(job_id).submitter != who:
+            check_scope(caller, "admin", "cancelling a job another caller submitted")
         job = store.cancel_job(job_id, who)
     except NotFound as exc:
         raise ApiError(404, str(exc), field="job_id") from exc

@@ -34,7 +34,7 @@ from app.api.schemas import (
     VersionDetail,
     VersionList,
 )
-from app.api.security import require_read, require_write
+from app.api.security import require_admin, require_read, require_write
 from app.api.submit import JobSubmitter
 from app.api.views import version_detail, version_summary
 from app.queue import publish_active_changed
@@ -111,7 +111,7 @@ def get_version(
 def rollback(
     version: str = VersionPath,
     services: Services = Depends(get_services),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> RollbackOut:
     """A pointer move in the store; this process switches at once (restoring the exact base
     matrices and re-applying the chain), the worker and other API processes follow."""
@@ -148,7 +148,7 @@ def revert(
     version: str = VersionPath,
     store: VersionStore = Depends(get_store),
     submitter: JobSubmitter = Depends(get_submitter),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> JobAccepted:
     """Queued like an edit (so it runs in order with edits). The job's `version` is the new
     active version once it commits."""
@@ -247,7 +247,7 @@ def export(
                     "adapter (truncated SVD); 0 is exact"),
     settings: Settings = Depends(get_settings),
     parts: ModelParts = Depends(get_parts),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> StreamingResponse:
     """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
     `AutoModelForCausalLM.from_pretrained("v1")`. With `?format=peft` the tar holds a PEFT

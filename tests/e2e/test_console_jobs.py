@@ -1,8 +1,10 @@
-"""The console's job cards in a real browser: a cancelled job shows as cancelled, a caller who
-may write gets a Cancel button that works, a read-only caller gets none.
+"""The console in a real browser, by scope: a cancelled job shows as cancelled; the edit token
+gets a Cancel button on its own jobs, the admin token on every job, a read-only caller on none;
+admin actions (rollback, export) are hidden from the edit token; the audit page shows who moved
+the active version.
 
-The API runs without a worker, so a submitted job stays queued for as long as the test needs
-(no race with the worker, no timing)."""
+The API runs without a worker until the last test, so a submitted job stays queued for as long
+as a test needs (no race with the worker, no timing)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ except ImportError:  # the browser fixture skips (or fails on CI) and says why
 
 API_TOKEN = "api-SECRET-jobs"
 READ_TOKEN = "read-SECRET-jobs"
+ADMIN_TOKEN = "admin-SECRET-jobs"
+COMMIT_TIMEOUT_MS = 180_000
 
 
 def fact(subject: str) -> dict[str, str]:
@@ -33,18 +37,23 @@ def fact(subject: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
-            tiny_cache_dir: Path) -> Iterator[str]:
+def service(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path,
+            tiny_cache_dir: Path) -> Iterator[Service]:
     svc = Service(tmp_path_factory.mktemp("console-jobs"), str(tiny_model_dir), extra_env={
         "MODELEDIT_HPARAMS": json.dumps(TINY_HPARAMS),
         "MODELEDIT_CACHE_DIR": str(tiny_cache_dir),
-        "MODELEDIT_API_TOKEN": API_TOKEN,
+        "MODELEDIT_API_TOKEN": f"alice:{API_TOKEN}",
         "MODELEDIT_READ_TOKEN": READ_TOKEN,
+        "MODELEDIT_ADMIN_TOKEN": f"ops:{ADMIN_TOKEN}",
     })
     with running(svc):
-        api = svc.start("api")
-        wait_ready(api, worker=False)
-        yield api.url or ""
+        wait_ready(svc.start("api"), worker=False)
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def api_url(service: Service) -> str:
+    return service.procs[0].url or ""
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +74,9 @@ def page(browser: Any) -> Iterator[Page]:
     context.close()
 
 
-def submit(api_url: str, subject: str) -> str:
-    response = httpx.post(api_url + "/edits", json={"facts": [fact(subject)]},
-                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+def submit(api_url: str, subject: str, token: str = API_TOKEN, **extra: Any) -> str:
+    response = httpx.post(api_url + "/edits", json={"facts": [fact(subject)], **extra},
+                          headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
 
@@ -101,3 +110,58 @@ def test_read_only_sees_no_cancel(api_url: str, page: Page) -> None:
     card = page.locator(f"#job-list .job[data-job-id='{job_id}']")
     expect(card).to_have_attribute("data-state", "queued")
     expect(card.get_by_role("button", name="Cancel")).to_be_hidden()
+
+
+def test_cancel_only_own_jobs_unless_admin(api_url: str, page: Page) -> None:
+    theirs = submit(api_url, "Rome", ADMIN_TOKEN)
+    mine = submit(api_url, "Tokyo")
+    sign_in(page, api_url, API_TOKEN)
+    expect(page.locator("#scope-badge")).to_have_text("read · edit")
+    page.reload()
+    expect(page.locator(f"#job-list .job[data-job-id='{mine}'] .job-cancel")).to_be_visible()
+    other = page.locator(f"#job-list .job[data-job-id='{theirs}']")
+    expect(other).to_have_attribute("data-state", "queued")
+    expect(other.locator(".job-cancel")).to_be_hidden()
+    sign_in(page, api_url, ADMIN_TOKEN)
+    expect(page.locator("#scope-badge")).to_have_text("read · edit · admin")
+    page.reload()
+    expect(page.locator(f"#job-list .job[data-job-id='{theirs}'] .job-cancel")).to_be_visible()
+    expect(page.locator(f"#job-list .job[data-job-id='{mine}'] .job-cancel")).to_be_visible()
+
+
+def test_admin_actions_hidden_from_the_edit_token(api_url: str, page: Page) -> None:
+    sign_in(page, api_url, API_TOKEN)
+    expect(page.locator("#scope-badge")).to_have_text("read · edit")
+    page.goto(api_url + "/console/#versions/v0")
+    expect(page.locator("#version-detail h2")).to_contain_text("v0")
+    expect(page.get_by_role("link", name="Export checkpoint")).to_be_hidden()
+    sign_in(page, api_url, ADMIN_TOKEN)
+    page.goto(api_url + "/console/#versions/v0")
+    expect(page.get_by_role("link", name="Export checkpoint")).to_be_visible()
+
+
+def test_audit_page_shows_who_moved_the_active_version(service: Service, api_url: str,
+                                                       page: Page) -> None:
+    """Last: starts the worker, which runs (or skips) the jobs the tests above left."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for job in httpx.get(api_url + "/edits", headers=headers).json():
+        if job["state"] == "queued":
+            httpx.post(f"{api_url}/edits/{job['job_id']}/cancel", headers=headers)
+    job_id = submit(api_url, "Montesquieu", ADMIN_TOKEN,
+                    gate={"min_efficacy": 0, "max_kl": 100})
+    service.start("worker")
+    sign_in(page, api_url, READ_TOKEN)
+    page.reload()
+    card = page.locator(f"#job-list .job[data-job-id='{job_id}']")
+    expect(card).to_have_attribute("data-state", "committed", timeout=COMMIT_TIMEOUT_MS)
+    version = httpx.get(f"{api_url}/edits/{job_id}", headers=headers).json()["version"]
+    assert httpx.post(api_url + "/versions/v0/rollback", headers=headers).status_code == 200
+    page.goto(api_url + "/console/#audit")
+    rows = page.locator("#audit-table tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("rollback")
+    expect(rows.nth(0)).to_contain_text("ops")
+    expect(rows.nth(0)).to_contain_text(f"{version} → v0")
+    expect(rows.nth(1)).to_contain_text("commit")
+    expect(rows.nth(1)).to_contain_text(job_id)
+    expect(page.locator("#page-audit")).not_to_contain_text(ADMIN_TOKEN)

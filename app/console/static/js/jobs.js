@@ -4,7 +4,7 @@
 
 import {api} from './api.js';
 import {fmt, h} from './dom.js';
-import {mutating} from './session.js';
+import {callerName, canAdmin, canEdit} from './session.js';
 
 const POLL_MS = 600;
 const FINISHED = ['committed', 'failed', 'cancelled'];
@@ -55,8 +55,9 @@ export function followJob(container, jobId, {onDone} = {}) {
   const percent = h('span', {class: 'mono'});
   const eta = h('span', {class: 'muted'});
   const result = h('div', {class: 'result'});
-  const cancel = mutating(h('button', {type: 'button', class: 'danger job-cancel',
-    text: 'Cancel', title: 'queued: never runs; running: stops at its next step, commits nothing'}));
+  // An edit token cancels its own jobs, an admin any: shown once the submitter is known.
+  const cancel = h('button', {type: 'button', class: 'danger job-cancel', hidden: true,
+    text: 'Cancel', title: 'queued: never runs; running: stops at its next step, commits nothing'});
   cancel.addEventListener('click', async () => {
     cancel.disabled = true;
     try {
@@ -88,6 +89,7 @@ export function followJob(container, jobId, {onDone} = {}) {
       state.textContent = job.state;
       state.className = badgeClass(job.state);
       if (FINISHED.includes(job.state) || job.cancel_requested_by) cancel.remove();
+      else cancel.hidden = !(canAdmin() || (canEdit() && job.submitter === callerName()));
       kind.textContent = describe(job);
       const now = performance.now();
       const progress = job.progress;
