@@ -109,15 +109,19 @@ def configure_logging(settings: Settings) -> None:
 
 
 def warn_if_exposed(settings: Settings) -> None:
-    if settings.exposed_without_token():
-        bar = "!" * 78
-        print(
-            f"{bar}\nWARNING: binding to {settings.host} with no MODELEDIT_API_TOKEN: anyone "
-            f"who can reach this port can rewrite the model.\nSet MODELEDIT_API_TOKEN (and "
-            f"MODELEDIT_READ_TOKEN) or bind to 127.0.0.1.\n{bar}",
-            file=sys.stderr,
-            flush=True,
-        )
+    """Print what the tokens mean for the bound address; exit 2 where the start is refused
+    (beyond loopback with no edit token and no MODELEDIT_ALLOW_UNAUTHENTICATED=1)."""
+    from app.api.security import exposure
+
+    found = exposure(settings)
+    bar = "!" * 78
+    if found.refusal is not None:
+        print(f"{bar}\nERROR: {found.refusal}\n{bar}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    for warning in found.warnings:
+        print(f"{bar}\nWARNING: {warning}\n{bar}", file=sys.stderr, flush=True)
+    for note in found.notes:
+        log.warning(note)
 
 
 # -- commands -------------------------------------------------------------------------------

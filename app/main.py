@@ -18,14 +18,14 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import console
-from app.api import caller, edits, errors, facts, health, query, versions
+from app.api import audit, caller, edits, errors, facts, health, query, versions
 from app.api.caller_limit import CallerLimit
 from app.api.context import RequestContext
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.openai import router as openai_api
 from app.api.schemas import ErrorOut
-from app.api.security import require_read, require_write
+from app.api.security import require_admin, require_read, require_write
 from app.services import Services, build_services
 from app.settings import Settings
 
@@ -62,9 +62,9 @@ schema documents them everywhere; without this FastAPI documents its own 422 sha
 
 
 def _guard(dependant: Dependant) -> Any:
-    """The security dependency (require_read / require_write) a route uses, if any."""
+    """The security dependency (require_read / require_write / require_admin) a route uses."""
     for dep in dependant.dependencies:
-        if dep.call in (require_read, require_write):
+        if dep.call in (require_read, require_write, require_admin):
             return dep.call
         found = _guard(dep)
         if found is not None:
@@ -86,7 +86,8 @@ def _optional_security(app: FastAPI, settings: Settings, routers: list[APIRouter
             if not isinstance(route, APIRoute):
                 continue
             guard = _guard(route.dependant)
-            token = settings.api_token if guard is require_write else settings.read_token
+            token = {require_write: settings.api_token, require_read: settings.read_token,
+                     require_admin: settings.admin_token or settings.api_token}.get(guard)
             if guard is None or token is not None:
                 continue
             for method in route.methods:
@@ -125,7 +126,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     errors.install(app)
     routers = [edits.router, versions.router, facts.router, query.router, health.router,
-               caller.router]
+               caller.router, audit.router]
     for router in routers:
         app.include_router(router)
     openai_api.install(app)

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # -- who may do what (issue 5) ------------------------------------------------------
     api_token: SecretStr | None = Field(None, description="bearer token for mutating endpoints")
     read_token: SecretStr | None = Field(None, description="bearer token for read endpoints")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the admin scope: rollback, revert, exports, any job's "
+        "cancel, a gate looser than the operator's (unset: the edit token holds these rights)")
+    allow_unauthenticated: bool = Field(
+        False, description="start bound beyond loopback with no MODELEDIT_API_TOKEN (anyone who "
+        "reaches the port may edit); without it such a start is refused")
     rate_limit: int = Field(120, ge=0, description="mutating requests per token per window (0: off)")
     rate_window_s: int = Field(60, ge=1)
 
@@ -61,6 +67,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     max_batch: int = Field(256, ge=1, description="facts per edit job")
     max_queue: int = Field(1000, ge=1, description="unfinished jobs before POST /edits answers 429")
+    max_text_tokens: int = Field(256, ge=1, description="tokens (of the model's tokenizer) in "
+                                 "any one text of a fact: subject, prompt, target_new, "
+                                 "target_true, question, each paraphrase/neighborhood prompt")
+    max_fact_tokens: int = Field(4096, ge=1, description="tokens in all the texts of one fact")
+    max_batch_tokens: int = Field(131072, ge=1, description="tokens in all the texts of one "
+                                  "edit batch (or one evaluation's records)")
 
     # -- queries (app/serving, the /v1 endpoints) -----------------------------------------
     drain_grace_s: float = Field(10.0, ge=0, le=600, description="on shutdown, how long "
@@ -130,6 +142,9 @@ class Settings(BaseSettings):
         "nice value at start): an edit computed in the background yields the cores to queries, "
         "and takes longer while they saturate them; 0: the same priority",
     )
+    job_time_limit_s: float = Field(
+        7200.0, gt=0, description="seconds one run of a job may take before the worker stops "
+        "it (checked at every step of an edit) and fails it; nothing is committed")
     log_level: str = "info"
 
     # -- vLLM as the serving engine (app/vllm/, docs/serving.md) -------------------------
@@ -198,6 +213,12 @@ class Settings(BaseSettings):
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         return env
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_admin_is_none(cls, value: Any) -> Any:
+        """``MODELEDIT_ADMIN_TOKEN=`` means no admin token (as for the other tokens)."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def exposed_without_token(self) -> bool:
         """Bound beyond loopback with nobody needing a token to edit: worth a loud warning."""

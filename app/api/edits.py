@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from app.api.deps import (
     ServingLookup,
@@ -13,21 +13,23 @@ from app.api.deps import (
     get_submitter,
 )
 from app.api.errors import ApiError
+from app.api.fact_checks import Tokenizer, check_tokens, dedupe_facts, get_tokenizer, limits_of
 from app.api.metrics import Metrics
 from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
-from app.api.security import require_read, require_write
+from app.api.schemas.edits import GateIn
+from app.api.security import Caller, check_scope, get_caller, require_read, require_write
 from app.api.submit import JobSubmitter
 from app.api.views import job_out
 from app.settings import Settings
-from app.store import Job, JobState, NotFound, VersionStore
+from app.store import Conflict, Job, JobState, NotFound, VersionStore
 from app.store.payloads import EditJob
 from editing.methods import is_null_space
 
 router = APIRouter(tags=["edits"])
 
 ERRORS = {
-    401: {"model": ErrorOut, "description": "a bearer token is needed"},
-    403: {"model": ErrorOut, "description": "the token is not valid here"},
+    401: {"model": ErrorOut, "description": "the bearer token is missing or not valid"},
+    403: {"model": ErrorOut, "description": "the token is valid but lacks the scope"},
     422: {"model": ErrorOut, "description": "invalid input; the message names the field"},
 }
 
@@ -45,33 +47,98 @@ def submit_edits(
     settings: Settings = Depends(get_settings),
     submitter: JobSubmitter = Depends(get_submitter),
     metrics: Metrics = Depends(get_metrics),
+    tokenizer: Tokenizer = Depends(get_tokenizer),
     _who: str = Depends(require_write),
+    caller: Caller = Depends(get_caller),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
     version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`); a committed
     job whose batch missed the quality gate has `activated: false` and the reason under
     `gate`."""
+    looser = looser_gate(body.gate, settings)
+    if looser:
+        check_scope(caller, "admin", f"a gate looser than the operator's ({', '.join(looser)})")
     limit = settings.max_batch
     if len(body.facts) > limit:
         raise ApiError(422, f"at most {limit} facts per job (got {len(body.facts)}); split "
                        "the batch into several jobs", field="facts")
+    facts = [body.facts[i] for i in dedupe_facts(body.facts)]  # a 422 on contradictions
+    check_tokens(facts, tokenizer, limits_of(settings))
     method = body.method or settings.method
     if body.covariance_weight is not None and is_null_space(method):
         raise ApiError(422, f"method {method!r} solves in the null space and has no λ: "
                        f"{body.lambda_field} would change nothing; ask for a strength "
                        "(conservative, default, strong) instead", field=body.lambda_field)
     payload = EditJob(
-        facts=[f.model_dump(exclude_none=True) for f in body.facts],
+        facts=[f.model_dump(exclude_none=True) for f in facts],
         method=method,
         gate=(body.gate.model_dump(exclude_none=True) or None) if body.gate else None,
         strength=body.strength,
         covariance_weight=body.covariance_weight,
     )
-    accepted = submitter.submit(payload, body.idempotency_key)
+    accepted = submitter.submit(payload, body.idempotency_key, submitter=_who)
     if accepted.created:
         metrics.edits_submitted.inc()
-        metrics.facts_submitted.inc(len(body.facts))
+        metrics.facts_submitted.inc(len(facts))
     return accepted
+
+
+def looser_gate(gate: GateIn | None, settings: Settings) -> list[str]:
+    """The thresholds of a batch's gate looser than the operator's: a lower min_efficacy or
+    min_chat_efficacy, a higher max_kl. Where the operator set none, any value only adds a
+    check. Loosening needs the admin scope; tightening is open to the edit scope."""
+    if gate is None:
+        return []
+    found = []
+    for name, operator, lower_is_looser in (
+            ("min_efficacy", settings.gate_min_efficacy, True),
+            ("min_chat_efficacy", settings.gate_min_chat_efficacy, True),
+            ("max_kl", settings.gate_max_kl, False)):
+        value = getattr(gate, name)
+        if value is None or operator is None:
+            continue
+        if (value < operator) if lower_is_looser else (value > operator):
+            found.append(f"gate.{name} {value:g} where the operator's is {operator:g}")
+    return found
+
+
+JobIdPath = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                 examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"])
+
+
+@router.post(
+    "/edits/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job: a queued one at once, a running one at its next step",
+    responses={**ERRORS, 202: {"model": JobOut, "description": "running: it stops at its "
+                               "next step (poll until `state` is `cancelled`)"},
+               404: {"model": ErrorOut, "description": "unknown job id"},
+               409: {"model": ErrorOut, "description": "already committed or failed"}},
+)
+def cancel_edit(
+    response: Response,
+    job_id: str = JobIdPath,
+    store: VersionStore = Depends(get_store),
+    serving: ServingLookup = Depends(get_serving),
+    who: str = Depends(require_write),
+    caller: Caller = Depends(get_caller),
+) -> JobOut:
+    """Any job kind (edit, revert, evaluate). A queued job becomes `cancelled` now (200); a
+    running one keeps `state: running` with `cancel_requested_by` set (202) until the worker
+    stops it at the next step of its edit, commits nothing and marks it `cancelled`.
+    Cancelling a cancelled job again changes nothing (200). An edit token cancels the jobs
+    it submitted; another's job needs the admin scope."""
+    try:
+        if not caller.can("admin") and store.get_job(job_id).submitter != who:
+            check_scope(caller, "admin", "cancelling a job another caller submitted")
+        job = store.cancel_job(job_id, who)
+    except NotFound as exc:
+        raise ApiError(404, str(exc), field="job_id") from exc
+    except Conflict as exc:
+        raise ApiError(409, str(exc), field="job_id") from exc
+    if job.state == JobState.running:
+        response.status_code = 202
+    return _job_view(store, job, serving)
 
 
 @router.get(
@@ -81,8 +148,7 @@ def submit_edits(
     responses={404: {"model": ErrorOut, "description": "unknown job id"}},
 )
 def get_edit(
-    job_id: str = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                       examples=["3f2a9c1e0b7d4e55a1c2d3e4f5a6b7c8"]),
+    job_id: str = JobIdPath,
     store: VersionStore = Depends(get_store),
     serving: ServingLookup = Depends(get_serving),
     _who: str = Depends(require_read),

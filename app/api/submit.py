@@ -35,11 +35,13 @@ class JobSubmitter:
     max_queue: int
 
     def submit(
-        self, payload: EditJob | RevertJob | EvaluateJob, idempotency_key: str | None = None
+        self, payload: EditJob | RevertJob | EvaluateJob, idempotency_key: str | None = None,
+        submitter: str | None = None,
     ) -> JobAccepted:
         """Persist first, then wake the worker (outbox): a job in SQLite is never lost, even
         if Redis is down now; the worker re-enqueues unfinished jobs when it (re)starts or
-        idles. The stored JSON is ``payload.to_json()``, the shape jobs always had."""
+        idles. The stored JSON is ``payload.to_json()``, the shape jobs always had;
+        ``submitter`` (the caller's name, never a token) is stored beside it."""
         unfinished = self.store.count_unfinished()
         if unfinished >= self.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
@@ -50,7 +52,7 @@ class JobSubmitter:
                 headers={"Retry-After": str(RETRY_AFTER_FULL_S)},
             )
         try:
-            job, created = self.store.create_job(payload.to_json(), idempotency_key)
+            job, created = self.store.create_job(payload.to_json(), idempotency_key, submitter)
         except Conflict as exc:
             raise ApiError(409, str(exc), field="idempotency_key") from exc
         except StoreWriteError as exc:

@@ -24,6 +24,7 @@ from app.api.deps import (
     get_submitter,
 )
 from app.api.errors import ApiError
+from app.api.fact_checks import Tokenizer, check_tokens, get_tokenizer, limits_of
 from app.api.schemas import (
     VERSION_ID_PATTERN,
     ErrorOut,
@@ -33,7 +34,7 @@ from app.api.schemas import (
     VersionDetail,
     VersionList,
 )
-from app.api.security import require_read, require_write
+from app.api.security import require_admin, require_read, require_write
 from app.api.submit import JobSubmitter
 from app.api.views import version_detail, version_summary
 from app.queue import publish_active_changed
@@ -110,7 +111,7 @@ def get_version(
 def rollback(
     version: str = VersionPath,
     services: Services = Depends(get_services),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> RollbackOut:
     """A pointer move in the store; this process switches at once (restoring the exact base
     matrices and re-applying the chain), the worker and other API processes follow."""
@@ -118,7 +119,7 @@ def rollback(
     previous = services.store.active_version()
     try:
         services.deltas.chain(version)  # refuse a version whose weights cannot be built
-        services.store.set_active(version)
+        services.store.set_active(version, actor=_who)
     except UnusableDelta as exc:
         raise ApiError(409, str(exc), field="version") from exc
     except Conflict as exc:
@@ -147,7 +148,7 @@ def revert(
     version: str = VersionPath,
     store: VersionStore = Depends(get_store),
     submitter: JobSubmitter = Depends(get_submitter),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> JobAccepted:
     """Queued like an edit (so it runs in order with edits). The job's `version` is the new
     active version once it commits."""
@@ -163,7 +164,7 @@ def revert(
             f"({' -> '.join(lineage)}); roll back to a version that contains it first",
             field="version",
         )
-    return submitter.submit(RevertJob(version=version))
+    return submitter.submit(RevertJob(version=version), submitter=_who)
 
 
 @router.post(
@@ -179,6 +180,7 @@ def evaluate(
     store: VersionStore = Depends(get_store),
     settings: Settings = Depends(get_settings),
     submitter: JobSubmitter = Depends(get_submitter),
+    tokenizer: Tokenizer = Depends(get_tokenizer),
     _who: str = Depends(require_write),
 ) -> JobAccepted:
     """CounterFact metrics (efficacy, generalization, specificity, KL, top-k overlap) of the
@@ -198,6 +200,7 @@ def evaluate(
     if not own and not body.records and body.data_file is None:
         raise ApiError(422, "nothing to evaluate: this version has no facts of its own; give "
                        "'records' or 'data_file'", field="records")
+    check_tokens(body.records, tokenizer, limits_of(settings), field="records")
     payload = EvaluateJob(
         version=version,
         include_own_facts=body.include_own_facts,
@@ -205,7 +208,7 @@ def evaluate(
         data_file=body.data_file,
         limit=body.limit,
     )
-    return submitter.submit(payload)
+    return submitter.submit(payload, submitter=_who)
 
 
 def _shared_data(settings: Settings) -> FsPath:
@@ -244,7 +247,7 @@ def export(
                     "adapter (truncated SVD); 0 is exact"),
     settings: Settings = Depends(get_settings),
     parts: ModelParts = Depends(get_parts),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_admin),
 ) -> StreamingResponse:
     """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
     `AutoModelForCausalLM.from_pretrained("v1")`. With `?format=peft` the tar holds a PEFT

@@ -34,6 +34,8 @@ def job_out(job: Job, version: Version | None = None,
         created_at=job.created_at or None,
         updated_at=job.updated_at or None,
         serving=serving,
+        submitter=job.submitter,
+        cancel_requested_by=job.cancel_requested_by,
     )
 
 

@@ -20,13 +20,23 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from app.store import commits, jobs, versions
+from app.store import audit, commits, jobs, versions
+from app.store.audit import AuditEntry
 from app.store.connection import Database
-from app.store.errors import Conflict, CorruptDelta, NotFound, StoreError, StoreWriteError
+from app.store.errors import (
+    Cancelled,
+    Conflict,
+    CorruptDelta,
+    NotFound,
+    StoreError,
+    StoreWriteError,
+)
 from app.store.files import DeltaFiles
 from app.store.records import JOB_STATES, Job, JobState, NewVersion, Version
 
 __all__ = [
+    "AuditEntry",
+    "Cancelled",
     "Conflict",
     "CorruptDelta",
     "Job",
@@ -86,11 +96,13 @@ class VersionStore:
 
     # -- jobs -------------------------------------------------------------------------------
     def create_job(
-        self, payload: dict[str, Any], idempotency_key: str | None = None
+        self, payload: dict[str, Any], idempotency_key: str | None = None,
+        submitter: str | None = None,
     ) -> tuple[Job, bool]:
         """Persist an accepted request as a queued job; ``(job, created)``. A known
-        idempotency key returns its job (:class:`Conflict` if the payload differs)."""
-        return jobs.create(self.db, payload, idempotency_key)
+        idempotency key returns its job (:class:`Conflict` if the payload differs).
+        ``submitter`` is a name for the caller, never a token."""
+        return jobs.create(self.db, payload, idempotency_key, submitter)
 
     def get_job(self, job_id: str) -> Job:
         return jobs.get(self.db.conn(), job_id)
@@ -123,6 +135,21 @@ class VersionStore:
     def fail_job(self, job_id: str, error: str) -> Job:
         """Mark a job failed with a reason. A committed job stays committed (Conflict)."""
         return jobs.fail(self.db, job_id, error)
+
+    def cancel_job(self, job_id: str, by: str | None) -> Job:
+        """Cancel a queued job now, or ask a running one to stop (:func:`app.store.jobs.cancel`)."""
+        return jobs.cancel(self.db, job_id, by)
+
+    def cancel_requested(self, job_id: str) -> str | None:
+        """Who asked this job to stop, or None; cheap enough for every step of an edit."""
+        return jobs.cancel_requested(self.db.conn(), job_id)
+
+    def mark_cancelled(self, job_id: str, reason: str) -> Job:
+        return jobs.mark_cancelled(self.db, job_id, reason)
+
+    def abandon_job(self, job_id: str) -> Job:
+        """Back to the queue after a SIGTERM, the attempt not counted."""
+        return jobs.abandon(self.db, job_id)
 
     def finish_job(self, job_id: str, version_id: str, *, make_active: bool = True) -> Job:
         """Mark a job committed as an *existing* version; idempotent."""
@@ -214,9 +241,14 @@ class VersionStore:
         """The active version id; :class:`StoreError` before :meth:`ensure_base`."""
         return versions.active(self.db.conn())
 
-    def set_active(self, vid: str) -> Version:
-        """Make ``vid`` active (rollback); refuses a version whose chain has a failed one."""
-        return versions.set_active(self.db, vid)
+    def set_active(self, vid: str, actor: str | None = None) -> Version:
+        """Make ``vid`` active (rollback); refuses a version whose chain has a failed one.
+        The audit trail records ``actor`` (a name, never a token)."""
+        return versions.set_active(self.db, vid, actor)
+
+    def audit(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """Changes of the active version, newest first (``before``: a ``seq`` to page back)."""
+        return audit.list_entries(self.db.conn(), limit, before)
 
     def mark_version_failed(self, vid: str, reason: str) -> Version:
         """Quarantine a version; an active pointer on it falls back to a usable ancestor."""

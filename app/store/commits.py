@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from app.store import jobs, versions
 from app.store.connection import Database
-from app.store.errors import Conflict
+from app.store.errors import Cancelled, Conflict
 from app.store.files import DeltaFiles
 from app.store.records import JobState, NewVersion, Version
 
@@ -42,10 +42,13 @@ def commit_job(
             return versions.get(conn, job.version)  # a racing commit won
         if job.state == JobState.failed:
             raise Conflict(f"job {job_id} has failed; it cannot be committed")
+        if job.cancel_requested_at is not None:  # asked while the edit was computed
+            raise Cancelled(f"job {job_id} was cancelled by {job.cancel_requested_by}")
         vid = versions.insert(conn, new, stored)
         jobs.mark_committed(conn, job_id, vid)
         if make_active:
-            versions.move_active(conn, vid, new.parent, guarded=only_if_parent_active)
+            versions.move_active(conn, vid, new.parent, guarded=only_if_parent_active,
+                                 actor=job.submitter, job_id=job_id)
         return versions.get(conn, vid)
 
 
@@ -71,5 +74,6 @@ def commit_derived(
                 return done
         vid = versions.insert(conn, new, stored)
         if make_active:
-            versions.move_active(conn, vid, new.parent, guarded=False)
+            versions.move_active(conn, vid, new.parent, guarded=False, action="revert",
+                                 job_id=new.origin_job)
         return versions.get(conn, vid)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.store.errors import StoreError, StoreWriteError
-from app.store.tables import SCHEMA, SCHEMA_VERSION
+from app.store.tables import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["Database"]
 
@@ -104,19 +104,36 @@ class Database:
                     f"SQLite refused WAL mode ({mode}) for {self.db_path}; "
                     "put the data directory on a local filesystem"
                 )
-            with self.write() as conn:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                found = conn.execute("PRAGMA user_version").fetchone()[0]
-                if found > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.db_path} has schema {found}, newer than this code "
-                        f"({SCHEMA_VERSION}); upgrade the service"
-                    )
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("PRAGMA foreign_keys = OFF")  # not inside a transaction: a no-op there
+            try:
+                with self.write() as conn:
+                    self._migrate(conn)
+            finally:
+                conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreWriteError(f"cannot open the store {self.db_path}: {exc}") from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Inside one write transaction (several processes may start at once: the first one
+        migrates, the others find the file current): schema 1 if the file is new, then each
+        migration past the file's ``user_version``; a file newer than this code is refused."""
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(f"{self.db_path} has schema {found}, newer than this code "
+                             f"({SCHEMA_VERSION}); upgrade the service")
+        if found <= 1:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            found = 1
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StoreError(f"{self.db_path}: the schema migration left {len(broken)} rows "
+                             "whose references do not resolve; the file is unchanged")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         """Close every connection this database opened (any thread)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "CorruptDelta", "NotFound", "StoreError", "StoreWriteError"]
+__all__ = ["Cancelled", "Conflict", "CorruptDelta", "NotFound", "StoreError", "StoreWriteError"]
 
 
 class StoreError(RuntimeError):
@@ -26,3 +26,7 @@ class StoreWriteError(StoreError):
 
 class CorruptDelta(StoreError):
     """A delta file is missing or its bytes do not match the recorded sha256."""
+
+
+class Cancelled(Conflict):
+    """The job was cancelled (or asked to stop) before its result could be committed."""

@@ -13,8 +13,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.store import versions
-from app.store.connection import Database, set_meta
-from app.store.errors import Conflict, NotFound, StoreError
+from app.store.audit import point_active
+from app.store.connection import Database
+from app.store.errors import Cancelled, Conflict, NotFound, StoreError
 from app.store.records import (
     JOB_STATES,
     Job,
@@ -26,9 +27,13 @@ from app.store.records import (
 )
 
 __all__ = [
+    "abandon",
+    "cancel",
+    "cancel_requested",
     "count_unfinished",
     "create",
     "fail",
+    "mark_cancelled",
     "finish",
     "get",
     "list_jobs",
@@ -47,7 +52,8 @@ def get(conn: sqlite3.Connection, job_id: str) -> Job:
 
 
 def create(
-    db: Database, payload: dict[str, Any], idempotency_key: str | None = None
+    db: Database, payload: dict[str, Any], idempotency_key: str | None = None,
+    submitter: str | None = None,
 ) -> tuple[Job, bool]:
     """Persist an accepted request as a queued job; return ``(job, created)``.
 
@@ -74,8 +80,9 @@ def create(
         job_id = uuid.uuid4().hex
         conn.execute(
             "INSERT INTO jobs(id, idempotency_key, payload, payload_sha256, state, "
-            "attempts, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 0, ?, ?)",
-            (job_id, idempotency_key, text, digest, stamp, stamp),
+            "attempts, created_at, updated_at, submitter) "
+            "VALUES (?, ?, ?, ?, 'queued', 0, ?, ?, ?)",
+            (job_id, idempotency_key, text, digest, stamp, stamp, submitter),
         )
         return get(conn, job_id), True
 
@@ -147,6 +154,8 @@ def fail(db: Database, job_id: str, error: str) -> Job:
         job = get(conn, job_id)
         if job.state == JobState.committed:
             raise Conflict(f"job {job_id} is committed as {job.version}; it cannot fail")
+        if job.state == JobState.cancelled:
+            raise Conflict(f"job {job_id} is cancelled; it cannot fail")
         conn.execute(
             "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
             (str(error), now(), job_id),
@@ -174,10 +183,71 @@ def finish(db: Database, job_id: str, version_id: str, *, make_active: bool = Tr
             if job.version != version_id:
                 raise Conflict(f"job {job_id} is already committed as {job.version}")
             return job
-        if job.state == JobState.failed:
-            raise Conflict(f"job {job_id} has failed ({job.error}); submit it again")
+        if job.state in (JobState.failed, JobState.cancelled):
+            raise Conflict(f"job {job_id} is {job.state} ({job.error}); submit it again")
+        if make_active and job.cancel_requested_at is not None:
+            raise Cancelled(f"job {job_id} was cancelled by {job.cancel_requested_by}")
         versions.require_usable(version)
         mark_committed(conn, job_id, version_id)
         if make_active:
-            set_meta(conn, "active", version_id)
+            action = "revert" if job.payload.get("kind") == "revert" else "commit"
+            point_active(conn, version_id, action, job.submitter, job_id)
+        return get(conn, job_id)
+
+
+# -- stopping a job -------------------------------------------------------------------------
+def cancel(db: Database, job_id: str, by: str | None) -> Job:
+    """Cancel a job: a queued one at once (it never runs), a running one by asking its
+    worker to stop at its next check (:func:`cancel_requested`; the worker then marks it
+    cancelled, and a commit after the request is refused). Cancelling a cancelled job
+    changes nothing; a committed or failed one is a :class:`Conflict`."""
+    with db.write() as conn:
+        job = get(conn, job_id)
+        if job.state == JobState.cancelled:
+            return job
+        if job.state in (JobState.committed, JobState.failed):
+            raise Conflict(f"job {job_id} is already {job.state}; only a queued or running "
+                           "job can be cancelled")
+        stamp = now()
+        if job.state == JobState.queued:
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', error = ?, cancel_requested_by = ?, "
+                "cancel_requested_at = ?, updated_at = ? WHERE id = ?",
+                (f"cancelled by {by} before it ran", by, stamp, stamp, job_id))
+        elif job.cancel_requested_at is None:
+            conn.execute(
+                "UPDATE jobs SET cancel_requested_by = ?, cancel_requested_at = ?, "
+                "updated_at = ? WHERE id = ?", (by, stamp, stamp, job_id))
+        return get(conn, job_id)
+
+
+def cancel_requested(conn: sqlite3.Connection, job_id: str) -> str | None:
+    """Who asked to stop this job (None: nobody, or no such job). One indexed read: the
+    worker calls it at every step of an edit."""
+    row = conn.execute("SELECT cancel_requested_at, cancel_requested_by FROM jobs "
+                       "WHERE id = ?", (job_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return row[1] or "an unnamed caller"
+
+
+def mark_cancelled(db: Database, job_id: str, reason: str) -> Job:
+    """The worker stopped a running job it was asked to stop: nothing was committed."""
+    with db.write() as conn:
+        job = get(conn, job_id)
+        if job.state in (JobState.committed, JobState.failed, JobState.cancelled):
+            return job
+        conn.execute("UPDATE jobs SET state = 'cancelled', error = ?, updated_at = ? "
+                     "WHERE id = ?", (reason, now(), job_id))
+        return get(conn, job_id)
+
+
+def abandon(db: Database, job_id: str) -> Job:
+    """The worker was told to stop (SIGTERM) mid-job: the job goes back to the queue and the
+    attempt it was on is not counted (attempts only count runs a crash ended, so a job that
+    keeps killing the worker is still given up, while restarts for a deploy are not)."""
+    with db.write() as conn:
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), progress = NULL, "
+            "updated_at = ? WHERE id = ? AND state = 'running'", (now(), job_id))
         return get(conn, job_id)

@@ -31,6 +31,7 @@ class JobState(StrEnum):
     running = "running"
     committed = "committed"
     failed = "failed"
+    cancelled = "cancelled"
 
 
 JOB_STATES = tuple(s.value for s in JobState)
@@ -54,11 +55,18 @@ class Job:
     progress: dict[str, Any] | None = None
     attempts: int = 0
     created_at: str = ""
+    """When the job was submitted (and accepted)."""
     updated_at: str = ""
+    submitter: str | None = None
+    """Who submitted it: a token's name or a short hash of it, never the token (None: made
+    before the store recorded submitters)."""
+    cancel_requested_by: str | None = None
+    """Set while a running job has been asked to stop (and kept once it has)."""
+    cancel_requested_at: str | None = None
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.committed, JobState.failed)
+        return self.state in (JobState.committed, JobState.failed, JobState.cancelled)
 
     @property
     def request(self) -> EditJob | RevertJob | EvaluateJob:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from app.store.connection import Database, get_meta, set_meta
+from app.store.audit import point_active
+from app.store.connection import Database, get_meta
 from app.store.errors import Conflict, NotFound, StoreError
 from app.store.records import (
     VERSION_KINDS,
@@ -106,7 +107,7 @@ def ensure_base(db: Database, data_dir: Path, model_name: str, fingerprint: str)
             )
             base = get(conn, BASE_ID)
         if get_meta(conn, "active") is None:
-            set_meta(conn, "active", base.id)
+            point_active(conn, base.id, "init")
         return base
 
 
@@ -161,26 +162,41 @@ def active(conn: sqlite3.Connection) -> str:
     return value
 
 
-def move_active(conn: sqlite3.Connection, vid: str, parent: str, guarded: bool) -> None:
+def move_active(conn: sqlite3.Connection, vid: str, parent: str, guarded: bool,
+                action: str = "commit", actor: str | None = None,
+                job_id: str | None = None) -> None:
     """Point at ``vid``; when ``guarded``, only if ``parent`` is still active (a rollback made
-    while the version was computed is not silently undone)."""
+    while the version was computed is not silently undone). Recorded in the audit trail."""
     if guarded and get_meta(conn, "active") != parent:
         return
-    set_meta(conn, "active", vid)
+    point_active(conn, vid, action, actor, job_id)
 
 
-def set_active(db: Database, vid: str) -> Version:
-    """Make ``vid`` active (rollback). Refuses unknown versions and any version whose
-    chain contains a failed one: its weights could not be rebuilt. Activating a version the
-    quality gate held releases it."""
+def set_active(db: Database, vid: str, actor: str | None = None) -> Version:
+    """Make ``vid`` active (rollback or roll forward, as the audit trail records it). Refuses
+    unknown versions and any version whose chain contains a failed one: its weights could not
+    be rebuilt. Activating a version the quality gate held releases it."""
     with db.write() as conn:
         version = get(conn, vid)
-        for link in chain(conn, vid):
+        lineage = chain(conn, vid)
+        for link in lineage:
             require_usable(link)
-        set_meta(conn, "active", vid)
+        current = get_meta(conn, "active")
+        point_active(conn, vid, _direction(conn, current, vid, lineage), actor)
         if version.held:
             version = _release(conn, version)
         return version
+
+
+def _direction(conn: sqlite3.Connection, current: str | None, vid: str,
+               lineage: list[Version]) -> str:
+    """``rollback`` to an ancestor of the active version, ``roll_forward`` to a descendant,
+    ``switch`` to another branch."""
+    if current is None or current in {v.id for v in lineage}:
+        return "roll_forward"
+    if vid in {v.id for v in chain(conn, current)}:
+        return "rollback"
+    return "switch"
 
 
 def _release(conn: sqlite3.Connection, version: Version) -> Version:
@@ -207,7 +223,8 @@ def mark_failed(db: Database, vid: str, reason: str) -> Version:
             ids = [v.id for v in lineage]
             if vid in ids:
                 usable = lineage[: ids.index(vid)]
-                set_meta(conn, "active", usable[-1].id if usable else BASE_ID)
+                point_active(conn, usable[-1].id if usable else BASE_ID, "quarantine",
+                             detail=f"{vid} failed: {reason}"[:500])
         return get(conn, vid)
 
 

@@ -76,11 +76,13 @@ class Editors:
 class _Progress:
     """Throttled progress reports into the store (a write per stage change or 0.5 s)."""
 
-    def __init__(self, store: VersionStore, job_id: str, prefix: str = ""):
-        self.store, self.job_id, self.prefix = store, job_id, prefix
+    def __init__(self, store: VersionStore, job_id: str, prefix: str = "",
+                 check: Callable[[], None] = lambda: None):
+        self.store, self.job_id, self.prefix, self.check = store, job_id, prefix, check
         self._last = (None, 0.0)
 
     def __call__(self, stage: str, fraction: float) -> None:
+        self.check()  # the worker's cancel / time-limit check, every step (app/worker/cancel.py)
         now = time.monotonic()
         name = f"{self.prefix}{stage}"
         if name == self._last[0] and now - self._last[1] < PROGRESS_EVERY_S and fraction < 1:
@@ -133,6 +135,8 @@ class JobRunner:
         self.shared_data = shared_data
         self.before_commit = before_commit
         """Called right before each commit (the worker checks it still holds the lock)."""
+        self.check: Callable[[], None] = lambda: None
+        """Called at every progress report; raises to stop the job (app/worker/cancel.py)."""
 
     def warm(self) -> None:
         """Load now what the first edit would otherwise load while its user waits: the context
@@ -189,7 +193,7 @@ class JobRunner:
         facts = list(request.facts)
         requests = requests_from_facts(facts)
         method = request.method or self.default_method
-        progress = _Progress(self.store, job.id)
+        progress = _Progress(self.store, job.id, check=self.check)
         for _attempt in range(MAX_RECOMPUTE):
             parent = self.store.active_version()
             hparams = self.editors.hparams_for(method, request.strength, request.covariance_weight)
@@ -239,7 +243,7 @@ class JobRunner:
         progress_total = max(1, len(lineage) - index - 1)
         for step, old in enumerate(lineage[index + 1:]):
             progress = _Progress(self.store, job.id, prefix=f"replay {step + 1}/"
-                                 f"{progress_total} ")
+                                 f"{progress_total} ", check=self.check)
             method = old.method or self.default_method
             hparams = self.editors.hparams_for(method, None,
                                                replay_weight(old.hparams, old.diagnostics))
@@ -288,7 +292,7 @@ class JobRunner:
                 raise JobFailed(f"cannot read {request.data_file}: {exc}") from exc
         if not records:
             raise JobFailed("nothing to evaluate (no facts, records or data_file)")
-        _Progress(self.store, job.id)("evaluate", 0.0)
+        _Progress(self.store, job.id, check=self.check)("evaluate", 0.0)
         started = time.perf_counter()
         reference = version.parent or version.id
         delta = None if version.is_base else self.deltas.delta(version)

@@ -29,7 +29,8 @@ from app.queue import (
 )
 from app.serving.parts import ModelParts
 from app.settings import Settings
-from app.store import Conflict, NotFound, StoreWriteError
+from app.store import Cancelled, Conflict, NotFound, StoreWriteError
+from app.worker.cancel import JobCancelled, JobCheck, JobTimedOut
 from app.worker.handlers import JobFailed, JobRunner
 from app.worker.testing_hooks import COMMIT, RUNNING, pause_point
 
@@ -62,8 +63,10 @@ class Worker:
         self.heartbeat = self._new_heartbeat()
         # every commit also passes the test-only pause point (a no-op unless a test asks)
         self.runner.before_commit = self._before_commit
+        self.runner.check = self._check_job  # at every progress report of a job
         self.stop = threading.Event()
         self.busy = False
+        self.job_check: JobCheck | None = None
 
     def _new_heartbeat(self) -> WorkerHeartbeat:
         return WorkerHeartbeat(self.client, self.settings.redis_prefix,
@@ -73,6 +76,12 @@ class Worker:
     def _before_commit(self) -> None:
         pause_point(COMMIT, self.heartbeat.info.get("job"))  # no-op unless a test asks
         self.lock.check()
+        self._check_job()
+
+    def _check_job(self) -> None:
+        """Cancelled, or past its time limit? Raises to stop the job (app/worker/cancel.py)."""
+        if self.job_check is not None:
+            self.job_check()
 
     @property
     def store(self):  # noqa: ANN201 - VersionStore, kept short
@@ -169,17 +178,33 @@ class Worker:
             self._fail(job_id, f"the worker stopped {job.attempts} times while running this "
                        "job; it was given up. Check the worker log, then submit it again")
             return
-        self.store.mark_running(job_id)
+        try:
+            self.store.mark_running(job_id)
+        except Conflict:  # cancelled since it was read
+            log.info("job %s finished before it started; skipping it", job_id)
+            return
         self.heartbeat.update(state="running", job=job_id)
         started = time.perf_counter()
+        self.job_check = JobCheck(self.store, job_id, self.settings.job_time_limit_s)
         self.busy = True
         try:
             pause_point(RUNNING, job_id)
             version = self.runner.run(job)
-        except (Stopping, LockLost):
+        except Stopping:
+            self._abandon(job_id)
             raise
+        except LockLost:
+            raise
+        except (JobCancelled, Cancelled) as exc:
+            self._cancelled(job_id, str(exc))
+            self.follow_active()
+            return
         except JobFailed as exc:
             self._fail(job_id, str(exc))
+            return
+        except JobTimedOut as exc:
+            self._fail(job_id, str(exc))
+            self.follow_active()
             return
         except StoreWriteError as exc:
             self._fail(job_id, f"the result could not be stored: {exc}")
@@ -192,6 +217,7 @@ class Worker:
             return
         finally:
             self.busy = False
+            self.job_check = None
         log.info("job %s committed as %s in %.2fs", job_id, version.id,
                  time.perf_counter() - started)
         self.follow_active()
@@ -199,6 +225,21 @@ class Worker:
             publish_committed(self.client, self.settings.redis_prefix, version.id, job_id=job_id)
         except (redis.RedisError, OSError):
             log.warning("commit of %s not published; API processes poll the store", version.id)
+
+    def _cancelled(self, job_id: str, reason: str) -> None:
+        log.info("job %s cancelled: %s", job_id, reason)
+        try:
+            self.store.mark_cancelled(job_id, reason)
+        except StoreWriteError:
+            log.error("cannot record the cancellation of job %s; it will stop again", job_id)
+
+    def _abandon(self, job_id: str) -> None:
+        """A SIGTERM stopped the job: back to the queue, the attempt not counted (a crash
+        never gets here, so a job that keeps killing the worker is still given up)."""
+        try:
+            self.store.abandon_job(job_id)
+        except Exception as exc:  # the store is unreachable: the attempt counts, no harm
+            log.warning("job %s not returned to the queue (%s)", job_id, type(exc).__name__)
 
     def _fail(self, job_id: str, reason: str) -> None:
         log.warning("job %s failed: %s", job_id, reason)

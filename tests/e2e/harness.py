@@ -175,14 +175,14 @@ def wait_ready(proc: Proc, timeout: float = 300, worker: bool = True) -> dict[st
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
-    """Poll ``GET /edits/{job_id}`` until the job is committed or failed."""
+    """Poll ``GET /edits/{job_id}`` until the job is committed, failed or cancelled."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         response = client.get(f"/edits/{job_id}")
         assert response.status_code == 200, response.text
         body = response.json()
-        if body["state"] in ("committed", "failed"):
+        if body["state"] in ("committed", "failed", "cancelled"):
             return body
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} not finished after {timeout}s: {body}")

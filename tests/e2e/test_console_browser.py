@@ -290,7 +290,7 @@ def test_tokens_read_only_hides_mutations_and_stay_out_of_urls(
 
     page.fill("#token-input", API_TOKEN)
     page.click("#token-form button[type=submit]")
-    expect(page.locator("#scope-badge")).to_have_text("read + write")
+    expect(page.locator("#scope-badge")).to_have_text("read · edit · admin")
     expect(page.locator("#teach-form")).to_be_visible()
     page.goto(service["secured"] + "/console/#versions/v1")  # the token survives in the tab
     expect(page.get_by_role("button", name="Roll forward to v1")).to_be_visible()

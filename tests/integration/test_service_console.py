@@ -125,11 +125,13 @@ def test_console_headers_only_on_the_console(server: LiveServer) -> None:
 
 def test_whoami_scopes_without_tokens(server: LiveServer) -> None:
     with server.client() as anon, server.client("anything") as other:
-        assert anon.get("/whoami").json() == {"scopes": ["read", "write"], "token": "none",
+        assert anon.get("/whoami").json() == {"scopes": ["read", "edit", "admin"],
+                                              "token": "none", "name": "anonymous",
                                               "read_needs_token": False,
-                                              "write_needs_token": False}
+                                              "write_needs_token": False,
+                                              "admin_needs_token": False}
         assert other.get("/whoami").json()["token"] == "unknown"
-        assert other.get("/whoami").json()["scopes"] == ["read", "write"]
+        assert other.get("/whoami").json()["scopes"] == ["read", "edit", "admin"]
 
 
 def test_whoami_scopes_with_tokens(tmp_path: Path, model_dir: Path) -> None:
@@ -144,8 +146,9 @@ def test_whoami_scopes_with_tokens(tmp_path: Path, model_dir: Path) -> None:
                 assert response.status_code == 200
                 assert API_TOKEN not in response.text and READ_TOKEN not in response.text
                 answers[name] = (response.json()["token"], response.json()["scopes"])
+        # no admin token: the edit token holds admin rights
         assert answers == {"anon": ("none", []), "read": ("read", ["read"]),
-                           "api": ("api", ["read", "write"]), "wrong": ("unknown", [])}
+                           "api": ("edit", ["read", "edit", "admin"]), "wrong": ("unknown", [])}
         schema = httpx.get(live.url + "/openapi.json").json()
         assert {} in schema["paths"]["/whoami"]["get"]["security"]  # anyone may ask
         assert {} not in schema["paths"]["/facts"]["get"]["security"]  # the read token

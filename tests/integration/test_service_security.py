@@ -39,8 +39,9 @@ def test_tokens(secured: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
             secured.client(API_TOKEN) as writer, secured.client("wrong") as stranger:
         # health probes stay open
         assert anon.get("/health").status_code == 200
-        # mutating endpoints: api token only
-        for client, status in ((anon, 401), (stranger, 403), (reader, 403), (writer, 202)):
+        # mutating endpoints: api token only; a missing or unknown key is a 401, a valid key
+        # without the scope a 403
+        for client, status in ((anon, 401), (stranger, 401), (reader, 403), (writer, 202)):
             response = client.post("/edits", json={"facts": [FACT]})
             bodies.append(response.text)
             assert response.status_code == status, response.text
@@ -52,7 +53,7 @@ def test_tokens(secured: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
             bodies.append(response.text)
             assert response.status_code == 403
         # read endpoints: the read token or the api token
-        for client, status in ((anon, 401), (stranger, 403), (reader, 200), (writer, 200)):
+        for client, status in ((anon, 401), (stranger, 401), (reader, 200), (writer, 200)):
             response = client.get("/versions")
             bodies.append(response.text)
             assert response.status_code == status, response.text
@@ -117,14 +118,28 @@ def test_body_limit_without_content_length(tmp_path: Path, model_dir: Path) -> N
         assert live.services.store.count_unfinished() == 0
 
 
-def test_exposed_without_token_warns(capsys: pytest.CaptureFixture[str]) -> None:
+def test_exposed_without_token_refuses_to_start(capsys: pytest.CaptureFixture[str],
+                                                caplog: pytest.LogCaptureFixture) -> None:
     from app.cli import warn_if_exposed
     from app.settings import Settings
 
-    warn_if_exposed(Settings(host="0.0.0.0"))
-    assert "WARNING" in capsys.readouterr().err
-    warn_if_exposed(Settings(host="0.0.0.0", api_token="t"))
-    warn_if_exposed(Settings())
+    with pytest.raises(SystemExit) as stopped:
+        warn_if_exposed(Settings(host="0.0.0.0"))
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "refusing to start" in err and "MODELEDIT_API_TOKEN" in err
+    assert "MODELEDIT_ALLOW_UNAUTHENTICATED=1" in err and "docker run -e" in err
+    warn_if_exposed(Settings(host="0.0.0.0", allow_unauthenticated=True))  # on purpose
+    assert "reads are open" in capsys.readouterr().err
+    caplog.set_level(logging.WARNING)
+    warn_if_exposed(Settings(host="0.0.0.0", api_token="ops:t0k3n-SECRET",
+                             read_token="r-SECRET"))
+    assert capsys.readouterr().err == ""
+    assert "holds admin rights" in caplog.text and "SECRET" not in caplog.text
+    caplog.clear()
+    warn_if_exposed(Settings(host="0.0.0.0", api_token="t", admin_token="a"))
+    assert "reads are open" in capsys.readouterr().err and "admin rights" not in caplog.text
+    warn_if_exposed(Settings())  # loopback, no tokens: quiet
     assert capsys.readouterr().err == ""
 
 
@@ -162,3 +177,23 @@ def test_openapi_documents_every_endpoint(tmp_path: Path, model_dir: Path) -> No
                 if schema_.get("type") == "array":
                     schema_ = schema_["items"]
                 assert has_example(schema_), (method, path)
+
+
+@pytest.mark.parametrize("command", ["serve", "api"])
+def test_a_bare_start_beyond_loopback_prints_how_to_start(tmp_path: Path, command: str) -> None:
+    """What a bare `docker run modeledit` does (the image sets MODELEDIT_HOST=0.0.0.0): exit 2
+    before loading anything, saying how to start; an empty token (compose's default) is none."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELEDIT_")}
+    env.update({"MODELEDIT_HOST": "0.0.0.0", "MODELEDIT_DATA_DIR": str(tmp_path / "data"),
+                "MODELEDIT_API_TOKEN": "", "PYTHONPATH": str(Path.cwd())})
+    done = subprocess.run([sys.executable, "-m", "app", command], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    for needed in ("refusing to start", "MODELEDIT_API_TOKEN", "MODELEDIT_ALLOW_UNAUTHENTICATED=1",
+                   "docker run -e"):
+        assert needed in done.stderr, done.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching anything

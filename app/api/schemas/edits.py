@@ -218,7 +218,7 @@ class Progress(BaseModel):
 class JobOut(BaseModel):
     job_id: str
     kind: str = Field(description="edit, revert or evaluate")
-    state: JobState
+    state: JobState = Field(description="queued, running, committed, failed or cancelled")
     version: str | None = Field(description="the version this job committed (when committed)")
     error: str | None = Field(description="why it failed (when failed)")
     progress: Progress | None = None
@@ -232,9 +232,15 @@ class JobOut(BaseModel):
     gate: dict[str, Any] | None = Field(
         None, description="edit jobs, once committed: the version's quality-gate figures"
     )
-    attempts: int = 0
-    created_at: str | None = None
+    attempts: int = Field(0, description="runs of this job that started; one a crash ended "
+                          "counts, one a worker shutdown (SIGTERM) ended does not")
+    created_at: str | None = Field(None, description="when the job was submitted")
     updated_at: str | None = None
+    submitter: str | None = Field(None, description="who submitted it: the token's name, or a "
+                                  "short hash of an unnamed token (never the token)")
+    cancel_requested_by: str | None = Field(
+        None, description="who cancelled the job (or asked a running job to stop: it stops "
+        "at its next step and commits nothing)")
     serving: dict[str, Any] | None = Field(
         None, description="with MODELEDIT_VLLM_URL: whether vLLM serves the version "
         "({engine, model, state: pending|served|unloaded|refused, error})")

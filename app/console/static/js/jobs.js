@@ -1,10 +1,20 @@
-// A job card that follows GET /edits/{id} until the job is committed or failed: state,
-// stage, percent and an ETA for the current stage (from how fast its fraction moved).
+// A job card that follows GET /edits/{id} until the job is committed, failed or cancelled:
+// state, stage, percent, an ETA for the current stage (from how fast its fraction moved) and,
+// for a caller who may write, a Cancel button while the job is queued or running.
 
 import {api} from './api.js';
 import {fmt, h} from './dom.js';
+import {callerName, canAdmin, canEdit} from './session.js';
 
 const POLL_MS = 600;
+const FINISHED = ['committed', 'failed', 'cancelled'];
+
+function badgeClass(state) {
+  if (state === 'committed') return 'badge ok';
+  if (state === 'failed') return 'badge bad';
+  if (state === 'cancelled') return 'badge muted';
+  return 'badge warn';
+}
 
 /** Seconds left in the current stage, or null while there is too little to go on. */
 export function stageEta(track, progress, now) {
@@ -45,8 +55,20 @@ export function followJob(container, jobId, {onDone} = {}) {
   const percent = h('span', {class: 'mono'});
   const eta = h('span', {class: 'muted'});
   const result = h('div', {class: 'result'});
+  // An edit token cancels its own jobs, an admin any: shown once the submitter is known.
+  const cancel = h('button', {type: 'button', class: 'danger job-cancel', hidden: true,
+    text: 'Cancel', title: 'queued: never runs; running: stops at its next step, commits nothing'});
+  cancel.addEventListener('click', async () => {
+    cancel.disabled = true;
+    try {
+      await api(`/edits/${encodeURIComponent(jobId)}/cancel`, {method: 'POST'});
+    } catch (exc) {
+      result.replaceChildren(h('span', {class: 'error', text: exc.message}));
+      cancel.disabled = false;
+    }
+  });
   const card = h('div', {class: 'job', dataset: {jobId}},
-    h('div', {class: 'job-head'}, state, kind, title),
+    h('div', {class: 'job-head'}, state, kind, title, cancel),
     h('div', {class: 'job-head'}, stage, bar, percent, eta),
     result);
   container.prepend(card);
@@ -65,8 +87,9 @@ export function followJob(container, jobId, {onDone} = {}) {
       }
       card.dataset.state = job.state;
       state.textContent = job.state;
-      state.className = `badge ${job.state === 'committed' ? 'ok'
-        : job.state === 'failed' ? 'bad' : 'warn'}`;
+      state.className = badgeClass(job.state);
+      if (FINISHED.includes(job.state) || job.cancel_requested_by) cancel.remove();
+      else cancel.hidden = !(canAdmin() || (canEdit() && job.submitter === callerName()));
       kind.textContent = describe(job);
       const now = performance.now();
       const progress = job.progress;
@@ -81,8 +104,11 @@ export function followJob(container, jobId, {onDone} = {}) {
         stage.textContent = progress.stage;
         const left = stageEta(track, progress, now);
         eta.textContent = left === null ? 'estimating…' : `stage ETA ~${Math.ceil(left)} s`;
-      } else {
+      } else if (job.state !== 'cancelled') {
         stage.textContent = job.state === 'queued' ? 'waiting for the worker' : 'starting';
+      }
+      if (job.state === 'running' && job.cancel_requested_by) {
+        stage.textContent = `stopping (cancelled by ${job.cancel_requested_by})`;
       }
       if (job.state === 'committed') {
         const link = job.version
@@ -94,8 +120,12 @@ export function followJob(container, jobId, {onDone} = {}) {
       } else if (job.state === 'failed') {
         eta.textContent = took(job, (now - started) / 1000);
         result.replaceChildren(h('div', {class: 'error', text: `failed: ${job.error || 'no reason given'}`}));
+      } else if (job.state === 'cancelled') {
+        stage.textContent = 'cancelled';
+        result.replaceChildren(h('div', {class: 'muted',
+          text: `cancelled: ${job.error || `by ${job.cancel_requested_by || 'someone'}`}`}));
       }
-      if (job.state === 'committed' || job.state === 'failed') {
+      if (FINISHED.includes(job.state)) {
         document.dispatchEvent(new CustomEvent('modeledit:changed', {detail: job}));
         if (onDone) onDone(job);
         resolve(job);

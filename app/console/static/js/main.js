@@ -1,7 +1,8 @@
 // Entry point: the token field, what it may do, the service status line and hash routing
-// between the four pages (#teach, #versions[/v3], #ledger, #playground).
+// between the pages (#teach, #versions[/v3], #ledger, #playground, #audit).
 
 import {readiness} from './api.js';
+import * as audit from './audit.js';
 import {$} from './dom.js';
 import * as ledger from './ledger.js';
 import * as playground from './playground.js';
@@ -15,6 +16,7 @@ const PAGES = {
   versions: (arg) => versions.show(arg),
   ledger: () => ledger.show(),
   playground: () => playground.show(),
+  audit: () => audit.show(),
 };
 
 function route() {

@@ -8,7 +8,7 @@ import {confirmAction} from './confirm.js';
 import {$, fmt, h, showError, when} from './dom.js';
 import {followJob} from './jobs.js';
 import {lineageOf, loadVersions} from './lineage.js';
-import {canWrite, mutating} from './session.js';
+import {applyScopes, mutating} from './session.js';
 
 let selected = null;
 let list = null;
@@ -167,7 +167,7 @@ function actionsFor(detail) {
     }});
   }
   if (usable(detail) && detail.facts.length) {
-    buttons.push({label: 'Evaluate', confirm: {
+    buttons.push({label: 'Evaluate', scope: 'edit', confirm: {
       title: `Evaluate ${detail.id}?`,
       body: `Queues an evaluation of ${detail.id} on its own ${plural(detail.facts.length, 'fact')} `
         + `against ${detail.parent ?? 'itself'} (efficacy, generalization, specificity, KL). It runs `
@@ -203,8 +203,8 @@ function actionsFor(detail) {
   });
   const row = h('div', {class: 'actions'}, buttons.map((action) => mutating(h('button', {
     type: 'button', class: action.danger ? 'danger' : '', text: action.label,
-    onclick: () => runAction(detail, action)}))));
-  if (usable(detail)) row.append(mutating(exportLink));
+    onclick: () => runAction(detail, action)}), action.scope || 'admin')));
+  if (usable(detail)) row.append(mutating(exportLink, 'admin'));
   return [row, jobs];
 }
 
@@ -270,5 +270,5 @@ export async function show(id, fresh = false) {
   } catch (exc) {
     showError(errors, exc.message);
   }
-  if (!canWrite()) for (const el of document.querySelectorAll('#page-versions [data-mutating]')) el.hidden = true;
+  applyScopes($('#page-versions'));
 }
