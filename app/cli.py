@@ -147,14 +147,21 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
     """Write the export; a version that cannot be exported is a message and exit code 2."""
     from app.services import load_parts
     from app.serving.delta_source import UnusableDelta
-    from app.serving.export import BaseNotExportable, export_peft_version, export_version
+    from app.serving.export import (
+        BaseNotExportable,
+        export_peft_version,
+        export_version,
+        peft_base_name,
+    )
     from app.store import NotFound
     from editing.export.peft import PeftExportError
 
     parts = load_parts(settings)
     try:
         if export_format == "peft":
-            path = export_peft_version(parts, version, out_dir, tol)
+            path = export_peft_version(
+                parts, version, out_dir, tol,
+                base_model_name=lambda: peft_base_name(parts, settings.data_path))
         else:
             path = export_version(parts.runtime, parts.store, version, out_dir)
     except (NotFound, BaseNotExportable, UnusableDelta, PeftExportError,
@@ -164,8 +171,9 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
     if export_format == "peft":
         info = json.loads((path / "modeledit_version.json").read_text())
         print(f"{version} written to {path} as a LoRA adapter of rank {info['r']} on layers "
-              f"{info['layers']} (max relative error {info['max_rel_error']:.2g}); load it "
-              f"with PeftModel.from_pretrained(base, {str(path)!r}) or vLLM --enable-lora "
+              f"{info['layers']} (max relative error {info['max_rel_error']:.2g}) on the base "
+              f"{info['base_model_name_or_path']}; load it with "
+              f"AutoPeftModelForCausalLM.from_pretrained({str(path)!r}) or vLLM --enable-lora "
               f"--max-lora-rank {info['r']}")
     else:
         print(f"{version} written to {path}; load it with "
