@@ -21,11 +21,11 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.flags import add_settings_flags, describe, settings_kwargs
+from app.settings import Settings, SettingsSourceError
 
 log = logging.getLogger("app")
 
@@ -37,30 +37,15 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _add_common(parser: argparse.ArgumentParser, network: bool = True) -> None:
-    parser.add_argument("--data-dir", help="data directory (MODELEDIT_DATA_DIR, default ./data)")
-    parser.add_argument("--model", help="model to edit (MODELEDIT_MODEL, default smollm2-135m)")
-    parser.add_argument("--redis-url", help="Redis URL (REDIS_URL; default: embedded server)")
-    parser.add_argument("--device", help="torch device (MODELEDIT_DEVICE; default cuda if present)")
-    parser.add_argument("--dtype", choices=["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"],
-                        help="weights dtype (MODELEDIT_DTYPE, default float32); bf16/fp16 also "
-                             "run on a CPU, slower there than on a GPU")
-    parser.add_argument("--device-map", help="shard the model with accelerate: auto, balanced, "
-                        "sequential or a JSON map (MODELEDIT_DEVICE_MAP)")
-    if network:
-        parser.add_argument("--host", help="bind address (MODELEDIT_HOST, default 127.0.0.1)")
-        parser.add_argument("--port", type=int, help="port (MODELEDIT_PORT, default 8000)")
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_common(sub.add_parser("serve", help="Redis (if needed) + API + worker"))
-    _add_common(sub.add_parser("api", help="the HTTP API only"))
-    _add_common(sub.add_parser("worker", help="the editor worker only"), network=False)
+    add_settings_flags(sub.add_parser("serve", help="Redis (if needed) + API + worker"))
+    add_settings_flags(sub.add_parser("api", help="the HTTP API only"))
+    add_settings_flags(sub.add_parser("worker", help="the editor worker only"))
     export = sub.add_parser(
         "export", help="write a version as a Hugging Face checkpoint or a PEFT LoRA adapter")
-    _add_common(export, network=False)
+    add_settings_flags(export)
     export.add_argument("version", help="version id, e.g. v3 (see GET /versions)")
     export.add_argument("out_dir", type=Path, nargs="?", help="directory to create")
     export.add_argument("--out", type=Path, dest="out_flag", metavar="DIR",
@@ -92,13 +77,8 @@ def _check_export_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Environment first, flags override."""
-    overrides: dict[str, Any] = {}
-    for name in ("data_dir", "model", "redis_url", "host", "port", "device", "dtype", "device_map"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return Settings(**overrides)
+    """Flags over the environment over the env file over the secrets directory."""
+    return Settings(**settings_kwargs(args))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -253,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
     except ValidationError as exc:
         for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"])
-            print(f"error: setting {name} (MODELEDIT_{name.upper()}): {error['msg']}",
-                  file=sys.stderr)
+            name = str(error["loc"][0]) if error["loc"] else ""
+            where = describe(name) if name in Settings.model_fields else name
+            print(f"error: setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except SettingsSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
     if args.command == "serve":
