@@ -28,8 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as PromCounter
 
+from app.metrics import EngineMetrics
 from app.serving.versions import AdditiveRuntime
 from models.generate import BatchEngine, Request
 
@@ -61,9 +61,7 @@ class ServingEngine:
         self._thread = threading.Thread(target=self._loop, name="generate-loop", daemon=True)
         self._busy_until = 0.0
         self.by_version: Counter[str] = Counter()
-        self._requests = PromCounter(
-            "modeledit_generation_requests", "queries answered by the batch engine, by version",
-            ["version"], registry=registry) if registry is not None else None
+        self.metrics = EngineMetrics(registry, self) if registry is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> ServingEngine:
@@ -92,8 +90,8 @@ class ServingEngine:
                                 f"{self.max_queue}); retry shortly")
             self._in_flight += len(requests)
             self.by_version[version] += len(requests)
-            if self._requests is not None:
-                self._requests.labels(version=version).inc(len(requests))
+            if self.metrics is not None:
+                self.metrics.accepted(version == self.runtime.active, len(requests))
             for request in requests:
                 request.additions = additions
                 self._track(request)
@@ -103,8 +101,11 @@ class ServingEngine:
     def _track(self, request: Request) -> None:
         """Count the request out of the bound when it finishes, then call its own hook."""
         hook = request.on_update
+        observe = self.metrics.watch(request) if self.metrics is not None else None
 
         def on_update(r: Request) -> None:
+            if observe is not None:
+                observe(r)
             if r.finished:
                 with self._cond:
                     self._in_flight -= 1
