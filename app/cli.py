@@ -81,11 +81,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**settings_kwargs(args))
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+def configure_logging(settings: Settings, process: str = "") -> None:
+    from app.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format, process)
 
 
 def warn_if_exposed(settings: Settings) -> None:
@@ -113,6 +112,8 @@ def run_api(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=10,
+        # JSON: uvicorn's loggers propagate to the root handler instead of its own format
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )
 
 
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsSourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    configure_logging(settings, args.command)
     if args.command == "serve":
         return serve(settings)
     if args.command == "api":

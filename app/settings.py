@@ -142,6 +142,9 @@ class Settings(BaseSettings):
         "and takes longer while they saturate them; 0: the same priority",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: a line per record for a terminal; json: one JSON object "
+        "per line (time, level, logger, process, message, exception) for a log collector")
 
     # -- vLLM as the serving engine (app/vllm/, docs/serving.md) -------------------------
     vllm_url: str | None = Field(None, description="a vLLM OpenAI server this service drives "
