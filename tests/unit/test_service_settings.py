@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 import pytest
 
@@ -65,8 +66,9 @@ def sample(name: str) -> tuple[str, object]:
     """A text for ``name`` (as the environment and a flag would carry it) other than its default."""
     field = Settings.model_fields[name]
     default = Settings().__getattribute__(name)
-    members = [m for m in get_args(field.annotation) if m is not type(None)] or [field.annotation]
-    kind = members[0]
+    union = get_origin(field.annotation) in (Union, UnionType)
+    kind = ([m for m in get_args(field.annotation) if m is not type(None)][0] if union
+            else field.annotation)
     if name in SPECIAL:
         return SPECIAL[name], None
     if kind is bool:
