@@ -23,7 +23,10 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q 
   exec "$py" -m pip install -q "torch==$version"
 fi
 # Not `pip --timeout`: that bounds each socket read, and pip retries an unreachable host.
-if timeout "$((probe_s + 2))" "$py" -c \
+# coreutils' timeout also bounds name resolution where it exists (not on stock macOS).
+bound=()
+command -v timeout >/dev/null 2>&1 && bound=(timeout "$((probe_s + 2))")
+if ${bound[@]+"${bound[@]}"} "$py" -c \
      "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))" \
      "${index%/}/torch/" "$probe_s" 2>/dev/null; then
   echo "install-torch: no CUDA GPU: torch==$version from the CPU wheel index $index"
