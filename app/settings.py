@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.catalog import DEFAULT_MODEL  # plain data: ``serve`` starts without torch
@@ -210,10 +210,15 @@ class Settings(BaseSettings):
         return self.data_dir.expanduser().resolve()
 
     def child_env(self) -> dict[str, str]:
-        """Environment for a child process so it sees exactly these settings."""
+        """Environment for a child process so it sees exactly these settings.
+
+        A secret the child reads itself from the same env file or secrets directory is left
+        out: a file's token does not become an environment variable of every child process.
+        """
         env: dict[str, str] = {}
+        read_itself = self._secrets_in_sources()
         for name, value in self.model_dump().items():
-            if value is None or name == "redis_url":
+            if value is None or name == "redis_url" or name in read_itself:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
@@ -226,10 +231,32 @@ class Settings(BaseSettings):
             env["REDIS_URL"] = self.redis_url
         return env
 
+    def _secrets_in_sources(self) -> set[str]:
+        """Secret settings whose value the env file or secrets directory alone gives."""
+        secrets = [n for n, v in self.model_dump().items() if isinstance(v, SecretStr)]
+        if not secrets or not any(self._sources.values()):
+            return set()
+        fields: dict[str, Any] = {n: (SecretStr | None, None) for n in secrets}
+        reader = create_model("SecretsInFiles", __base__=_FilesOnly, **fields)
+        files_only = reader(_env_file=self._sources[ENV_FILE_VAR] or None,
+                            _secrets_dir=self._sources[SECRETS_DIR_VAR] or None)
+        return {n for n in secrets if getattr(files_only, n) == getattr(self, n)}
+
     def exposed_without_token(self) -> bool:
         """Bound beyond loopback with nobody needing a token to edit: worth a loud warning."""
         loopback = {"127.0.0.1", "localhost", "::1"}
         return self.host not in loopback and self.api_token is None
+
+
+class _FilesOnly(BaseSettings):
+    """Reads only an env file and a secrets directory (subclassed with the secret fields)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELEDIT_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # noqa: ANN001, ANN206
+                                   dotenv_settings, file_secret_settings):
+        return (dotenv_settings, file_secret_settings)
 
 
 def _source(given: str | Path | None, variable: str, default: str, dir_: bool) -> Path | None:

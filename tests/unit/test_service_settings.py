@@ -133,6 +133,9 @@ def test_precedence_flag_env_env_file_secrets_dir(clean_env, tmp_path) -> None: 
     # the api and worker processes `serve` starts read the same files
     env = Settings().child_env()
     assert env[ENV_FILE_VAR] == str(env_file) and env[SECRETS_DIR_VAR] == str(secrets)
+    # ...so the tokens they hold stay in the files, not in every child's environment
+    assert "MODELEDIT_API_TOKEN" not in env and "MODELEDIT_READ_TOKEN" not in env
+    assert Settings(api_token="given").child_env()["MODELEDIT_API_TOKEN"] == "given"
 
 
 def test_a_named_source_that_is_missing_stops_the_start(clean_env, tmp_path,  # noqa: ANN001
