@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -37,9 +37,10 @@ SERVED = ("active", "other")
 
 
 class EngineMetrics:
-    """What the serving engine reports; ``engine`` is read at scrape time for the gauges."""
+    """What the serving engine reports; the gauges call the given readers at scrape time."""
 
-    def __init__(self, registry: CollectorRegistry, engine: Any):
+    def __init__(self, registry: CollectorRegistry, queue_depth: Callable[[], int],
+                 rows: Callable[[], int], in_flight: Callable[[], int]):
         self.requests = Counter(
             "modeledit_generation_requests", "queries accepted by the batch engine, by whether "
             "they asked the active version", ["served"], registry=registry)
@@ -59,7 +60,7 @@ class EngineMetrics:
             "modeledit_generation_tokens_per_second",
             "a finished query's tokens after the first per second after the first",
             buckets=TOKENS_PER_S_BUCKETS, registry=registry)
-        registry.register(_EngineGauges(engine))
+        registry.register(_EngineGauges(queue_depth, rows, in_flight))
 
     def accepted(self, active: bool, count: int) -> None:
         self.requests.labels(served=SERVED[0] if active else SERVED[1]).inc(count)
@@ -84,18 +85,18 @@ class EngineMetrics:
 
 
 class _EngineGauges(Collector):
-    def __init__(self, engine: Any):
-        self.engine = engine
+    """Read at scrape time, so never stale."""
+
+    def __init__(self, queue_depth: Callable[[], int], rows: Callable[[], int],
+                 in_flight: Callable[[], int]):
+        self.read = {"queue_depth": (queue_depth, "queries waiting to enter the batch"),
+                     "rows_in_flight": (rows, "sequences in the running batch"),
+                     "requests_in_flight": (in_flight, "queries accepted and not finished "
+                                                       "(waiting or running)")}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        batch = self.engine.engine
-        yield GaugeMetricFamily("modeledit_generation_queue_depth",
-                                "queries waiting to enter the batch", value=batch.pending)
-        yield GaugeMetricFamily("modeledit_generation_rows_in_flight",
-                                "sequences in the running batch", value=len(batch.running))
-        yield GaugeMetricFamily("modeledit_generation_requests_in_flight",
-                                "queries accepted and not finished (waiting or running)",
-                                value=self.engine.in_flight)
+        for name, (read, text) in self.read.items():
+            yield GaugeMetricFamily(f"modeledit_generation_{name}", text, value=read())
 
 
 class WorkerCollector(Collector):

@@ -61,7 +61,10 @@ class ServingEngine:
         self._thread = threading.Thread(target=self._loop, name="generate-loop", daemon=True)
         self._busy_until = 0.0
         self.by_version: Counter[str] = Counter()
-        self.metrics = EngineMetrics(registry, self) if registry is not None else None
+        self.metrics = EngineMetrics(
+            registry, queue_depth=lambda: self.engine.pending,
+            rows=lambda: len(self.engine.running), in_flight=lambda: self._in_flight,
+        ) if registry is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> ServingEngine:
