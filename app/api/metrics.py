@@ -1,7 +1,8 @@
 """Prometheus metrics of one API process, on a registry of its own.
 
 A registry per app (not the global one) lets tests create several apps in one process
-without duplicate-metric errors. Gauges that describe shared state (queue length, unfinished
+without duplicate-metric errors. No label takes a value per version (the served version is a
+gauge's value); the engine's and the worker's metrics are in :mod:`app.metrics`. Gauges that describe shared state (queue length, unfinished
 jobs, the version served) are read at scrape time, so they are never stale.
 """
 
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
+
+from app.metrics import WorkerCollector
+from app.store import VersionStore
+from app.store.records import JOB_STATES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -31,10 +36,18 @@ class _StateCollector(Collector):
             if name in state:
                 yield GaugeMetricFamily(f"modeledit_{name}", name.replace("_", " "),
                                         value=float(state[name]))
-        info = InfoMetricFamily("modeledit_served", "the version this API process serves")
-        info.add_metric([], {"version": str(state.get("version", "")),
-                             "model": str(state.get("model", ""))})
+        number = _version_number(str(state.get("version", "")))
+        if number is not None:  # a number, not a label: one series whatever the version
+            yield GaugeMetricFamily("modeledit_served_version",
+                                    "the version this API process serves (v3: 3)", value=number)
+        info = InfoMetricFamily("modeledit_model", "the model this API process serves")
+        info.add_metric([], {"model": str(state.get("model", ""))})
         yield info
+
+
+def _version_number(version: str) -> float | None:
+    digits = version.removeprefix("v")
+    return float(digits) if digits.isdigit() else None
 
 
 @dataclass
@@ -64,3 +77,7 @@ class Metrics:
 
     def watch(self, read: Callable[[], dict[str, float | str]]) -> None:
         self.registry.register(_StateCollector(read))
+
+    def watch_worker(self, store: VersionStore) -> None:
+        """Jobs by state and the worker's stage durations (:mod:`app.metrics`), from ``store``."""
+        self.registry.register(WorkerCollector(store, JOB_STATES))

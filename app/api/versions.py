@@ -44,6 +44,7 @@ from app.serving.export import (
     BaseNotExportable,
     export_peft_version,
     export_version,
+    peft_base_name,
     peft_export_dir,
     tar_stream,
 )
@@ -251,7 +252,9 @@ def export(
 ) -> StreamingResponse:
     """`curl -o v1.tar .../versions/v1/export && tar xf v1.tar` then
     `AutoModelForCausalLM.from_pretrained("v1")`. With `?format=peft` the tar holds a PEFT
-    LoRA adapter (`PeftModel.from_pretrained(base, "v1")`, or vLLM's `--enable-lora`).
+    LoRA adapter (vLLM's `--enable-lora`, or `AutoPeftModelForCausalLM.from_pretrained("v1")`:
+    its base is the Hub id the model was loaded by, else `v0`, the base version's export,
+    unpacked beside it).
     Exact exports are cached under `<data_dir>/exports/` and `<data_dir>/exports_peft/`."""
     record = _version(parts.store, version)
     if record.state != "committed":
@@ -289,7 +292,8 @@ def _export_peft(
         out = scratch / version
     try:
         try:
-            export_peft_version(parts, version, out, tol)
+            export_peft_version(parts, version, out, tol,
+                                base_model_name=lambda: peft_base_name(parts, None))
         except (BaseNotExportable, UnusableDelta) as exc:
             raise ApiError(409, str(exc), field="version") from exc
         except PeftExportError as exc:

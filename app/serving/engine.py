@@ -28,8 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter as PromCounter
 
+from app.metrics import EngineMetrics
 from app.serving.versions import AdditiveRuntime
 from models.generate import BatchEngine, Request
 
@@ -73,9 +73,10 @@ class ServingEngine:
         self._busy_until = 0.0
         self._drain_deadline: float | None = None
         self.by_version: Counter[str] = Counter()
-        self._requests = PromCounter(
-            "modeledit_generation_requests", "queries answered by the batch engine, by version",
-            ["version"], registry=registry) if registry is not None else None
+        self.metrics = EngineMetrics(
+            registry, queue_depth=lambda: self.engine.pending,
+            rows=lambda: len(self.engine.running), in_flight=lambda: self._in_flight,
+        ) if registry is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> ServingEngine:
@@ -138,17 +139,20 @@ class ServingEngine:
             self.engine.add_all(requests)  # raises with nothing queued
             self._in_flight += len(requests)
             self.by_version[version] += len(requests)
-            if self._requests is not None:
-                self._requests.labels(version=version).inc(len(requests))
+            if self.metrics is not None:
+                self.metrics.accepted(version == self.runtime.active, len(requests))
             self._cond.notify_all()
 
     def _track(self, request: Request) -> None:
         """Count the request out of the bound when it finishes (once), then call its hook."""
         hook = request.on_update
         released = False
+        observe = self.metrics.watch(request) if self.metrics is not None else None
 
         def on_update(r: Request) -> None:
             nonlocal released
+            if observe is not None:
+                observe(r)
             if r.finished:
                 with self._cond:
                     if not released:

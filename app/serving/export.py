@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,8 +117,38 @@ def peft_export_dir(data_path: Path, version: str) -> Path:
     return Path(data_path) / "exports_peft" / version
 
 
-def export_peft_version(parts: ModelParts, version: str, out_dir: Path, tol: float = 0.0) -> Path:
+def base_export_dir(data_path: Path, base_id: str) -> Path:
+    """Where the base version's merged checkpoint is cached (the hf export of the base)."""
+    return Path(data_path) / "exports" / base_id
+
+
+def peft_base_name(parts: ModelParts, data_path: Path | None) -> str:
+    """What an adapter's ``base_model_name_or_path`` names: the weights its deltas apply to.
+
+    The Hub id when the model was loaded by one (its ``name_or_path`` is no local path).
+    Otherwise (the default model, dequantised from a GGUF, differs from the Hub's weights; a
+    local directory may move) the base version's exported checkpoint: with ``data_path``, its
+    absolute path there, exported now if missing; without, the base version's id, which is the
+    directory ``GET /versions/<base>/export`` unpacks to, for a client that fetched both.
+    """
+    source = str(getattr(parts.lm.model.config, "name_or_path", "") or "")
+    if source and not Path(source).expanduser().exists():
+        return source
+    base_id = parts.runtime.base_id
+    if data_path is None:
+        return base_id
+    out = base_export_dir(data_path, base_id)
+    export_version(parts.runtime, parts.store, base_id, out)
+    return str(out.resolve())
+
+
+def export_peft_version(parts: ModelParts, version: str, out_dir: Path, tol: float = 0.0,
+                        base_model_name: Callable[[], str] | None = None) -> Path:
     """Write ``version``'s chain as a PEFT LoRA adapter in ``out_dir`` (atomically); return it.
+
+    ``base_model_name`` gives the adapter's ``base_model_name_or_path`` (:func:`peft_base_name`),
+    called only once the version is known to be exportable (it may export the base); default:
+    the loaded model's ``name_or_path``, for a server such as vLLM that brings its own base.
 
     Raises :class:`BaseNotExportable` for the base version, ``UnusableDelta`` for a chain that
     cannot be built and ``PeftExportError`` for an adapter vLLM would refuse (rank > 512).
@@ -130,10 +160,11 @@ def export_peft_version(parts: ModelParts, version: str, out_dir: Path, tol: flo
             "serve the base model itself (or export it with format hf)")
     out_dir = Path(out_dir)
     with export_lock(out_dir):
-        return _export_peft(parts, record, out_dir, tol)
+        return _export_peft(parts, record, out_dir, tol, base_model_name)
 
 
-def _export_peft(parts: ModelParts, record: Version, out_dir: Path, tol: float) -> Path:
+def _export_peft(parts: ModelParts, record: Version, out_dir: Path, tol: float,
+                 base_model_name: Callable[[], str] | None) -> Path:
     version = record.id
     if _reusable(out_dir, version, tol):
         return out_dir
@@ -141,7 +172,8 @@ def _export_peft(parts: ModelParts, record: Version, out_dir: Path, tol: float) 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
     try:
-        adapter = export_peft_adapter(deltas, parts.lm.model, tmp, tol=tol)
+        adapter = export_peft_adapter(deltas, parts.lm.model, tmp, tol=tol,
+                                      base_model_name=base_model_name() if base_model_name else None)
         info = {**_marker(parts, record), **adapter.summary(),
                 "delta_sha256": [d.sha256 for d in deltas]}
         info["weights_sha256"] = (record.diagnostics.get("weights_sha256")

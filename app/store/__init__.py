@@ -124,6 +124,9 @@ class VersionStore:
     def count_unfinished(self) -> int:
         return jobs.count_unfinished(self.db.conn())
 
+    def count_jobs_by_state(self) -> dict[str, int]:
+        return jobs.count_by_state(self.db.conn())
+
     def mark_running(self, job_id: str) -> Job:
         """Start (or restart after a crash) a job: attempts += 1."""
         return jobs.mark_running(self.db, job_id)

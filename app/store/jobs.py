@@ -119,6 +119,12 @@ def count_unfinished(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
+def count_by_state(conn: sqlite3.Connection) -> dict[str, int]:
+    """``{state: jobs in it}`` (states without jobs absent): for /metrics."""
+    return {str(state): int(n) for state, n in
+            conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
+
 def mark_running(db: Database, job_id: str) -> Job:
     """Start (or restart after a crash) a job: attempts += 1. A worker can compare
     ``attempts`` with a limit to fail a job that keeps killing it (a poison pill)."""

@@ -14,12 +14,15 @@ the sum of the deltas up to float32 rounding.
 ``tol``. The rank is then padded with zero rows/columns to the next rank vLLM accepts, and
 ``lora_alpha = r`` so the scaling is exactly 1.
 
-This module needs only torch, safetensors and :mod:`models.specs`: no PEFT, no service.
+``adapter_config.json`` is written by PEFT's own ``LoraConfig.save_pretrained``; its
+``base_model_name_or_path`` is what the caller names (the weights the deltas were computed on:
+a Hub id, or the path of an exported base checkpoint), so
+``AutoPeftModelForCausalLM.from_pretrained(adapter_dir)`` finds the base by itself. This module
+needs torch, safetensors, PEFT and :mod:`models.specs`; no service.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -233,29 +236,26 @@ def target_module(spec: ArchSpec) -> str:
     return spec.mlp_out if leaf in _LEAVES_SHARED_WITH_ATTENTION else leaf
 
 
-def adapter_config(spec: ArchSpec, r: int, layers: Sequence[int], base_name: str) -> dict[str, Any]:
-    """``adapter_config.json`` for a plain LoRA (no bias, no dropout, scaling 1)."""
-    return {
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_name,
-        "r": r,
-        "lora_alpha": r,
-        "lora_dropout": 0.0,
-        "target_modules": [target_module(spec)],
-        "layers_to_transform": list(layers),
-        "layers_pattern": None,
-        "fan_in_fan_out": spec.transposed,
-        "bias": "none",
-        "use_rslora": False,
-        "use_dora": False,
-        "modules_to_save": None,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "init_lora_weights": True,
-        "inference_mode": True,
-        "revision": None,
-    }
+def adapter_config(spec: ArchSpec, r: int, layers: Sequence[int], base_name: str) -> Any:
+    """The ``peft.LoraConfig`` of a plain LoRA (no bias, no dropout, scaling 1).
+
+    Built by PEFT itself, so ``save_pretrained`` writes every field the installed PEFT expects
+    and ``AutoPeftModelForCausalLM`` finds the base through ``base_model_name_or_path``.
+    """
+    from peft import LoraConfig  # imported here: loading PEFT costs a second the API need not pay
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_name,
+        r=r,
+        lora_alpha=r,
+        lora_dropout=0.0,
+        target_modules=[target_module(spec)],
+        layers_to_transform=list(layers),
+        fan_in_fan_out=spec.transposed,
+        bias="none",
+        inference_mode=True,
+    )
 
 
 def _padded(tensor: torch.Tensor, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
@@ -312,8 +312,9 @@ def export_peft_adapter(
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for a version's chain.
 
     ``deltas`` is the chain in order (base first); ``base`` the base model (the deltas are
-    checked against it) or just its transformers config; ``base_model_name`` defaults to
-    the config's ``name_or_path``. ``dtype`` is that of the written factors (float32, or the
+    checked against it) or just its transformers config; ``base_model_name`` (the adapter's
+    ``base_model_name_or_path``: where the weights the deltas were computed on can be loaded
+    from) defaults to the config's ``name_or_path``. ``dtype`` is that of the written factors (float32, or the
     base model's). Raises :class:`PeftExportError` (a ``ValueError``) for an empty chain, a bad
     ``tol``, deltas of another architecture or shape, or a rank above 512 (pass ``tol`` or
     export the merged checkpoint); ``DeltaError`` when a delta does not fit the given model.
@@ -329,8 +330,7 @@ def export_peft_adapter(
     out.mkdir(parents=True, exist_ok=True)
     tensors = adapter_tensors(layers, r, spec, dtype)
     atomic_write(out / WEIGHTS_NAME, st_save(tensors, metadata={"format": "pt"}))
-    config_json = adapter_config(spec, r, sorted(layers), name)
-    atomic_write(out / CONFIG_NAME, (json.dumps(config_json, indent=2) + "\n").encode())
+    adapter_config(spec, r, sorted(layers), name).save_pretrained(str(out))
     return PeftAdapter(
         path=out,
         r=r,

@@ -96,6 +96,7 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
             too_big = client.get(f"/versions/{v1}/export", params={"format": "peft"})
         assert too_big.status_code == 422, too_big.text
         assert "tol" in too_big.json()["detail"] and "format hf" in too_big.json()["detail"]
+        base_tar = client.get("/versions/v0/export").content
         merged = client.get(f"/versions/{v2}/export")  # format=hf stays the default
         assert merged.status_code == 200, merged.text
         assert {f"{v2}/config.json", f"{v2}/modeledit_version.json"} <= set(
@@ -112,12 +113,24 @@ def test_peft_export_over_http_and_cli(tmp_path: Path, model_dir: Path,
     assert marker["weights_sha256"] == recorded
     assert_same_logits_as_deltas(model_dir, adapter, chain)
 
-    # the command line writes the same adapter from the same store
+    # the adapter's base is the base version's export, unpacked beside it as v0/
+    assert json.loads((adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "v0"
+    untar(base_tar, tmp_path / "http")
+    monkeypatch.chdir(tmp_path / "http")
+    assert_auto_peft_loads(v2, chain, model_dir)
+
+    # the command line writes the same adapter from the same store; its base is the absolute
+    # path of the base's export in the data directory, loadable from anywhere on this machine
     assert cli_main(["export", v2, "--format", "peft", "--out", str(tmp_path / "cli"),
                      "--data-dir", str(settings.data_path), "--model", str(model_dir)]) == 0
     assert "--max-lora-rank 8" in capsys.readouterr().out
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        assert (tmp_path / "cli" / name).read_bytes() == (adapter / name).read_bytes()
+    assert (tmp_path / "cli" / "adapter_model.safetensors").read_bytes() == (
+        adapter / "adapter_model.safetensors").read_bytes()
+    cli_config = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
+    assert cli_config["base_model_name_or_path"] == str(settings.data_path / "exports" / "v0")
+    monkeypatch.chdir(tmp_path)
+    assert_auto_peft_loads(tmp_path / "cli", chain, model_dir)
     assert cli_main(["export", "v0", "--format", "peft", "--out", str(tmp_path / "base"),
                      "--data-dir", str(settings.data_path), "--model", str(model_dir)]) == 2
     assert "base model" in capsys.readouterr().err and not (tmp_path / "base").exists()
@@ -152,6 +165,21 @@ def assert_same_logits_as_deltas(model_dir: Path, adapter: Path, chain: list[Wei
         warnings.simplefilter("error", UserWarning)
         loaded = peft.PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
+    got = logits(loaded)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max(), float((got - want).abs().max())
+
+
+def assert_auto_peft_loads(adapter: str | Path, chain: list[WeightDelta], model_dir: Path) -> None:
+    """``AutoPeftModelForCausalLM`` finds the base from the adapter alone: the version's logits."""
+    edited = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    for delta in chain:
+        delta.apply(edited)
+    want = logits(edited)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        # PEFT asks the Hub for a tokenizer beside an adapter named by a relative path
+        warnings.filterwarnings("ignore", "Unable to fetch remote file", UserWarning)
+        loaded = peft.AutoPeftModelForCausalLM.from_pretrained(str(adapter)).eval()
     got = logits(loaded)
     assert (got - want).abs().max() <= 1e-5 * want.abs().max(), float((got - want).abs().max())
 

@@ -116,9 +116,10 @@ def test_no_import_cycles_in_editing_and_models() -> None:
 APP_PARTS: dict[str, set[str]] = {
     "app.store": set(),
     "app.queue": {"app.store"},
-    "app.serving": {"app.store", "app.queue", "app.settings"},
-    "app.worker": {"app.serving", "app.store", "app.queue", "app.settings"},
-    "app.api": {"app.serving", "app.store", "app.queue", "app.settings", "app.services"},
+    "app.serving": {"app.store", "app.queue", "app.settings", "app.metrics"},
+    "app.worker": {"app.serving", "app.store", "app.queue", "app.settings", "app.metrics"},
+    "app.api": {"app.serving", "app.store", "app.queue", "app.settings", "app.services",
+                "app.metrics"},
     "app.console": set(),
     "app.vllm": {"app.serving", "app.store", "app.settings", "app.api"},
 }

@@ -216,3 +216,44 @@ def test_config_alone_is_enough(tmp_path: Path) -> None:
     first, second = load_file(tmp_path / "model" / WEIGHTS_NAME), load_file(
         tmp_path / "config" / WEIGHTS_NAME)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_auto_peft_finds_a_local_base_by_itself(arch: str, tmp_path: Path) -> None:
+    """The config PEFT wrote names the base's directory: ``AutoPeftModelForCausalLM`` loads base
+    and adapter from the adapter directory alone and answers with the chain's logits."""
+    base_dir = tmp_path / "base"
+    tiny_model(arch).save_pretrained(base_dir)
+    model = tiny_model(arch)
+    chain = [low_rank_delta(model, {1: 2}, seed=11), low_rank_delta(model, {1: 1, 3: 2}, seed=12)]
+    edited = tiny_model(arch)
+    for delta in chain:
+        delta.apply(edited)
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(4))
+    want, base = logits(edited, ids), logits(model, ids)
+    assert (want - base).abs().max() > 0.1
+
+    export_peft_adapter(chain, model, tmp_path / "v2", base_model_name=str(base_dir))
+    config = peft.LoraConfig.from_pretrained(tmp_path / "v2")
+    assert config.base_model_name_or_path == str(base_dir) and config.r == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        loaded = peft.AutoPeftModelForCausalLM.from_pretrained(tmp_path / "v2").eval()
+    got = logits(loaded, ids)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max(), float((got - want).abs().max())
+
+
+def test_a_model_loaded_by_hub_id_names_the_hub_id(tmp_path: Path) -> None:
+    """A Hub id is where anyone gets the base: no local export is made, nothing else named."""
+    from types import SimpleNamespace
+
+    from app.serving.export import peft_base_name
+
+    model = tiny_model()
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"  # as from_pretrained(id)
+    parts = SimpleNamespace(lm=SimpleNamespace(model=model))
+    assert peft_base_name(parts, tmp_path / "data") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert not (tmp_path / "data").exists()
+    model.config.name_or_path = str(tmp_path)  # a local directory: the base's export instead
+    parts = SimpleNamespace(lm=SimpleNamespace(model=model), runtime=SimpleNamespace(base_id="v0"))
+    assert peft_base_name(parts, None) == "v0"
