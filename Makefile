@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint bench-z bench-stats reproduce frontier sequential clean \
+.PHONY: install serve test lint bench-z bench-stats reproduce sequential clean \
         vllm-env serve-vllm bench-vllm
 
 $(STAMP): pyproject.toml
@@ -47,9 +47,6 @@ bench-stats: install
 
 reproduce: install
 	$(PY) -m bench.reproduce
-
-frontier: install
-	$(PY) -m bench.frontier
 
 sequential: install
 	$(PY) -m bench.sequential

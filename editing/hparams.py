@@ -83,7 +83,7 @@ class EditHparams:
     """Where the name term's rows mention the subject first: ``"sentence"``, the bare name
     before the request's sentence; ``"chat"``, a user's question naming it in the chat
     template, the assistant's turn then writing the sentence: the context in which the edit
-    was measured to break names (``bench.name_break``), with a question of its own;
+    was measured to break names (docs/results/chat.md), with a question of its own;
     ``"question"``, the request's own ``question`` there (its sentence when it has none): the
     context the evaluation checks names in, so for requests that carry what users will ask."""
     chat_question: bool = False

@@ -99,7 +99,7 @@ def encode_names(
     first mention's last token (where z's offset goes), ``target`` the second mention's tokens
     and ``ids`` end with them. Keeping the model's predictions of those tokens is what keeps
     the name intact where a user's question names the subject and the answer repeats it
-    (``bench.name_break``: the update fires at the earlier mention's fact token).
+    (docs/results/chat.md: the update fires at the earlier mention's fact token).
 
     ``context`` (``EditHparams.name_context``): ``"sentence"`` mentions the bare name before
     the sentence; ``"chat"`` asks :data:`NAME_QUESTION` in the chat template and has the

@@ -22,7 +22,7 @@ FACTS = [
      "paraphrase_prompts": ["Danielle Darrieux speaks"]},
     {"subject": "Toko Yasuda", "prompt": "{} plays the", "target_new": "piano"},
 ]
-LAMBDA = TINY_HPARAMS["mom2_update_weight"]  # MODELEDIT_HPARAMS under the older name
+LAMBDA = TINY_HPARAMS["covariance_weight"]
 
 
 @pytest.fixture(scope="module")

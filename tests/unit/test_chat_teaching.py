@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor
 from editing.evaluate.generation import render_chat
 from editing.hparams import EditHparams
@@ -19,7 +20,6 @@ from editing.targets import optimize_z
 from editing.targets.encoding import NAME_QUESTION, encode_names, encode_requests
 from editing.targets.templates import ANSWER_PREFIX, QUESTION_PREFIX, question_prefix
 from editing.targets.zcache import ZCache
-from tests.tiny import tiny_model, tiny_tokenizer
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

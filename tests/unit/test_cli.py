@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import WeightDelta
-from tests.tiny import tiny_model, tiny_tokenizer
 
 RECORDS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is", "target_new": "English",

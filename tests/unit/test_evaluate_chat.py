@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate import evaluate
 from editing.evaluate.chat import USER_KEYS, UserView, answer_metrics
 from editing.evaluate.generation import answer_sep, generate_greedy, render_chat
 from editing.evaluate.metrics import contains_word, name_break, ngram_entropy, states_new_fact
 from editing.evaluate.scoring import RowScore, ScoreRow
 from editing.requests import EditRequest
-from tests.tiny import tiny_model, tiny_tokenizer
 
 REQ = EditRequest(
     subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.data import Record
 from editing.evaluate.scoring import ScoreRow, _carriers, encode_row, score_rows, with_delta
@@ -12,7 +13,6 @@ from editing.evaluate.zsre import evaluate_zsre
 from editing.requests import EditRequest
 from editing.weights.delta import LayerUpdate, WeightDelta
 from models.specs import mlp_out_weight, weight_out_in
-from tests.tiny import tiny_model, tiny_tokenizer
 
 ROWS = [
     ScoreRow("The mother tongue of Danielle Darrieux is", "English"),

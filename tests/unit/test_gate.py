@@ -8,6 +8,7 @@ import torch
 
 from app.worker.gate import GateThresholds, judge, load_probes
 from app.worker.strength import STRENGTHS, replay_weight, request_hparams, requested
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.gate import measure
 from editing.evaluate.scoring import with_delta
@@ -15,7 +16,6 @@ from editing.hparams import EditHparams
 from editing.requests import EditRequest
 from editing.weights.delta import WeightDelta
 from models.specs import mlp_out_weight
-from tests.tiny import tiny_model, tiny_tokenizer
 from tests.unit.test_evaluate_scoring import CF, random_delta
 
 PROBES = ("The weather today is", "Paris is the capital of", "I", "Rome is in")

@@ -10,12 +10,12 @@ import torch
 
 from app.serving.runtime import Chain
 from app.serving.versions import AdditiveRuntime
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, WeightDelta
 from editing.weights.fingerprint import weights_digest
 from models.generate import BatchEngine, Request, SamplingParams, generate
 from models.load import LoadedModel
 from tests.conftest import FACTS, TINY_HPARAMS
-from tests.tiny import tiny_model, tiny_tokenizer
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 PROMPTS = [

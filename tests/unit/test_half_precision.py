@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from app.serving.inference import next_tokens, score
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, EditState, WeightDelta
 from editing.evaluate.suite import evaluate
 from editing.forward.logprob import target_logprob
@@ -21,7 +22,6 @@ from editing.weights.delta import DeltaError
 from editing.weights.precision import rounding_survival
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
-from tests.tiny import tiny_model, tiny_tokenizer
 
 HALF = [torch.bfloat16, torch.float16]
 HP = TINY_HPARAMS.replace(

@@ -235,6 +235,56 @@ def test_old_paths_only_re_export_and_nothing_imports_them() -> None:
     assert not users, "the project itself uses the new paths:\n" + "\n".join(users)
 
 
+def _packages_imported(path: Path) -> set[str]:
+    """Top-level packages a file imports anywhere in its body (absolute imports)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _importers(of: str, tops: tuple[str, ...]) -> list[str]:
+    return [str(p.relative_to(ROOT)) for top in tops for p in sorted((ROOT / top).rglob("*.py"))
+            if of in _packages_imported(p)]
+
+
+def test_nothing_imports_the_studies() -> None:
+    """Studies are records of one-off experiments, not code the product, the benchmarks or the
+    tests may depend on (issue 31): CI neither runs nor imports them."""
+    assert (ROOT / "studies").is_dir()
+    found = _importers("studies", ("app", "editing", "models", "bench", "tests"))
+    assert not found, f"these import studies/: {found}"
+
+
+def test_benchmarks_never_import_the_tests() -> None:
+    """What a benchmark needs from the test suite (launching a service, the tiny model) lives in
+    ``bench/``; the tests may import it from there, not the other way round."""
+    found = _importers("tests", ("bench",))
+    assert not found, f"these benchmarks import tests/: {found}"
+
+
+def test_the_import_check_sees_lazy_and_dotted_imports(tmp_path: Path) -> None:
+    source = tmp_path / "b.py"
+    source.write_text("import os\ndef f():\n    from studies.frontier import main\n    import tests.tiny\n")
+    assert _packages_imported(source) == {"os", "studies", "tests"}
+
+
+def test_the_library_does_not_cite_studies() -> None:
+    """The product says why in its own words (or points at docs/results/), never at a study
+    that may no longer run on it."""
+    import re
+
+    study = re.compile(r"\bstudies[./]\w|\bbench[./](" + "|".join(
+        p.stem for p in (ROOT / "studies").glob("*.py")) + r")\b")
+    found = [f"{p.relative_to(ROOT)}:{n}" for top in ("app", "editing", "models")
+             for p in sorted((ROOT / top).rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if study.search(line)]
+    assert not found, f"these cite a study: {found}"
+
+
 MAX_LINES = 400
 """A source file of ``app/``, ``editing/`` or ``models/`` longer than this holds more than one
 job: split it along its jobs rather than raising the bound."""

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.tiny import tiny_model
 from models import plan as mp
 from models.specs import blocks
-from tests.tiny import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["llama3-8b", "qwen2.5-7b", "gpt-j-6b", "gpt2-xl"]

@@ -69,7 +69,7 @@ def test_prefix_cache_gives_the_same_z_with_fewer_tokens(tiny) -> None:
 
 
 def test_early_stop_freezes_a_request() -> None:
-    from tests.tiny import tiny_model, tiny_tokenizer
+    from bench.tiny import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("gpt2", vocab_size=len(tok))

@@ -1,12 +1,15 @@
 """AlphaEdit's null-space solver against the least-squares one, on the same targets.
 
+A study (not a benchmark, not run by CI). Last run at commit b8ac592 (2026-11-22);
+its figures: docs/results/alphaedit.md.
+
 Pairs each least-squares method with its null-space twin (``fe`` / ``fe_alphaedit``,
 ``memit`` / ``alphaedit``) on the first N CounterFact dev records in one batch, and sweeps the
 null-space threshold (eigenvalues of E[k kᵀ] below it span the directions the update may
 use). z does not depend on the solver, so with the z cache (``precompute-z``, or a first run)
 each point costs a solve and an evaluation.
 
-    python -m bench.alphaedit [--n 100] [--methods fe,fe_alphaedit] [--thresholds 0.002,0.02,0.2]
+    python -m studies.alphaedit [--n 100] [--methods fe,fe_alphaedit] [--thresholds 0.002,0.02,0.2]
                               [--nullspace-l2 10]
 """
 

@@ -1,5 +1,8 @@
 """Issue 25's targets (item 4), checked for named variants of the default preset.
 
+A study (not a benchmark, not run by CI). Last run at commit 378253f (2026-12-05);
+its figures: docs/results/chat.md.
+
 For each variant, two protocols, scored with the full evaluation (cloze efficacy, neighbourhood
 KL, chat efficacy, greedy chat and cloze answers, names broken, fluency, chat-form drift):
 
@@ -26,7 +29,7 @@ variant and protocol, so a run cut short keeps what it finished.
 ``--split select`` edits the last ``--n`` records instead (batch protocol only): a variant is
 chosen there and reported on the first ones, as the presets are.
 
-    python -m bench.chat_targets [--n 100] [--seq-n 200] [--batches 20] [--variants preset,late_layers]
+    python -m studies.chat_targets [--n 100] [--seq-n 200] [--batches 20] [--variants preset,late_layers]
                                  [--split select]
                                  [--device cuda] [--dtype float32] [--out PATH] [--hparam key=JSON ...]
 """
