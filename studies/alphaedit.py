@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(args.model)
     base = preset_for(lm.name, lm.model)
     if args.nullspace_l2 is not None:
-        base = base.replace(nullspace_l2=args.nullspace_l2)
+        base = base.with_overrides({"nullspace.l2": args.nullspace_l2})
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         for threshold in thresholds:
             hp = base.with_method(method)
             if threshold is not None:
-                hp = hp.replace(nullspace_threshold=threshold)
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+                hp = hp.with_overrides({"nullspace.threshold": threshold})
+            editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                             z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])

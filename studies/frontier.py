@@ -110,7 +110,7 @@ def parse_sequential(text: str) -> tuple[int, int]:
 def strengths(method: str, lambdas: list[float], mus: list[float]) -> list[tuple[str, float]]:
     """The knob that sets a method's strength and the values to sweep."""
     if is_null_space(method):
-        return [("nullspace_l2", mu) for mu in mus]
+        return [("nullspace.l2", mu) for mu in mus]
     return [("covariance_weight", lam) for lam in lambdas]
 
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for method in args.methods:
             hp = setting.apply(preset).with_method(method)
             for knob, strength in strengths(method, lambdas, mus):
-                point = editor.with_hparams(hp.replace(**{knob: strength}))
+                point = editor.with_hparams(hp.with_overrides({knob: strength}))
                 started = time.perf_counter()
                 if args.sequential:
                     delta, diag = edit_sequentially(point, records, args.sequential[1])

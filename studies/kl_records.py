@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)
     records = load_records(shared_data_dir() / "mcf_dev.json")[: args.n]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     delta = editor.edit([r.request for r in records]).delta
     metrics = evaluate(lm.model, lm.tokenizer, records, delta, dataset="counterfact", per_record=True)

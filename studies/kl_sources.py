@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)
     records = load_records(shared_data_dir() / "mcf_dev.json")[: max([args.n, *sizes])]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     grown = drift_as_batch_grows(editor, records, sizes) if sizes else []
     records = records[: args.n]

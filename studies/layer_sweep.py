@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, results = [], []
     for layers in windows:
         hp = base.replace(layers=layers)
-        editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir())
+        editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir())
         started = time.perf_counter()
         result = editor.edit([r.request for r in records])
         metrics = evaluate(lm.model, lm.tokenizer, records, result.delta, dataset="counterfact")

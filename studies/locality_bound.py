@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for lam in lambdas:
         hp = preset if lam is None else preset.replace(covariance_weight=lam)
-        editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+        editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                         z_cache=ZCache(cache_dir() / "z"))
         for weight in weights:
             state = held_state(lm.model, lm.tokenizer, held, args.positions, weight)

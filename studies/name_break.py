@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(parse_hparams(parser, args.hparam))
     requests = [r.request for r in load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     delta = editor.edit(requests).delta
     updates = {layer: update.dense().float() for layer, update in delta.updates.items()}

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         for lam in map(float, args.lambdas.split(",")):
             hp = base.with_method(method).replace(covariance_weight=lam)
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)
+            editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])
             metrics = evaluate(lm.model, lm.tokenizer, records, result.delta, dataset="counterfact")

@@ -46,7 +46,7 @@ def versions(request: pytest.FixtureRequest, corpus, tmp_path_factory):  # noqa:
     dtype = request.param
     model, tok = fresh(dtype), tiny_tokenizer("bos")
     hp = TINY_HPARAMS.replace(z_steps=12, clamp_norm_factor=10.0)
-    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
+    editor = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
                     corpus=corpus)
     deltas: dict[str, WeightDelta] = {}
     deltas["v1"] = editor.edit([FACTS[0]]).delta

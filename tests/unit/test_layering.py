@@ -193,46 +193,18 @@ EDITING_TOP_LEVEL = {
 }
 """The public entry points left at the top of ``editing/``; every other job lives in a folder."""
 
-EDITING_OLD_PATHS = {
-    "editing.tokens": "editing.forward.tokens",
-    "editing.peft_export": "editing.export.peft",
-    "editing.scoring": "editing.forward.logprob",
-}
-"""Old module paths that docs once named as public, kept one release as re-exports."""
-
-
 def test_editing_is_in_parts_that_import_only_what_they_may() -> None:
     wrong = _imports_across_parts(EDITING_PARTS, EDITING_COMMAND_LINES)
     assert not wrong, "imports across editing/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
 
 
-def test_the_top_of_editing_holds_only_entry_points_and_old_paths() -> None:
+def test_the_top_of_editing_holds_only_entry_points() -> None:
     top = {m for m in import_graph() if m.startswith("editing") and m.count(".") <= 1
            and not (ROOT / m.replace(".", "/")).is_dir()} | {"editing"}
-    assert top == EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS), (
+    assert top == EDITING_TOP_LEVEL, (
         "a new module at the top of editing/ belongs in a folder (docs/design.md \"Layout\"), "
-        f"or in EDITING_TOP_LEVEL if it is an entry point: {sorted(top ^ (EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS)))}"
+        f"or in EDITING_TOP_LEVEL if it is an entry point: {sorted(top ^ EDITING_TOP_LEVEL)}"
     )
-
-
-def test_old_paths_only_re_export_and_nothing_imports_them() -> None:
-    import importlib
-
-    for old, new in EDITING_OLD_PATHS.items():
-        path = ROOT / (old.replace(".", "/") + ".py")
-        body = ast.parse(path.read_text()).body
-        assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in body), old
-        assert new in (ast.get_docstring(ast.parse(path.read_text())) or ""), f"{old} must say where it moved"
-        shim, moved = importlib.import_module(old), importlib.import_module(new)
-        assert shim.__all__ and all(getattr(shim, n) is getattr(moved, n) for n in shim.__all__)
-    users = [
-        f"{p.relative_to(ROOT)} imports {old}"
-        for top in ("app", "editing", "models", "bench", "tests")
-        for p in sorted((ROOT / top).rglob("*.py"))
-        for old in EDITING_OLD_PATHS
-        if old in _imported(_module_name(p), p, set(EDITING_OLD_PATHS) | {_module_name(p)})
-    ]
-    assert not users, "the project itself uses the new paths:\n" + "\n".join(users)
 
 
 def _packages_imported(path: Path) -> set[str]:
