@@ -257,6 +257,36 @@ def test_the_library_does_not_cite_studies() -> None:
     assert not found, f"these cite a study: {found}"
 
 
+ENTRY_POINTS = {"main"}
+"""Names every command-line module defines with one contract (argv -> exit status)."""
+
+
+def test_no_two_public_functions_of_editing_and_models_share_a_name() -> None:
+    """Two functions of one name with different contracts (``render_chat`` once returned text
+    in ``editing`` and token ids in ``models``) make every call site a guess (issue 31)."""
+    where: dict[str, list[str]] = {}
+    for top in ("editing", "models"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                    where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    shared = {name: paths for name, paths in where.items() if len(paths) > 1 and name not in ENTRY_POINTS}
+    assert not shared, f"one name, several definitions: {shared}"
+
+
+def test_tests_import_no_private_names_of_the_project() -> None:
+    """Tests exercise public behaviour: a private helper is tested through the public function
+    that uses it, or made public where that is the right API."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.split(".")[0] in ("app", "editing", "models")):
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                          for a in node.names if a.name.startswith("_")]
+    assert not found, f"tests importing private names: {found}"
+
+
 MAX_LINES = 400
 """A source file of ``app/``, ``editing/`` or ``models/`` longer than this holds more than one
 job: split it along its jobs rather than raising the bound."""
