@@ -9,7 +9,7 @@ SERVE_STAMP := $(VENV)/.installed-serve
 TEST_STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install install-test serve test lint bench-z bench-stats reproduce frontier sequential \
+.PHONY: install install-test serve test lint bench-z bench-stats reproduce sequential \
         clean vllm-env serve-vllm bench-vllm
 
 # Checked before the venv is made: an older Python would fail later, inside pip, unreadably.
@@ -67,9 +67,6 @@ bench-stats: $(BENCH_STAMP)
 
 reproduce: $(BENCH_STAMP)
 	$(PY) -m bench.reproduce
-
-frontier: $(BENCH_STAMP)
-	$(PY) -m bench.frontier
 
 sequential: $(BENCH_STAMP)
 	$(PY) -m bench.sequential

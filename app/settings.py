@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     hparams: dict[str, Any] = Field(
         default_factory=dict,
         description="JSON object overriding the model preset's hyper-parameters, e.g. "
-        '{"layers": [1, 2], "z_steps": 10}' " (the papers' names mom2_update_weight, v_lr, "
-        "v_steps are accepted aliases of covariance_weight, z_lr, z_steps for one release)",
+        '{"layers": [1, 2], "z_steps": 10, "chat": {"name_kl_factor": 4}}' "; a name of an "
+        "earlier version (mom2_update_weight, v_lr, v_steps, strategy, flat name_kl_factor, "
+        "...) stops start-up with an error naming the field that replaced it",
     )
     shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
 
@@ -197,9 +198,16 @@ class Settings(BaseSettings):
     @field_validator("hparams", mode="before")
     @classmethod
     def _parse_hparams(cls, value: Any) -> Any:
-        """Accept a JSON string from the environment or the CLI."""
+        """Accept a JSON string from the environment or the CLI; an unknown name, or one of an
+        earlier version (``mom2_update_weight``), fails at start naming the field to use."""
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            value = json.loads(value) if value.strip() else {}
+        if isinstance(value, dict) and value:
+            from editing.hparams import (
+                EditHparams,  # loads torch: only when there is something to check
+            )
+
+            EditHparams(layers=(0,)).with_overrides({k: v for k, v in value.items() if k != "layers"})
         return value
 
     @field_validator("method")

@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     fact = _fact(args.record)
     lm = load_model(args.model) if args.model else load_model()
-    editor = Editor(lm.model, lm.tokenizer, preset_for(lm.name, lm.model), model_name=lm.name,
+    editor = Editor(lm.model, lm.tokenizer, hparams=preset_for(lm.name, lm.model), model_name=lm.name,
                     cache_dir=cache_dir())
     started = time.perf_counter()
     result = editor.edit([fact])

@@ -44,7 +44,7 @@ def run_method(lm: Any, method: str, records: list, args: argparse.Namespace, ca
     if args.stats_samples:
         hp = hp.replace(stats_samples=args.stats_samples)
     corpus = Corpus(args.corpus) if args.corpus else None
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache, corpus=corpus)
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache, corpus=corpus)
     device = input_device(lm.model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

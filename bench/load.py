@@ -282,7 +282,7 @@ def own_service(tiny: bool, extra_env: dict[str, str] | None = None,
     """API + worker subprocesses in a temp dir (the test harness), for runs without --url;
     yields the API's URL and tears everything down (processes, Redis keys, files) after.
     ``chat_template`` gives the tiny model's tokenizer one (it has none of its own)."""
-    from tests.e2e.harness import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
+    from bench.service import TINY_HPARAMS, Service, running, save_tiny_model, wait_ready
 
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         root = Path(tmp)
@@ -316,7 +316,7 @@ def wait_worker_idle(prefix: str, timeout: float) -> None:
     """Until the worker reports itself idle: a worker still starting (loading, following the
     active version) takes CPU from whatever is measured first."""
     from app.queue import worker_info
-    from tests.e2e.harness import redis_client, wait_for
+    from bench.service import redis_client, wait_for
 
     client = redis_client()
     try:

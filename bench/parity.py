@@ -71,7 +71,7 @@ def run_dtype(dtype: str, methods: list[str], n: int, model_name: str | None,
     preset = preset_for(lm.name, lm.model)
     out: dict[str, Any] = {"model": lm.name, "dtype": model_dtype(lm.model)}
     for method in methods:
-        editor = Editor(lm.model, lm.tokenizer, preset.with_method(method), model_name=lm.name,
+        editor = Editor(lm.model, lm.tokenizer, hparams=preset.with_method(method), model_name=lm.name,
                         cache_dir=cache_dir(), z_cache=ZCache(cache_dir() / "z"))
         started = time.perf_counter()
         result = editor.edit([r.request for r in records])

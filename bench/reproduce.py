@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                                    "eval_seconds": time.perf_counter() - started}
             print(f"{key} unedited: " + _summary(metrics, key), flush=True)
         for name, hp in methods.items():
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+            editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                             z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])

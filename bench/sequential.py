@@ -117,7 +117,7 @@ def print_tables(runs: dict[str, list[dict[str, Any]]]) -> None:
 def run_method(lm: Any, method: str, args: argparse.Namespace, records: list[Record],
                probes: list[Record], out_dir: Path) -> list[dict[str, Any]]:
     hp = preset_for(lm.name, lm.model).with_overrides(args.hparams).with_method(method)
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     state, deltas, rows = EditState(), [], []
     started = time.perf_counter()

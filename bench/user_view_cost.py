@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mark = time.perf_counter()
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(parse_hparams(parser, args.hparam))
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     t["load_s"] = time.perf_counter() - mark
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)

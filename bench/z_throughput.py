@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).replace(z_steps=args.steps, nll_stop=0.0)
     requests = [r.request for r in load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)]
-    prefixes = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir()).prefixes()
+    prefixes = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir()).prefixes()
     layer = hp.layers[0]
 
     def run(batch: bool, prefix_cache: bool) -> tuple[float, list[float], int, int]:

@@ -18,7 +18,6 @@ from tqdm import tqdm
 from editing.evaluate.cli import add_evaluate_parser
 from editing.evaluate.data import DataError, load_records
 from editing.forward.logprob import target_logprob
-from editing.methods import method_for_strategy
 from editing.options import add_model_args, make_editor
 from editing.requests import EditRequest, InvalidEditRequest
 from editing.state import EditState
@@ -55,7 +54,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
     lm, editor = make_editor(args)
     batch_size = args.batch_size or len(requests)
-    print(f"model {lm.name}, method {editor.method.name} ({editor.hparams.strategy}), layers "
+    print(f"model {lm.name}, method {editor.method.name} ({editor.hparams.strategy_name}), layers "
           f"{list(editor.hparams.edited_layers)}, {len(requests)} edits in batches of {batch_size}")
     before = [target_logprob(lm.model, lm.tokenizer, r.text, r.target_new) for r in requests]
     state, deltas, bars = EditState(), [], ProgressBars()
@@ -81,17 +80,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def method_from_strategy(args: argparse.Namespace) -> None:
-    """``--strategy`` is a deprecated alias of ``--method`` (one release): its default method."""
-    if getattr(args, "strategy", None):
-        args.method = method_for_strategy(args.strategy).name
-        print(f"note: --strategy is deprecated and goes in the next release; use --method "
-              f"{args.method}", file=sys.stderr)
-
-
 def cmd_precompute_z(args: argparse.Namespace) -> int:
     requests = load_requests(args.data, args.num_edits)
-    method_from_strategy(args)
     lm, editor = make_editor(args)
     bars = ProgressBars()
     started = time.perf_counter()
@@ -127,9 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--data", type=Path, required=True)
     pre.add_argument("--num-edits", type=int, default=10)
     pre.add_argument("--batch-size", type=int, default=64, help="requests optimised together")
-    pre.add_argument("--strategy", choices=["forward_replay", "per_layer"], default=None,
-                     help="deprecated alias of --method (forward_replay: fe, per_layer: "
-                          "per_layer), accepted for one release")
     pre.add_argument("--z-cache", type=Path, default=None)
     add_model_args(pre)
     pre.set_defaults(func=cmd_precompute_z)

@@ -98,15 +98,15 @@ class Editor:
     ``Editor(model, tokenizer, caches)`` and ``edit(requests, hparams=..., state=...)``: the
     method and its settings are chosen per call, so one editor (and one statistics cache)
     serves every method and every per-request strength. The hparams given at construction
-    (or the model's preset) are the default for calls that name none; the older form
-    ``Editor(model, tokenizer, hparams, cache_dir=..., corpus=..., z_cache=...)`` still works.
+    (or the model's preset) are the default for calls that name none; ``cache_dir``,
+    ``corpus`` and ``z_cache`` build the caches when ``caches`` is not given.
     """
 
     def __init__(
         self,
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
-        caches: EditorCaches | EditHparams | None = None,
+        caches: EditorCaches | None = None,
         *,
         hparams: EditHparams | None = None,
         model_name: str = "",
@@ -117,8 +117,6 @@ class Editor:
         batch_size: int = 64,
         z_cache: ZCache | None = None,
     ) -> None:
-        if isinstance(caches, EditHparams):  # the older positional form
-            caches, hparams = None, caches
         if caches is None:
             caches = EditorCaches(Path(cache_dir) if cache_dir else None, corpus, z_cache)
         if hparams is None:
@@ -264,8 +262,8 @@ class Editor:
             model_name=self.model_name,
             model_type=self.model.config.model_type,
             base_fingerprint=self.fingerprint,
-            hparams=hp.stored_dict(),  # the stored names: the content hash stays
-            info={"method": self.method.name, "strategy": hp.strategy, "n_requests": len(requests), "prior_facts": state.n_facts},
+            hparams=hp.to_stored(),  # the stored form: the content hash stays
+            info={"method": self.method.name, "strategy": hp.strategy_name, "n_requests": len(requests), "prior_facts": state.n_facts},
             keys=keys,
             held_keys=held,
             base_dtype=model_dtype(self.model),
@@ -274,7 +272,7 @@ class Editor:
         diagnostics = {
             **diag,
             "method": self.method.name,
-            "strategy": hp.strategy,
+            "strategy": hp.strategy_name,
             "z_layer": [z.layer for z in zresults],
             "z_loss": z_main.nll,
             "z_steps": z_main.steps,

@@ -1,36 +1,32 @@
-"""Hyper-parameters of one editing run, as a typed value (never a path to a JSON file).
+"""Hyper-parameters of one editing run, as typed values (never a path to a JSON file).
 
-The method is a name in :data:`editing.methods.registry.METHODS`. ``strategy`` is the method's
-target strategy: given on its own it is a deprecated alias of its default method (accepted
-for one release), because hyper-parameters stored before methods were recorded name only it.
+:class:`EditHparams` holds the method's settings. The switches that studies added around it
+live in typed sub-configurations, each named by what it belongs to: ``z`` (:class:`ZRules`,
+variants of the z optimisation's rules), ``chat`` (:class:`ChatTeaching`, teaching the fact
+in chat form) and ``nullspace`` (:class:`NullSpace`, the null-space solver's settings).
 
-**Names.** The public names say what a setting does: ``covariance_weight`` (λ, the MEMIT
-paper's ``mom2_update_weight``), ``z_lr`` and ``z_steps`` (the z step settings, the papers'
-``v_lr``/``v_steps``). The papers' names stay accepted as aliases for one release wherever
-settings come in (:meth:`EditHparams.from_dict`, :meth:`EditHparams.with_overrides`, the
-constructor); giving both names with different values is a ValueError naming both.
+**Input** (:meth:`EditHparams.from_dict`, :meth:`EditHparams.with_overrides`: the CLI's
+``--hparam``, ``MODELEDIT_HPARAMS``) takes the public names only: flat method settings, and a
+sub-configuration as a nested dict (``{"chat": {"name_kl_factor": 4}}``) or a dotted key
+(``chat.name_kl_factor``). A name of an earlier version is a ValueError naming the field
+that replaced it (:data:`RETIRED`).
 
-**Stored form.** Delta headers, the version store and the z cache keep the papers' names
-(:meth:`EditHparams.stored_dict`): delta files are content-addressed and never rewritten, and
-a hash over the same settings must stay the same. :func:`public_names` translates a stored
-dict when it is read.
+**Stored form.** Delta headers, the version store and the z cache keep one flat dict under
+the names stored hyper-parameters have always had (:data:`STORED_NAMES`; ``strategy`` derived
+from the method; fields added later left out at their defaults). :meth:`EditHparams.to_stored`
+writes it and :meth:`EditHparams.from_stored` reads it, of any version: the only place those
+names appear, so hashes over the stored form (a delta's content hash, the z cache key) do not
+move.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from types import ModuleType
 from typing import Any
-
-ALIASES: dict[str, str] = {"mom2_update_weight": "covariance_weight", "v_lr": "z_lr",
-                           "v_steps": "z_steps"}
-"""The papers' names -> the public ones. The papers' names are the stored form (delta headers,
-the version store, the z cache) and accepted input aliases for one release."""
-STORED_NAMES: dict[str, str] = {new: old for old, new in ALIASES.items()}
-"""The public names -> the names stored hyper-parameters have always used."""
 
 
 def _registry() -> ModuleType:
@@ -40,69 +36,134 @@ def _registry() -> ModuleType:
 
     return registry
 
+
+class ZStop(StrEnum):
+    """When one request's z stops early."""
+
+    NLL = "nll"
+    """When its NLL falls below ``nll_stop``."""
+    TOTAL = "total"
+    """When NLL + KL + weight decay does (the FE/MEMIT reference code's rule)."""
+
+
+class Decay(StrEnum):
+    """The form of z's weight decay."""
+
+    SQUARED = "squared"
+    """‖δ‖²/‖h‖² (scale-free)."""
+    LINEAR = "linear"
+    """‖δ‖/‖h‖², the reference code's, which fades as ‖h‖ grows."""
+
+
+class EssenceKL(StrEnum):
+    """Direction of the z step's KL term on the essence prompt."""
+
+    INITIAL_NOW = "initial_now"
+    """KL(initial ‖ now), ours."""
+    NOW_INITIAL = "now_initial"
+    """KL(now ‖ initial), the reference code's."""
+
+
+class NameContext(StrEnum):
+    """Where the name term's rows mention the subject first."""
+
+    SENTENCE = "sentence"
+    """The bare name before the request's sentence."""
+    CHAT = "chat"
+    """A user's question naming it in the chat template, the assistant's turn then writing the
+    sentence: the context in which edits were measured to break names (docs/results/chat.md)."""
+    QUESTION = "question"
+    """The request's own ``question`` there (its sentence when it has none): the context the
+    evaluation checks names in, so for requests that carry what users will ask."""
+
+
+def _enum_fields(obj: Any) -> None:
+    """Coerce a frozen dataclass's enum-typed fields given as strings; a ValueError names the
+    values allowed."""
+    for f in fields(obj):
+        kind = f.default.__class__
+        if isinstance(f.default, StrEnum) and not isinstance(getattr(obj, f.name), kind):
+            value = getattr(obj, f.name)
+            try:
+                object.__setattr__(obj, f.name, kind(value))
+            except ValueError:
+                allowed = [e.value for e in kind]
+                raise ValueError(f"{f.name} must be one of {allowed}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ZRules:
+    """Variants of the z optimisation's rules (docs/design.md §3); the defaults are ours, the
+    alternatives the FE/MEMIT reference code's."""
+
+    stop: ZStop = ZStop.NLL
+    decay: Decay = Decay.SQUARED
+    essence_kl: EssenceKL = EssenceKL.INITIAL_NOW
+
+    def __post_init__(self) -> None:
+        _enum_fields(self)
+
+
+@dataclass(frozen=True)
+class ChatTeaching:
+    """Teaching the fact in chat form as well as in the cloze sentence (docs/results/chat.md):
+    extra context prefixes for z and the keys, and a z term that keeps the subject's name."""
+
+    question: bool = False
+    """Add, per request, the chat template with the request's ``question`` (its cloze sentence
+    when it has none) as the user's message and the cloze prompt as the assistant's start."""
+    answer: bool = False
+    """Add, per request, its chat turn answered at once: the request's ``question`` as the
+    user's message and ``target_new`` as the assistant's first tokens, the fact token in the
+    user's message: the form in which chat efficacy asks the fact."""
+    name_kl_factor: float = 0.0
+    """Weight of a z term that keeps the model's predictions of the subject's tokens where the
+    name is written again after a mention (``editing.targets.encoding.encode_names``); 0: off."""
+    name_context: NameContext = NameContext.SENTENCE
+
+    def __post_init__(self) -> None:
+        _enum_fields(self)
+
+
+@dataclass(frozen=True)
+class NullSpace:
+    """The null-space solver's settings (``editing/methods/alphaedit.py``)."""
+
+    threshold: float = 0.02
+    """Eigenvalues of E[k kᵀ] (a mean) below this span the null space the update is confined to."""
+    l2: float = 10.0
+    """μ (the reference's L2): keeps U₀ᵀAU₀ + μI invertible when N < rank P."""
+
+
+SECTIONS: dict[str, type] = {"z": ZRules, "chat": ChatTeaching, "nullspace": NullSpace}
+"""The sub-configurations, by their field in :class:`EditHparams`."""
+
+
 @dataclass(frozen=True)
 class EditHparams:
     """Everything that determines an edit besides the model and the facts."""
 
     layers: tuple[int, ...]
     """Consecutive edited layers, shallow to deep."""
-    strategy: str | None = None
-    """The method's target strategy, filled in from ``method`` when not given. Given without
-    ``method`` it is a **deprecated alias** of its default method (``forward_replay`` -> fe),
-    as hyper-parameters stored before methods were recorded have it; None and no ``method``:
-    ``forward_replay``."""
     method: str | None = None
-    """A registered method (``fe``, ``memit``, ``alphaedit``, ...); None: the default method of
-    ``strategy`` (fe). Left out of the stored form when None, so older hashes stay."""
+    """A registered method (``fe``, ``memit``, ``alphaedit``, ...); None: the default one
+    (fe), and no ``method`` in the stored form (as stored before methods were recorded)."""
     # z optimisation (docs/design.md §3)
     z_lr: float = 0.5
-    """Adam's learning rate for z (the papers' ``v_lr``)."""
+    """Adam's learning rate for z."""
     z_steps: int = 25
-    """At most this many z steps (the papers' ``v_steps``); ``nll_stop`` can end sooner."""
+    """At most this many z steps; ``nll_stop`` can end sooner."""
     clamp_norm_factor: float = 0.75
     weight_decay: float = 0.5
     kl_factor: float = 0.0625
     nll_stop: float = 0.05
-    z_stop: str = "nll"
-    """Early stop of one request's z: ``"nll"`` when its NLL falls below ``nll_stop``;
-    ``"total"`` when NLL + KL + weight decay does (the FE/MEMIT reference code's rule)."""
-    decay: str = "squared"
-    """z weight decay: ``"squared"`` ‖δ‖²/‖h‖² (scale-free); ``"linear"`` ‖δ‖/‖h‖², the
-    reference code's form, which fades as ‖h‖ grows (almost nothing on a model with large
-    hidden states)."""
-    essence_kl: str = "initial_now"
-    """Direction of the z step's KL term on the essence prompt: ``"initial_now"``
-    KL(initial ‖ now), ours; ``"now_initial"`` KL(now ‖ initial), the reference code's."""
-    chat_prefix: bool = False
-    """Add the model's chat template, the assistant stating the fact, to the context prefixes
-    (``editing.targets.templates.chat_prefix``): z and the keys then see the fact in a chat turn."""
-    name_kl_factor: float = 0.0
-    """Weight of a z term that keeps the model's predictions of the subject's tokens where the
-    name is written again after a mention (``editing.targets.encoding.encode_names``); 0: off."""
-    name_context: str = "sentence"
-    """Where the name term's rows mention the subject first: ``"sentence"``, the bare name
-    before the request's sentence; ``"chat"``, a user's question naming it in the chat
-    template, the assistant's turn then writing the sentence: the context in which the edit
-    was measured to break names (``bench.name_break``), with a question of its own;
-    ``"question"``, the request's own ``question`` there (its sentence when it has none): the
-    context the evaluation checks names in, so for requests that carry what users will ask."""
-    chat_question: bool = False
-    """Add, per request, the chat template with the request's ``question`` (its cloze sentence
-    when it has none) as the user's message and the cloze prompt as the assistant's start
-    (``editing.targets.templates.question_prefix``) to the context prefixes: z and the keys then see
-    the fact where a user asks it."""
-    chat_answer: bool = False
-    """Add, per request, its chat turn answered at once: the request's ``question`` (its cloze
-    sentence when it has none or the question does not name the subject) as the user's message and
-    ``target_new`` as the assistant's first tokens, the fact token in the user's message
-    (``editing.targets.templates.answer_turn``): the form in which chat efficacy asks the fact."""
     replay_on_templates: bool = False
     """FE only: replay h+delta on every templated prompt and average (False: bare prompt, as the paper)."""
     # solve (docs/design.md §5)
     covariance_weight: float = 15000.0
     """λ: how much the key statistics of ordinary text (E[k kᵀ]) weigh against the new facts
-    in the least-squares solve; larger moves the model less (the papers'
-    ``mom2_update_weight``). The null-space methods do not use it."""
+    in the least-squares solve; larger moves the model less. The null-space methods do not
+    use it."""
     l2: float = 0.0
     """μ of the least-squares solve: a ridge term μI."""
     use_old_keys: bool = True
@@ -121,194 +182,203 @@ class EditHparams:
     (``EditState.base``, kept from a chain's first batch), else the chain's earlier updates
     (``EditState.applied``, which ``EditState.from_deltas`` rebuilds) taken off; the solve
     still runs on the current weights. Over 20 batches of 10 facts, base targets drift
-    37 % less (README, "Small batches drift more …"). A first batch is the same either way."""
-    # null-space solver only (editing/methods/alphaedit.py reads them through its
-    # NullSpaceConfig); left out of to_dict() at these defaults
-    nullspace_threshold: float = 0.02
-    """AlphaEdit's threshold on the eigenvalues of E[k kᵀ] (a mean): smaller ones span the
-    null space the update is confined to."""
-    nullspace_l2: float = 10.0
-    """AlphaEdit's μ (the reference's L2): keeps U₀ᵀAU₀ + μI invertible when N < rank P."""
+    37 % less (docs/results/lifelong.md). A first batch is the same either way."""
     # covariance statistics (docs/design.md §6)
     stats_samples: int = 1000
     stats_seq_len: int = 128
     # context templates (docs/design.md §1)
     template_prefixes: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     template_tokens: int = 10
+    # sub-configurations
+    z: ZRules = field(default_factory=ZRules)
+    chat: ChatTeaching = field(default_factory=ChatTeaching)
+    nullspace: NullSpace = field(default_factory=NullSpace)
 
     def __post_init__(self) -> None:
-        if self.strategy is None:  # derived from the method; the default method's otherwise
-            strategy = (_registry().get_method(self.method).strategy.name
-                        if self.method is not None else "forward_replay")
-            object.__setattr__(self, "strategy", strategy)
         if not self.layers:
             raise ValueError("layers must name at least one layer")
         if list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing and distinct, got {self.layers}")
-        _registry().get_strategy(self.strategy_name)  # ValueError naming the known ones
+        if self.method is not None:
+            _registry().get_method(self.method)  # ValueError naming the known ones
         if self.context_key_weight < 0:
             raise ValueError(f"context_key_weight must be >= 0, got {self.context_key_weight}")
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.method is not None:
-            wanted = _registry().get_method(self.method).strategy.name
-            if wanted != self.strategy:
-                raise ValueError(f"method {self.method!r} uses strategy {wanted!r}, "
-                                 f"not {self.strategy!r}; give only method (strategy is its "
-                                 "deprecated alias)")
-
-    @property
-    def strategy_name(self) -> str:
-        """The target strategy (never None after construction; typed for readers)."""
-        assert self.strategy is not None  # set by __post_init__
-        return self.strategy
+        if self.targets_from not in ("current", "base"):
+            raise ValueError(f"targets_from must be one of ('current', 'base'), got {self.targets_from!r}")
+        for name, kind in SECTIONS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
     @property
     def method_name(self) -> str:
-        """The method these settings run: ``method``, or the strategy's default one."""
-        return self.method or _registry().method_for_strategy(self.strategy_name).name
+        """The method these settings run: ``method``, or the default one (fe)."""
+        return self.method or _registry().method_for_strategy("forward_replay").name
+
+    @property
+    def strategy_name(self) -> str:
+        """The method's target strategy (``forward_replay``, ``memit_targets``, ...)."""
+        return _registry().get_method(self.method_name).strategy.name
 
     @property
     def edited_layers(self) -> tuple[int, ...]:
         """The layers whose weights change (the strategy decides: ``one_layer`` edits the last)."""
         return _registry().get_strategy(self.strategy_name).edited_layers(self.layers)
 
-    # the papers' names, readable for one release
     @property
     def z_reads_question(self) -> bool:
         """Whether z depends on each request's ``question`` (a row renders it), so that the
         question must key the z cache."""
-        return self.chat_question or self.chat_answer or bool(self.name_kl_factor and self.name_context == "question")
-
-    @property
-    def mom2_update_weight(self) -> float:
-        """Deprecated: :attr:`covariance_weight`."""
-        _deprecated("mom2_update_weight")
-        return self.covariance_weight
-
-    @property
-    def v_lr(self) -> float:
-        """Deprecated: :attr:`z_lr`."""
-        _deprecated("v_lr")
-        return self.z_lr
-
-    @property
-    def v_steps(self) -> int:
-        """Deprecated: :attr:`z_steps`."""
-        _deprecated("v_steps")
-        return self.z_steps
+        chat = self.chat
+        return chat.question or chat.answer or bool(chat.name_kl_factor and chat.name_context == NameContext.QUESTION)
 
     def with_method(self, method: str) -> EditHparams:
         """Same settings, another registered method (``fe``, ``memit``, ``per_layer``, ...)."""
-        chosen = _registry().get_method(method)
-        return replace(self, strategy=chosen.strategy.name, method=chosen.name)
+        return dataclasses.replace(self, method=_registry().get_method(method).name)
 
     def replace(self, **changes: Any) -> EditHparams:
-        """These settings with ``changes`` (the papers' names accepted); a new ``method``
-        brings its own strategy."""
-        changes = public_names(changes)
-        if "method" in changes and "strategy" not in changes:
-            changes["strategy"] = None
-        return replace(self, **changes)
+        """These settings with ``changes`` (typed values: a sub-configuration as its class)."""
+        return dataclasses.replace(self, **changes)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> EditHparams:
         """These settings with ``overrides`` (a plain dict: the CLI's ``--hparam``s, or
-        ``MODELEDIT_HPARAMS``); unknown keys raise ValueError, lists become tuples, the
-        papers' names are accepted, and a ``method`` brings its own strategy."""
+        ``MODELEDIT_HPARAMS``): public names, a sub-configuration as a nested dict (merged into
+        the current one) or dotted keys; unknown or retired names raise ValueError."""
         if not overrides:
             return self
-        overrides = public_names(overrides)
-        base = self.to_dict()
-        if "method" in overrides and "strategy" not in overrides:
-            base.pop("strategy")
-        return EditHparams.from_dict({**base, **overrides})
-
-    def stored_dict(self) -> dict[str, Any]:
-        """The canonical stored form: :meth:`to_dict` under the names stored hyper-parameters
-        have always had (``mom2_update_weight``, ``v_lr``, ``v_steps``). Delta headers are
-        written from it, and hashes (the delta's content hash, the z cache key) are computed
-        over it, so they do not change with the public names."""
-        return {STORED_NAMES.get(key, key): value for key, value in self.to_dict().items()}
+        return EditHparams.from_dict(_merged(self.to_dict(), overrides))
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings under their public names; fields added after the first stored
-        hyper-parameters are left out at their defaults, and ``method`` when None."""
-        d = asdict(self)
-        if d["method"] is None:  # as stored before methods were recorded: the same hashes
-            del d["method"]
-        for key, default in _OMITTED_AT_DEFAULT.items():  # added later: same hashes as before
-            if d[key] == default:
-                del d[key]
-        d["layers"] = list(self.layers)
-        d["template_prefixes"] = list(self.template_prefixes)
-        return d
+        """The settings under their public names, sub-configurations nested, JSON-ready."""
+        return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EditHparams:
-        """Settings from a plain dict: the public names, or the stored form's (a delta
-        header, a version-store row, an older bench JSON)."""
-        data = public_names(data)
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown hyper-parameters: {sorted(unknown)}")
+        """Settings from a plain dict of public names (see :meth:`with_overrides`); unknown
+        keys, and the names of earlier versions, raise a ValueError naming the right field."""
+        nested = _merged({}, data)
+        _check_names(nested)
+        kwargs = dict(nested)
+        for name, kind in SECTIONS.items():
+            if name in kwargs:
+                kwargs[name] = kind(**kwargs[name])
         for key in ("layers", "template_prefixes"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def to_stored(self) -> dict[str, Any]:
+        """The stored form: flat, under :data:`STORED_NAMES`, ``strategy`` derived from the
+        method, ``method`` left out when None and the fields of :data:`OMITTED_AT_DEFAULT`
+        at their defaults. Delta headers are written from it and hashes computed over it."""
+        out: dict[str, Any] = {"strategy": self.strategy_name}
+        for path, value in _flat(self.to_dict()).items():
+            name = STORED_NAMES.get(path, path)
+            if (name == "method" and value is None) or OMITTED_AT_DEFAULT.get(name, _NONE) == value:
+                continue
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> EditHparams:
+        """Settings from a stored form of any version (a delta header, a version-store row):
+        the inverse of :meth:`to_stored`. A stored ``strategy`` without ``method`` (written
+        before methods were recorded) is its default method."""
+        data = dict(data)
+        strategy = data.pop("strategy", None)
+        method = data.pop("method", None)
+        if method is None and strategy not in (None, "forward_replay"):
+            method = _registry().method_for_strategy(strategy).name
+        public = {_FROM_STORED.get(key, key): value for key, value in data.items()}
+        unknown = sorted(k for k in data if k in STORED_NAMES or k in SECTIONS
+                         or _FROM_STORED.get(k, k).split(".")[0] not in _PUBLIC)
+        if unknown:
+            raise ValueError(f"unknown stored hyper-parameters: {unknown}")
+        return cls.from_dict({**public, "method": method})
 
 
-def public_names(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` with the papers' names (``mom2_update_weight``, ``v_lr``, ``v_steps``) under
-    the public ones; a ValueError naming both when a setting is given twice with different
-    values. How every stored dict of hyper-parameters is read (it is never rewritten)."""
-    out = dict(data)
-    for old, new in ALIASES.items():
-        if old not in out:
-            continue
-        value = out.pop(old)
-        if new in out and out[new] != value:
-            raise ValueError(f"{new}={out[new]!r} and {old}={value!r} disagree: {old} is the "
-                             f"older name of {new}; give only {new}")
-        out[new] = value
+STORED_NAMES: dict[str, str] = {
+    "z_lr": "v_lr", "z_steps": "v_steps", "covariance_weight": "mom2_update_weight",
+    "z.stop": "z_stop", "z.decay": "decay", "z.essence_kl": "essence_kl",
+    "chat.question": "chat_question", "chat.answer": "chat_answer",
+    "chat.name_kl_factor": "name_kl_factor", "chat.name_context": "name_context",
+    "nullspace.threshold": "nullspace_threshold", "nullspace.l2": "nullspace_l2",
+}
+"""Public name (dotted for a sub-configuration's) -> its name in the stored form, where it
+differs: the MEMIT paper's names, and the flat names the sub-configurations' fields had."""
+_FROM_STORED = {stored: public for public, stored in STORED_NAMES.items()}
+
+OMITTED_AT_DEFAULT: dict[str, Any] = {
+    "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now", "context_key_weight": 0.0,
+    "targets_from": "current", "name_kl_factor": 0.0,
+    "name_context": "sentence", "chat_question": False, "chat_answer": False,
+    "nullspace_threshold": 0.02, "nullspace_l2": 10.0,
+}
+"""Stored names of the fields added after the first stored hyper-parameters, left out of the
+stored form at these values: stored hyper-parameters from before they existed keep their
+hashes, and :meth:`EditHparams.from_stored` fills them back in."""
+_NONE = object()
+
+RETIRED: dict[str, str] = {
+    "mom2_update_weight": "covariance_weight", "v_lr": "z_lr", "v_steps": "z_steps",
+    "strategy": "method", "nullspace_threshold": "nullspace.threshold", "nullspace_l2": "nullspace.l2",
+    "z_stop": "z.stop", "decay": "z.decay", "essence_kl": "z.essence_kl",
+    "chat_question": "chat.question", "chat_answer": "chat.answer",
+    "name_kl_factor": "chat.name_kl_factor", "name_context": "chat.name_context",
+}
+"""Names earlier versions accepted as input -> the field that replaced them (error messages
+only; no input takes them)."""
+_PUBLIC = {f.name for f in fields(EditHparams)}
+
+
+def retired_name_error(name: str) -> str | None:
+    """The message for a name of an earlier version (None if ``name`` is not one)."""
+    new = RETIRED.get(name)
+    return None if new is None else f"{name!r} is no longer accepted: use {new!r}"
+
+
+def _check_names(nested: Mapping[str, Any]) -> None:
+    problems = []
+    for key, value in nested.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            known = {f.name for f in fields(SECTIONS[key])}
+            problems += [f"unknown setting {key}.{name}" for name in value if name not in known]
+        elif key not in _PUBLIC:
+            problems.append(retired_name_error(key) or f"unknown hyper-parameter {key!r}")
+    if problems:
+        raise ValueError("; ".join(problems) + f" (known: {sorted(_PUBLIC)})")
+
+
+def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` (nested) with ``overrides`` (nested dicts or dotted keys) merged in."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in overrides.items():
+        section, dot, name = key.partition(".")
+        if dot and section in SECTIONS:
+            out.setdefault(section, {})[name] = value
+        elif key in SECTIONS and isinstance(value, Mapping):
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = value
     return out
 
 
-def _deprecated(old: str) -> None:
-    warnings.warn(f"{old} is deprecated; use {ALIASES[old]}", DeprecationWarning, stacklevel=3)
+def _plain(value: Any) -> Any:
+    """JSON-ready: enums as their values, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
 
 
-def _accept_aliases(init: Any) -> Any:
-    """The dataclass's ``__init__`` taking the papers' names too (with a DeprecationWarning),
-    so ``EditHparams(v_lr=0.1)`` and ``dataclasses.replace`` keep working for one release."""
-
-    @functools.wraps(init)
-    def __init__(self: EditHparams, *args: Any, **kwargs: Any) -> None:
-        old = sorted(set(kwargs) & set(ALIASES))
-        if old:
-            warnings.warn(f"{', '.join(old)}: deprecated names; use "
-                          f"{', '.join(ALIASES[name] for name in old)}", DeprecationWarning,
-                          stacklevel=2)
-            kwargs = public_names(kwargs)
-        init(self, *args, **kwargs)
-
-    return __init__
-
-
-EditHparams.__init__ = _accept_aliases(EditHparams.__init__)  # type: ignore[method-assign]
-
-
-_CHOICES: dict[str, tuple[str, ...]] = {"z_stop": ("nll", "total"), "decay": ("squared", "linear"),
-                                        "essence_kl": ("initial_now", "now_initial"),
-                                        "targets_from": ("current", "base"),
-                                        "name_context": ("sentence", "chat", "question")}
-
-_OMITTED_AT_DEFAULT: dict[str, Any] = {
-    f.name: f.default for f in fields(EditHparams)
-    if f.name in ("nullspace_threshold", "nullspace_l2", "z_stop", "decay", "essence_kl",
-                  "context_key_weight", "targets_from", "name_kl_factor",
-                  "chat_prefix", "name_context", "chat_question", "chat_answer")
-}
-"""Fields ``to_dict()`` leaves out while they hold these values: stored hyper-parameters from
-before they existed keep their hashes, and ``from_dict`` fills them back in."""
+def _flat(nested: Mapping[str, Any]) -> dict[str, Any]:
+    """The sub-configurations' fields under dotted names."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if key in SECTIONS:
+            out |= {f"{key}.{name}": v for name, v in value.items()}
+        else:
+            out[key] = value
+    return out

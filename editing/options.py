@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from editing.editor import Editor
-from editing.hparams import ALIASES, EditHparams, public_names
+from editing.hparams import SECTIONS, EditHparams, retired_name_error
 from editing.methods import get_method, method_names
 from editing.presets import preset_for
 from editing.solve.stats import Corpus
@@ -37,9 +37,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                             f"{name}: {get_method(name).description}" for name in method_names()))
     parser.add_argument("--layers", default=None, help="edited layers, e.g. 4-8 or 4,5,6 (default: preset)")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a hyper-parameter, e.g. --hparam z_steps=30 (repeatable; the "
-                             "papers' names mom2_update_weight, v_lr, v_steps are accepted "
-                             "aliases of covariance_weight, z_lr, z_steps for one release)")
+                        help="override a hyper-parameter, e.g. --hparam z_steps=30 or "
+                             "--hparam chat.name_kl_factor=4 (repeatable)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="statistics/template cache (default: ~/.cache/modeledit)")
     parser.add_argument("--corpus", default=None,
@@ -55,34 +54,40 @@ def device_map_arg(text: str) -> str | dict[str, str | int] | None:
 
 
 def parse_overrides(args: argparse.Namespace, preset: EditHparams) -> dict[str, Any]:
-    """``--layers`` and each ``--hparam KEY=VALUE``, typed like the preset's fields (under
-    their public names; the papers' names are accepted aliases)."""
+    """``--layers`` and each ``--hparam KEY=VALUE``, typed like the preset's fields (public
+    names; a sub-configuration's field as ``chat.name_kl_factor``)."""
     changes: dict[str, Any] = {}
     if args.layers:
         changes["layers"] = parse_layers(args.layers)
     for item in args.hparam:
         key, sep, raw = item.partition("=")
-        name = ALIASES.get(key, key)
-        if not sep or name not in EditHparams.__dataclass_fields__:
-            raise SystemExit(f"--hparam {item!r}: expected KEY=VALUE with KEY one of "
-                             f"{sorted(EditHparams.__dataclass_fields__)}")
-        current = getattr(preset, name)
+        section, dot, name = key.partition(".")
+        holder = getattr(preset, section) if dot and section in SECTIONS else preset
+        name = name if dot else key
+        if not sep or name in SECTIONS or name not in holder.__dataclass_fields__:
+            known = sorted(f for f in EditHparams.__dataclass_fields__ if f not in SECTIONS)
+            known += [f"{s}.{f}" for s, kind in SECTIONS.items() for f in kind.__dataclass_fields__]
+            raise SystemExit(f"--hparam {item!r}: " + (retired_name_error(key) or
+                             f"expected KEY=VALUE with KEY one of {known}"))
+        current = getattr(holder, name)
         if isinstance(current, bool):
             changes[key] = raw.lower() in ("1", "true", "yes")
         elif isinstance(current, tuple):
             changes[key] = parse_layers(raw) if name == "layers" else tuple(raw.split(","))
+        elif isinstance(current, str) or current is None:  # choices and the method: checked later
+            changes[key] = raw
         else:
             changes[key] = type(current)(raw)
-    try:
-        return public_names(changes)
-    except ValueError as exc:  # the same setting under both its names, with two values
-        raise SystemExit(f"--hparam: {exc}") from None
+    return changes
 
 
 def build_hparams(args: argparse.Namespace, preset: EditHparams) -> EditHparams:
     """The preset, then ``--method``, ``--layers`` and each ``--hparam`` override."""
     hp = preset.with_method(args.method)
-    return hp.with_overrides(parse_overrides(args, hp))
+    try:
+        return hp.with_overrides(parse_overrides(args, hp))
+    except ValueError as exc:
+        raise SystemExit(f"--hparam: {exc}") from None
 
 
 def make_editor(args: argparse.Namespace) -> tuple[Any, Editor]:
@@ -95,6 +100,6 @@ def make_editor(args: argparse.Namespace) -> tuple[Any, Editor]:
     cache = args.cache_dir or cache_dir()
     z_cache = ZCache(Path(getattr(args, "z_cache", None) or cache / "z"))
     corpus = Corpus(args.corpus) if args.corpus else None
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache,
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache,
                     corpus=corpus, z_cache=z_cache)
     return lm, editor

@@ -4,9 +4,9 @@ Edited layers come from :data:`models.catalog.PRESET_LAYERS` (the memory planner
 without editing); the rest of each preset is here.
 
 ``smollm2-135m`` is chosen, not inherited: from the efficacy–locality frontier
-(``python -m bench.frontier``) on the *select* records (the last 100 MCF dev records, which no
-reported evaluation uses), by the rule of ``bench.choose_preset``: among points with efficacy
-≥ 95 and generalization ≥ 90, the lowest neighbourhood KL. Why its settings look as they do:
+(``docs/results/frontier.md``) on the *select* records (the last 100 MCF dev records, which no
+reported evaluation uses), by one rule: among points with efficacy ≥ 95 and generalization
+≥ 90, the lowest neighbourhood KL. Why its settings look as they do:
 
 * a small ``z_lr`` with a small λ beats a large ``z_lr`` with a large λ at equal KL: a z that
   stops as soon as the new target is predicted asks less of the solve than one pushed to the

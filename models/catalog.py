@@ -49,7 +49,7 @@ def generic_layers(n_layers: int) -> tuple[int, ...]:
     """For models without a preset: up to five consecutive layers starting ~15% deep.
 
     Early-middle MLPs are where causal tracing finds factual recall in every model family
-    studied (ROME/MEMIT); a sweep (bench/layer_sweep.py) should replace this for real use.
+    studied (ROME/MEMIT); a layer sweep on the model should replace this for real use.
     """
     width = max(1, min(5, n_layers // 2))
     start = min(max(0, round(0.15 * n_layers)), max(0, n_layers - 1 - width))

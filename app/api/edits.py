@@ -67,8 +67,8 @@ def submit_edits(
     method = body.method or settings.method
     if body.covariance_weight is not None and is_null_space(method):
         raise ApiError(422, f"method {method!r} solves in the null space and has no λ: "
-                       f"{body.lambda_field} would change nothing; ask for a strength "
-                       "(conservative, default, strong) instead", field=body.lambda_field)
+                       "covariance_weight would change nothing; ask for a strength "
+                       "(conservative, default, strong) instead", field="covariance_weight")
     payload = EditJob(
         facts=[f.model_dump(exclude_none=True) for f in facts],
         method=method,

@@ -6,7 +6,7 @@ from typing import Any
 
 from app.api.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
-from editing.hparams import public_names
+from editing.hparams import STORED_NAMES, EditHparams
 
 
 def job_out(job: Job, version: Version | None = None,
@@ -63,21 +63,34 @@ def _public_diagnostics(diagnostics: dict[str, Any]) -> dict[str, Any]:
     """Diagnostics with the request's λ under its public name (stored as
     ``mom2_update_weight``, like the hparams)."""
     request = diagnostics.get("request")
-    if isinstance(request, dict) and request:
-        return {**diagnostics, "request": public_names(request)}
+    stored = STORED_NAMES["covariance_weight"]
+    if isinstance(request, dict) and stored in request:
+        request = {("covariance_weight" if k == stored else k): v for k, v in request.items()}
+        return {**diagnostics, "request": request}
     return diagnostics
+
+
+def _public_hparams(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A version's stored hyper-parameters under their public names (as stored if a row holds
+    something no version of :meth:`EditHparams.from_stored` wrote)."""
+    if not stored:
+        return None
+    try:
+        return EditHparams.from_stored(stored).to_dict()
+    except (TypeError, ValueError):
+        return dict(stored)
 
 
 def version_detail(version: Version, active: str,
                    serving: dict[str, Any] | None = None) -> VersionDetail:
-    """The stored hyper-parameters are read under their public names (``covariance_weight``,
-    ``z_lr``, ``z_steps``); the row keeps the names it was written with."""
+    """The stored hyper-parameters are read under their public names
+    (:meth:`EditHparams.from_stored`); the row keeps the form it was written in."""
     diagnostics = _public_diagnostics(version.diagnostics or {})
     return VersionDetail(
         **_summary_fields(version, active),
         serving=serving,
         facts=list(version.facts or []),
-        hparams=public_names(version.hparams) if version.hparams else None,
+        hparams=_public_hparams(version.hparams),
         layer_stats=version.layer_stats,
         diagnostics=diagnostics or None,
         timings=version.timings or None,

@@ -70,7 +70,9 @@ def find_server_binary() -> Path | None:
     return None
 
 
-def _ping(url: str, timeout: float = 1.0) -> bool:
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether a Redis at ``url`` answers PING within ``timeout`` (never raises): how a server
+    is found running, and found gone after it is stopped."""
     client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())
@@ -130,7 +132,7 @@ class RedisHandle:
         return redis.Redis.from_url(self.url, **kwargs)
 
     def alive(self) -> bool:
-        return _ping(self.url)
+        return redis_answers(self.url)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop a server this process started (SIGTERM: it flushes its append-only file);
@@ -241,7 +243,7 @@ def ensure_redis(
     server is shared with other processes using the same ``data_dir``.
     """
     if url:
-        if _ping(url):
+        if redis_answers(url):
             return RedisHandle(url)
         safe = url.split("@")[-1]  # never log credentials
         if not fallback:
@@ -256,7 +258,7 @@ def ensure_redis(
     with open(redis_dir / "start.lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if sock.exists():
-            if _ping(sock_url):
+            if redis_answers(sock_url):
                 return RedisHandle(sock_url, embedded=True, socket_path=sock)
             sock.unlink()  # stale socket of a server that died
         server = Path(binary) if binary else find_server_binary()

@@ -3,22 +3,20 @@
 in :mod:`app.api.schemas.edits`).
 
 Stored records keep the names they have always had (``mom2_update_weight`` in a version's
-hparams and its ``diagnostics.request``); they are read through
-:func:`editing.hparams.public_names`.
+hparams and its ``diagnostics.request``: :data:`editing.hparams.STORED_NAMES`).
 
 The scaling itself (what a strength means for the hyper-parameters) is the library's:
-:func:`editing.strength.with_strength`; ``request_hparams`` is its older name here.
+:func:`editing.strength.with_strength`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from editing.hparams import public_names
+from editing.hparams import STORED_NAMES
 from editing.strength import STRENGTHS
-from editing.strength import with_strength as request_hparams
 
-__all__ = ["STRENGTHS", "request_hparams", "replay_weight", "requested"]
+__all__ = ["STRENGTHS", "replay_weight", "requested"]
 
 
 def requested(strength: str | None, covariance_weight: float | None) -> dict[str, Any]:
@@ -28,7 +26,7 @@ def requested(strength: str | None, covariance_weight: float | None) -> dict[str
     if strength is not None:
         out["strength"] = strength
     if covariance_weight is not None:
-        out["mom2_update_weight"] = covariance_weight
+        out[STORED_NAMES["covariance_weight"]] = covariance_weight
     return out
 
 
@@ -37,5 +35,5 @@ def replay_weight(hparams: dict[str, Any], diagnostics: dict[str, Any]) -> float
     request chose one, else ``None`` (the service's current λ, as before)."""
     if not (diagnostics or {}).get("request"):
         return None
-    value = public_names(hparams or {}).get("covariance_weight")
+    value = (hparams or {}).get(STORED_NAMES["covariance_weight"])
     return None if value is None else float(value)

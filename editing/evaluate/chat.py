@@ -48,7 +48,7 @@ from editing.evaluate.metrics import (
     token_accuracy,
 )
 from editing.evaluate.scoring import RowScore, ScoreRow, with_delta
-from editing.forward.chat import answer_sep, render_chat
+from editing.forward.chat import answer_sep, chat_prompt
 from editing.requests import EditRequest
 from editing.weights.delta import WeightDelta
 
@@ -103,12 +103,12 @@ class UserView:
 
     def _render(self, req: EditRequest) -> ChatForms:
         tok, question = self.tokenizer, req.question or req.text
-        chat = render_chat(tok, question)
+        chat = chat_prompt(tok, question)
         before = chat + answer_sep(chat) + req.prompt[: req.prompt.index("{}")]
         sep = " " if before.endswith(" ") else ""
         name = ScoreRow(before[: len(before) - len(sep)], req.subject, sep)
-        neighbours = tuple(render_chat(tok, p) for p in req.neighborhood_prompts[:CHAT_NEIGHBOURS])
-        return ChatForms(chat, render_chat(tok, question, CUSTOM_SYSTEM), neighbours, name)
+        neighbours = tuple(chat_prompt(tok, p) for p in req.neighborhood_prompts[:CHAT_NEIGHBOURS])
+        return ChatForms(chat, chat_prompt(tok, question, CUSTOM_SYSTEM), neighbours, name)
 
     def rows(self, req: EditRequest) -> tuple[list[ScoreRow], list[ScoreRow]]:
         """Edited-side and unedited-side rows, as :func:`score_records` takes them."""

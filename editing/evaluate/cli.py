@@ -16,8 +16,8 @@ from typing import Any
 from editing.evaluate.data import DataError, detect_dataset, load_records, requests_of
 from editing.evaluate.report import build_report, format_table, write_report
 from editing.evaluate.suite import DATASETS, evaluate
-from editing.hparams import public_names
-from editing.methods import METHODS, method_for_strategy
+from editing.hparams import EditHparams
+from editing.methods import METHODS
 from editing.options import add_model_args, make_editor
 from editing.requests import InvalidEditRequest
 from editing.weights.delta import DeltaError, WeightDelta
@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         timings["load_s"] = time.perf_counter() - mark
         delta = WeightDelta.load(args.delta)
         delta.check_compatible(lm.model, model_fingerprint(lm.model))
-        hparams, method = public_names(delta.hparams), _method_of(delta, args.method)
+        hparams, method = _public_hparams(delta), delta_method(delta, args.method)
     else:
         lm, editor = make_editor(args)
         timings["load_s"] = time.perf_counter() - mark
@@ -108,14 +108,22 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                         hparams=hparams, results=results, timings=timings, extra=extra)
 
 
-def _method_of(delta: WeightDelta, fallback: str | None) -> str | None:
-    """The method a saved delta was made with: its info's ``method``, else (files written
-    before methods were recorded) the default method of the strategy it records."""
-    method = delta.info.get("method") or delta.hparams.get("method")
+def delta_method(delta: WeightDelta, fallback: str | None) -> str | None:
+    """The method a saved delta was made with: its info's ``method``, else the one its stored
+    hyper-parameters give (a file written before methods were recorded names only its
+    strategy, whose default method it was); ``fallback`` when neither says."""
+    method = delta.info.get("method")
     if method in METHODS:
         return method
-    strategy = delta.info.get("strategy") or delta.hparams.get("strategy")
     try:
-        return method_for_strategy(strategy).name
-    except ValueError:
+        return EditHparams.from_stored(delta.hparams).method_name
+    except (TypeError, ValueError):
         return fallback
+
+
+def _public_hparams(delta: WeightDelta) -> dict[str, Any]:
+    """A saved delta's hyper-parameters under their public names (as stored if unreadable)."""
+    try:
+        return EditHparams.from_stored(delta.hparams).to_dict()
+    except (TypeError, ValueError):
+        return dict(delta.hparams)

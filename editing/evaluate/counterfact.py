@@ -57,10 +57,10 @@ def evaluate_counterfact(
     requests = requests_of(records)
     if not requests:
         raise ValueError("no records to evaluate")
-    rows_of, metrics_of = _rows, record_metrics
+    rows_of, metrics_of = _rows, counterfact_metrics
     if user_view:
         view = UserView(tokenizer)
-        rows_of, metrics_of = joined(view, lambda req: req, _rows, record_metrics)
+        rows_of, metrics_of = joined(view, lambda req: req, _rows, counterfact_metrics)
     metrics = score_records(model, tokenizer, requests, rows_of, metrics_of, delta, batch_size)
     if user_view:
         answers = view.generated(model, requests, delta, batch_size)
@@ -89,7 +89,7 @@ def _locality_rows(req: EditRequest) -> list[ScoreRow]:
     return [ScoreRow(prompt, target) for prompt in req.neighborhood_prompts]
 
 
-def record_metrics(
+def counterfact_metrics(
     req: EditRequest, edited: dict[ScoreRow, RowScore], base: dict[ScoreRow, RowScore]
 ) -> dict[str, float | None]:
     """One record's fractions (0–1; ``kl`` in nats) from scored rows; ``None`` if undefined."""

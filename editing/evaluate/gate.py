@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase
 from editing.evaluate.locality import record_locality
 from editing.evaluate.metrics import all_tokens_hit, mean, mean_nll, percent, prefers
 from editing.evaluate.scoring import RowScore, ScoreRow, score_rows, with_delta
-from editing.forward.chat import answer_sep, render_chat
+from editing.forward.chat import answer_sep, chat_prompt
 from editing.requests import EditRequest
 from editing.weights.delta import WeightDelta
 
@@ -139,7 +139,7 @@ def edited_side(
     from :func:`parent_side`; also the probe scores of the parent and of the new version."""
     probe_rows = [ScoreRow(p) for p in probes]
     rewrite_new = [ScoreRow(r.text, r.target_new) for r in requests]
-    chats = {r: render_chat(tokenizer, r.question) for r in requests if r.question}
+    chats = {r: chat_prompt(tokenizer, r.question) for r in requests if r.question}
     fact_rows = [row for r in requests for row in _fact_rows(r, chats.get(r))]
     base = before.scores
     edited = score_rows(model, tokenizer, fact_rows, batch_size)

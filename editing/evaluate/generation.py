@@ -2,7 +2,7 @@
 
 :func:`generate_greedy` runs the service's batch engine, so the evaluation's chat answer is
 the answer a user of the service gets. The chat text it answers is
-:func:`editing.forward.chat.render_chat` (re-exported here, where it was documented first).
+:func:`editing.forward.chat.chat_prompt`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.forward.chat import PLAIN_TEMPLATE, answer_sep, render_chat
 from editing.forward.tokens import prompt_ids
 from models.generate import SamplingParams, generate
 
-__all__ = ["PLAIN_TEMPLATE", "answer_sep", "generate_greedy", "render_chat"]
+__all__ = ["generate_greedy"]
 
 
 @torch.inference_mode()

@@ -51,10 +51,10 @@ def evaluate_zsre(
     cases = [r if isinstance(r, Record) else Record(i, r) for i, r in enumerate(records)]
     if not cases:
         raise ValueError("no records to evaluate")
-    rows_of, metrics_of = _rows, record_metrics
+    rows_of, metrics_of = _rows, zsre_metrics
     if user_view:  # the question is the user's message
         view = UserView(tokenizer)
-        rows_of, metrics_of = joined(view, lambda case: case.request, _rows, record_metrics)
+        rows_of, metrics_of = joined(view, lambda case: case.request, _rows, zsre_metrics)
     metrics = score_records(model, tokenizer, cases, rows_of, metrics_of, delta, batch_size)
     if user_view:
         answers = view.generated(model, [c.request for c in cases], delta, batch_size)
@@ -85,7 +85,7 @@ def _locality_rows(case: Record) -> list[ScoreRow]:
     return answered + [ScoreRow(p) for p in case.request.neighborhood_prompts[len(answered) :]]
 
 
-def record_metrics(
+def zsre_metrics(
     case: Record, edited: dict[ScoreRow, RowScore], base: dict[ScoreRow, RowScore]
 ) -> dict[str, float | None]:
     """One record's fractions (0–1; ``kl`` in nats) from scored rows; ``None`` if undefined."""

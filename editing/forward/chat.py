@@ -2,7 +2,7 @@
 
 The editor's chat prefix (:mod:`editing.targets.templates`), the evaluation's chat rows and
 the service's quality gate all score a fact asked as a user's message; they must read the
-same text, so :func:`render_chat` is the one rendering, through the tokenizer's own template
+same text, so :func:`chat_prompt` is the one rendering, through the tokenizer's own template
 as the service's chat endpoint does (``models.generate.chat``), with a plain "Role: text"
 fallback for base models.
 """
@@ -16,7 +16,7 @@ PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['con
 """For tokenizers without a chat template (base models): a plain "Role: text" dialogue."""
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str | None = None) -> str:
     """The text the model reads before its answer to ``user``: the tokenizer's chat template
     with the generation prompt (``system`` None: the template's default, e.g. SmolLM2's own
     system prompt). The text is tokenized as any prompt (``editing.forward.tokens.prompt_ids``), so

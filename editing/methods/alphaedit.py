@@ -3,7 +3,7 @@
 Why: MEMIT's λC term only *discourages* moving the keys of ordinary text; AlphaEdit removes
 that trade-off by confining the update to the (approximate) null space of those keys. With
 C = E[k kᵀ] the key statistics the least-squares solver uses, U₀ are C's eigenvectors whose
-eigenvalues are below ``nullspace_threshold`` and P = U₀U₀ᵀ. The reference solves
+eigenvalues are below ``nullspace.threshold`` and P = U₀U₀ᵀ. The reference solves
 
     Δᵀ = (P (K Kᵀ + C_old) + μI)⁻¹ P K Rᵀ
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class NullSpaceConfig:
     """What :class:`NullSpaceProjection` reads. Defaults live in ``EditHparams`` (written
-    once: ``nullspace_threshold`` 0.02, ``nullspace_l2`` 10)."""
+    once: ``nullspace.threshold`` 0.02, ``nullspace.l2`` 10)."""
 
     threshold: float
     """Eigenvalues of E[k kᵀ] below it span the null space the update is confined to."""
@@ -48,7 +48,7 @@ class NullSpaceConfig:
 
     @classmethod
     def from_hparams(cls, hparams: EditHparams) -> NullSpaceConfig:
-        return cls(threshold=float(hparams.nullspace_threshold), l2=float(hparams.nullspace_l2))
+        return cls(threshold=float(hparams.nullspace.threshold), l2=float(hparams.nullspace.l2))
 
 
 def null_space_basis(cov: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -67,7 +67,7 @@ def projector(cov: torch.Tensor, threshold: float) -> torch.Tensor:
 class NullSpaceProjection:
     """AlphaEdit's update: least squares on the new (and earlier edits') keys, restricted to
     the null space of the preserved keys' statistics. Reads :class:`NullSpaceConfig`
-    (``nullspace_threshold``, ``nullspace_l2``); ``covariance_weight`` and ``l2`` do not
+    (``nullspace.threshold``, ``nullspace.l2``); ``covariance_weight`` and ``l2`` do not
     enter (P replaces λC)."""
 
     name = "null_space_projection"

@@ -113,7 +113,7 @@ class Solver(Protocol[ConfigT]):
     name: str
     null_space: bool
     """True when the update is confined to the null space of the preserved keys (AlphaEdit):
-    the method's strength is then μ (``nullspace_l2``), and λ (``covariance_weight``) does
+    the method's strength is then μ (``nullspace.l2``), and λ (``covariance_weight``) does
     not enter its solve. Read by :func:`editing.methods.is_null_space`."""
 
     def config(self, hparams: MethodSettings) -> ConfigT:

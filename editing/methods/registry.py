@@ -8,12 +8,9 @@ this module imports nothing of ``editing`` so ``EditHparams`` can look names up 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-import torch
-
-from editing.methods.base import Factors, Method, Solver, TargetStrategy
+from editing.methods.base import Method, Solver, TargetStrategy
 
 METHODS: dict[str, Method] = {}
 """Registered methods by name, in registration order (the first per strategy is its default)."""
@@ -37,33 +34,14 @@ def register_method(
     return method
 
 
-class UntypedSolver:
-    """A solver written to the earlier protocol (``solve(..., hparams)``, no ``config``, an
-    optional ``null_space``), accepted for one release: its config is the whole
-    ``EditHparams``, as it was."""
-
-    def __init__(self, solver: Any) -> None:
-        self.inner = solver
-        self.name: str = solver.name
-        self.null_space: bool = bool(getattr(solver, "null_space", False))
-
-    def config(self, hparams: Any) -> Any:
-        return hparams
-
-    def solve(self, keys: torch.Tensor, residuals: torch.Tensor, cov: torch.Tensor,
-              old_kkT: torch.Tensor | None, config: Any) -> Factors:
-        return self.inner.solve(keys, residuals, cov, old_kkT, config)
-
-
 def _typed(solver: Any) -> Solver[Any]:
-    """``solver`` itself when it declares ``config`` and ``null_space``; an earlier solver
-    wrapped in :class:`UntypedSolver`, with a DeprecationWarning."""
-    if hasattr(solver, "config") and hasattr(solver, "null_space"):
-        return solver  # type: ignore[no-any-return]
-    warnings.warn(f"solver {getattr(solver, 'name', solver)!r} has no config() or null_space "
-                  "(the Solver protocol of editing/methods/base.py); it is given the whole "
-                  "EditHparams, accepted for one release", DeprecationWarning, stacklevel=3)
-    return UntypedSolver(solver)
+    """``solver`` itself when it follows the Solver protocol (``config``, ``null_space``,
+    ``solve``); a TypeError saying what is missing otherwise."""
+    missing = [name for name in ("config", "null_space", "solve") if not hasattr(solver, name)]
+    if missing:
+        raise TypeError(f"solver {getattr(solver, 'name', solver)!r} lacks {missing} (the Solver "
+                        "protocol of editing/methods/base.py)")
+    return solver  # type: ignore[no-any-return]
 
 
 def unregister_method(name: str) -> None:
@@ -104,6 +82,6 @@ def method_for_strategy(name: str) -> Method:
 
 def is_null_space(name: str) -> bool:
     """Whether method ``name`` solves with AlphaEdit's null-space projection: its strength is
-    μ (``nullspace_l2``), and λ (``covariance_weight``) does not enter its solve (the
+    μ (``nullspace.l2``), and λ (``covariance_weight``) does not enter its solve (the
     solver's declared ``null_space``)."""
     return get_method(name).null_space

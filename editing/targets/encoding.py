@@ -9,13 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest
-from editing.targets.templates import (
-    ANSWER_PREFIX,
-    QUESTION_PREFIX,
-    answer_turn,
-    asked_text,
-    question_prefix,
-)
+from editing.targets.templates import ChatTurn, answer_turn, asked_text, question_prefix
 
 ESSENCE_PROMPT = "{} is a"
 """The prompt whose next-token distribution the KL term keeps (what the subject *is*)."""
@@ -41,9 +35,9 @@ def encode_requests(
     """Rows in request-major order (request 0 with every prefix, then request 1, ...).
 
     ``prompt`` overrides each request's own prompt (e.g. the essence prompt). The prefix
-    :data:`~editing.targets.templates.QUESTION_PREFIX` becomes the request's own chat turn: its
+    :attr:`~editing.targets.templates.ChatTurn.QUESTION` becomes the request's own chat turn: its
     ``question``, else its cloze sentence, as the user's message;
-    :data:`~editing.targets.templates.ANSWER_PREFIX` the same turn with ``target_new`` as the
+    :attr:`~editing.targets.templates.ChatTurn.ANSWER` the same turn with ``target_new`` as the
     assistant's first tokens, the fact token in the user's message (with ``prompt``, the bare
     prompt instead: the chat turn has no place for another sentence).
     """
@@ -51,7 +45,7 @@ def encode_requests(
     for index, request in enumerate(requests):
         for shared in prefixes:
             sep = " "
-            if shared == ANSWER_PREFIX and prompt is None:
+            if shared == ChatTurn.ANSWER and prompt is None:
                 text, end, sep = answer_turn(tokenizer, request)
             else:
                 prefix = _own_prefix(tokenizer, request, shared)
@@ -63,9 +57,9 @@ def encode_requests(
 
 def _own_prefix(tokenizer: PreTrainedTokenizerBase, request: EditRequest, shared: str) -> str:
     """The text a shared prefix stands for before ``request``'s sentence."""
-    if shared == QUESTION_PREFIX:
+    if shared == ChatTurn.QUESTION:
         return question_prefix(tokenizer, request.question or request.text)
-    return "" if shared == ANSWER_PREFIX else shared
+    return "" if shared == ChatTurn.ANSWER else shared
 
 
 def encode_essence(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
@@ -99,7 +93,7 @@ def encode_names(
     first mention's last token (where z's offset goes), ``target`` the second mention's tokens
     and ``ids`` end with them. Keeping the model's predictions of those tokens is what keeps
     the name intact where a user's question names the subject and the answer repeats it
-    (``bench.name_break``: the update fires at the earlier mention's fact token).
+    (docs/results/chat.md: the update fires at the earlier mention's fact token).
 
     ``context`` (``EditHparams.name_context``): ``"sentence"`` mentions the bare name before
     the sentence; ``"chat"`` asks :data:`NAME_QUESTION` in the chat template and has the

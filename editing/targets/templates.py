@@ -9,6 +9,7 @@ fingerprint.
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from editing.forward.chat import answer_sep, render_chat  # the one rendering of a chat turn
+from editing.forward.chat import answer_sep, chat_prompt  # the one rendering of a chat turn
 from editing.forward.rng import cuda_devices
 from editing.requests import EditRequest
 from models.files import atomic_write
@@ -55,36 +56,28 @@ def generate_prefixes(
     return prefixes
 
 
-CHAT_REQUEST = "Tell me a fact."
-"""The user's turn of the chat prefix: asks for a statement without naming any subject (the
-evaluation's chat contexts ask the record's own question)."""
+class ChatTurn(StrEnum):
+    """Context prefixes that stand for each request's own chat turn: the other prefixes are
+    text shared by every request, these are rendered per request where the rows are encoded
+    (``editing.targets.encoding.encode_requests``). A member is a ``str`` so that the list of
+    prefixes stays one list; its value is the marker z cache keys have always been computed
+    with (no text holds a NUL, so it cannot be mistaken for a sampled prefix)."""
 
-
-def chat_prefix(tokenizer: PreTrainedTokenizerBase) -> str:
-    """The chat template up to the assistant's answer to :data:`CHAT_REQUEST`: a prefix after
-    which the prompt is the assistant's sentence, so z and the keys see the fact in a chat turn."""
-    return render_chat(tokenizer, CHAT_REQUEST)
-
-
-QUESTION_PREFIX = "\x00question\x00"
-"""A context prefix that stands for each request's own chat turn (:func:`question_prefix`):
-the other prefixes are shared by every request, this one is rendered per request where the
-rows are encoded (``editing.targets.encoding.encode_requests``). No text holds a NUL, so it cannot be
-mistaken for a sampled prefix."""
+    QUESTION = "\x00question\x00"
+    """The request's chat turn with the cloze prompt as the assistant's start
+    (:func:`question_prefix`)."""
+    ANSWER = "\x00answer\x00"
+    """The request's chat turn answered at once (:func:`answer_turn`): the fact is asked as the
+    user's message and ``target_new`` is the assistant's first tokens, which is how a chat
+    model's user reads the answer."""
 
 
 def question_prefix(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
     """The chat template with ``question`` as the user's message, up to the assistant's first
     word: the cloze prompt that follows is the start of the answer, as a chat model writes
     it when asked the fact, so the edit is taught where users ask it."""
-    chat = render_chat(tokenizer, question)
+    chat = chat_prompt(tokenizer, question)
     return chat + answer_sep(chat)
-
-
-ANSWER_PREFIX = "\x00answer\x00"
-"""A context prefix that stands for each request's own chat turn answered at once
-(:func:`answer_turn`): the fact is asked as the user's message and ``target_new`` is the
-assistant's first tokens, which is how a chat model's user reads the answer."""
 
 
 def asked_text(request: EditRequest) -> str:
@@ -101,19 +94,17 @@ def answer_turn(tokenizer: PreTrainedTokenizerBase, request: EditRequest) -> tup
     The fact token is the subject's last token in the user's message: where a user names the
     subject, which is where the edit was measured to act when the model answers a question."""
     asked = asked_text(request)
-    chat = render_chat(tokenizer, asked)
+    chat = chat_prompt(tokenizer, asked)
     start = chat.rindex(asked)
     return chat, start + asked.rindex(request.subject) + len(request.subject), answer_sep(chat)
 
 
 def chat_prefixes(tokenizer: PreTrainedTokenizerBase, hp: EditHparams) -> list[str]:
-    """The chat forms ``hp`` adds after the sampled prefixes: with ``chat_prefix`` the chat
-    template in which the assistant states the fact, with ``chat_question`` each request's own
-    chat turn (:data:`QUESTION_PREFIX`), with ``chat_answer`` that turn answered at once
-    (:data:`ANSWER_PREFIX`)."""
-    forms = [chat_prefix(tokenizer)] if hp.chat_prefix else []
-    forms += [QUESTION_PREFIX] if hp.chat_question else []
-    forms += [ANSWER_PREFIX] if hp.chat_answer else []
+    """The chat forms ``hp`` adds after the sampled prefixes: with ``chat.question`` each
+    request's own chat turn (:attr:`ChatTurn.QUESTION`), with ``chat.answer`` that turn answered at once
+    (:attr:`ChatTurn.ANSWER`)."""
+    forms: list[str] = [ChatTurn.QUESTION] if hp.chat.question else []
+    forms += [ChatTurn.ANSWER] if hp.chat.answer else []
     return forms
 
 

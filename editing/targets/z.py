@@ -218,7 +218,7 @@ def _optimize_group(
     n, n_prefixes = len(requests), len(prefixes)
     rows = encode_requests(tokenizer, requests, prefixes)
     essence = encode_essence(tokenizer, requests)
-    names = encode_names(tokenizer, requests, hp.name_context) if hp.name_kl_factor else []
+    names = encode_names(tokenizer, requests, hp.chat.name_context) if hp.chat.name_kl_factor else []
     name_owner = torch.tensor([r.request for r in names for _ in r.target], dtype=torch.long)
     essence = essence + names
     batch, uncached = _prepare(model, layer, rows, essence, tokenizer.pad_token_id, prefix_cache)
@@ -253,16 +253,16 @@ def _optimize_group(
             hits = log_probs[:n_tokens].argmax(-1) == batch.pred_tokens
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
-        kl = _essence_kl(essence_lp, kl_init, hp.essence_kl)
+        kl = _essence_kl(essence_lp, kl_init, hp.z.essence_kl)
         name_kl = _name_kl(name_lp, name_init, name_owner.to(device), n)
-        decay = hp.weight_decay * _decay_norm(offset, h, hp.decay)
-        loss_each = nll + hp.kl_factor * kl + hp.name_kl_factor * name_kl + decay.to(device)
+        decay = hp.weight_decay * _decay_norm(offset, h, hp.z.decay)
+        loss_each = nll + hp.kl_factor * kl + hp.chat.name_kl_factor * name_kl + decay.to(device)
 
         active = ~frozen
         final_nll = torch.where(active, nll.detach(), final_nll)
         for i in torch.nonzero(active).flatten().tolist():
             steps[i] = step
-        stop_on = loss_each if hp.z_stop == "total" else nll
+        stop_on = loss_each if hp.z.stop == "total" else nll
         frozen = frozen | (stop_on.detach() < hp.nll_stop)
         if progress:
             progress("z", (where[0] + n * (step + 1) / hp.z_steps) / where[1])

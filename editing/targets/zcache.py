@@ -24,12 +24,11 @@ from editing.weights.fingerprint import weights_digest
 from models.files import atomic_write
 
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
-"""The z settings in the key, under their stored names (:meth:`EditHparams.stored_dict`:
-``v_lr`` is ``z_lr``, ``v_steps`` is ``z_steps``), so keys do not change with the names."""
-Z_FIELDS_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now",
-                       "name_kl_factor": 0.0, "name_context": "sentence"}
-"""z settings added later: part of the key only when they differ from these defaults, so z
-cached before they existed is still found."""
+"""The z settings in the key, under their stored names (:meth:`EditHparams.to_stored`), so
+keys do not change with the public names."""
+Z_FIELDS_AT_DEFAULT = ("z_stop", "decay", "essence_kl", "name_kl_factor", "name_context")
+"""z settings added later (stored names): part of the key only when the stored form has them,
+i.e. when they differ from their defaults, so z cached before they existed is still found."""
 
 
 class ZCache:
@@ -42,14 +41,12 @@ class ZCache:
         self, model: nn.Module, fingerprint: str, layer: int, hp: EditHparams, prefixes: Sequence[str]
     ) -> str:
         """Everything but the request: computed once per batch."""
-        stored = hp.stored_dict()
+        stored = hp.to_stored()
         payload = {
             "model": fingerprint,
             "weights": weights_digest(model),  # every layer: those below set h at ``layer``
             "layer": layer,
-            "hp": {name: stored[name] for name in Z_FIELDS}
-            | {name: getattr(hp, name) for name, default in Z_FIELDS_AT_DEFAULT.items()
-               if getattr(hp, name) != default},
+            "hp": {name: stored[name] for name in (*Z_FIELDS, *Z_FIELDS_AT_DEFAULT) if name in stored},
             "prefixes": list(prefixes),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -57,7 +54,7 @@ class ZCache:
     @staticmethod
     def with_question(context: str, question: str | None) -> str:
         """The context key of a request whose own chat turn (its ``question``) is one of its
-        prefixes (``chat_question``): z then depends on the question too."""
+        prefixes (``chat.question``): z then depends on the question too."""
         return hashlib.sha256(json.dumps([context, question]).encode()).hexdigest()
 
     def _path(self, context: str, request: EditRequest) -> Path:

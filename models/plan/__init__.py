@@ -22,7 +22,7 @@ from models.plan.configs import (
     CONFIGS_DIR,
     ConfigNotFound,
     config_from_json,
-    default_layers,
+    layers_for_config,
     load_config,
     shipped_configs,
 )
@@ -45,7 +45,7 @@ from models.plan.formulas import (
 __all__ = [
     "BUDGET_ENV", "CONFIGS_DIR", "DEFAULT_BUDGET_GIB", "EDIT_COPY_SETS", "GIB", "SOLVE_MATRICES",
     "ConfigNotFound", "InsufficientMemory", "MemoryPlan", "PlanSettings", "Shapes", "compare",
-    "config_from_json", "default_layers", "describe", "device_budget", "eval_batch_size",
+    "config_from_json", "layers_for_config", "describe", "device_budget", "eval_batch_size",
     "forward_bytes_per_token", "gib", "grad_bytes_per_token", "load_config", "main",
     "meta_model", "parse_bytes", "parse_layers", "plan_for_config", "plan_for_model",
     "plan_for_shapes", "shapes_of", "shipped_configs", "z_group_size",

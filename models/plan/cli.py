@@ -21,7 +21,7 @@ from models.plan.budget import (
     parse_bytes,
     z_group_size,
 )
-from models.plan.configs import ConfigNotFound, default_layers, load_config, shipped_configs
+from models.plan.configs import ConfigNotFound, layers_for_config, load_config, shipped_configs
 from models.plan.formulas import EDIT_COPY_SETS, GIB, MemoryPlan, plan_for_config
 
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for model in args.models:
             name, config = load_config(model)
-            layers = args.layers or default_layers(name, config)
+            layers = args.layers or layers_for_config(name, config)
             plans.append((name, plan_for_config(
                 config, dtype, layers, z_layer=args.z_layer, n_prefixes=args.prefixes,
                 tokens_per_row=args.tokens, eval_batch=args.eval_batch,

@@ -57,6 +57,6 @@ def load_config(name_or_path: str | None) -> tuple[str, PretrainedConfig]:
         ) from exc
 
 
-def default_layers(name: str, config: PretrainedConfig) -> tuple[int, ...]:
+def layers_for_config(name: str, config: PretrainedConfig) -> tuple[int, ...]:
     """The preset's edited layers for ``name``, else the generic ones for its depth."""
     return catalog.default_layers(name, config.num_hidden_layers)

@@ -1,5 +1,5 @@
 """Fault scenarios and the invariants checked after them, shared by ``test_faults.py`` and
-``bench/soak.py`` (which runs the worker-kill scenario longer).
+``test_soak.py`` (which runs the worker-kill scenario longer, opt-in: ``-m soak``).
 
 After any fault: every accepted job committed exactly once, in submission order; no temporary
 or orphan delta file; the served weights equal a from-scratch replay of the version's deltas.
@@ -140,7 +140,7 @@ def ready(client: httpx.Client) -> dict[str, Any]:
     return response.json()
 
 
-# -- the worker-kill scenario (also driven by bench/soak.py) ------------------------------
+# -- the worker-kill scenario (also driven by test_soak.py) ------------------------------
 @dataclass
 class KillReport:
     """What happened during a kill run, for assertions and for the soak table."""

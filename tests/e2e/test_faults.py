@@ -13,8 +13,8 @@
 
 The store-level versions of these faults live in ``tests/integration/test_store.py`` and
 ``test_queue.py``; these tests prove the processes put together keep the same promises.
-The scenario and the checks live in ``tests/e2e/faults.py``; ``bench/soak.py`` runs the
-worker-kill scenario longer (10 kills x 10 jobs).
+The scenario and the checks live in ``tests/e2e/faults.py``; ``test_soak.py`` runs the
+worker-kill scenario longer (10 kills x 10 jobs; opt-in, ``-m soak``).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.default_model
 def test_fe_edits_three_counterfact_records() -> None:
     lm = load_model()
     records = [r.request for r in load_records(shared_data_file("mcf_dev.json"), limit=3)]
-    editor = Editor(lm.model, lm.tokenizer, preset_for(lm.name), model_name=lm.name, cache_dir=cache_dir())
+    editor = Editor(lm.model, lm.tokenizer, hparams=preset_for(lm.name), model_name=lm.name, cache_dir=cache_dir())
     result = editor.edit(records)
     ratios = result.diagnostics["residual_ratio"]
     assert ratios[-1] < ratios[0] * 0.5, ratios

@@ -35,7 +35,7 @@ def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 def test_one_edit_as_an_adapter(tmp_path: Path) -> None:
     lm = load_model()
     hparams = dataclasses.replace(preset_for(lm.name), z_steps=10)
-    editor = Editor(lm.model, lm.tokenizer, hparams, model_name=lm.name, cache_dir=cache_dir())
+    editor = Editor(lm.model, lm.tokenizer, hparams=hparams, model_name=lm.name, cache_dir=cache_dir())
     delta = editor.edit([FACT]).delta
     ids = lm.tokenizer(PROMPTS, return_tensors="pt", padding=True)["input_ids"]
 

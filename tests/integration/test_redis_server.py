@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.queue.redis_server import RedisStartError, _ping, ensure_redis
+from app.queue.redis_server import RedisStartError, ensure_redis, redis_answers
 from tests.e2e.harness import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +37,13 @@ def wait_gone(pid: int, what: str, timeout: float = 10.0) -> None:
 
 
 def test_uses_the_given_url_when_it_answers(tmp_path: Path) -> None:
-    if not _ping(SHARED_URL):
+    if not redis_answers(SHARED_URL):
         pytest.skip(f"no Redis at {SHARED_URL}")
     handle = ensure_redis(SHARED_URL, tmp_path)
     assert (handle.url, handle.embedded, handle.owned) == (SHARED_URL, False, False)
     assert handle.client().ping()
     handle.stop()  # must not stop a server we do not own
-    assert _ping(SHARED_URL)
+    assert redis_answers(SHARED_URL)
     assert not (tmp_path / "redis").exists()
 
 
@@ -66,7 +66,7 @@ def test_embedded_starts_fast_and_persists_across_restart(tmp_path: Path) -> Non
     first_pid = handle.pid
     handle.stop()
     wait_gone(first_pid, f"the stopped Redis {first_pid} to exit")
-    assert not _ping(handle.url)
+    assert not redis_answers(handle.url)
     assert list((tmp_path / "redis").glob("appendonlydir/*"))  # append-only files on disk
 
     again = ensure_redis(None, tmp_path)
@@ -113,18 +113,18 @@ def _start_parent(data_dir: Path, mode: str) -> tuple[subprocess.Popen[str], int
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_server_dies_with_its_parent(tmp_path: Path, sig: signal.Signals) -> None:
     proc, pid, url = _start_parent(tmp_path, "sleep")
-    assert _ping(url) and not gone(pid)
+    assert redis_answers(url) and not gone(pid)
     proc.send_signal(sig)
     proc.wait(10)
     wait_gone(pid, f"embedded Redis {pid} to exit with its parent ({sig.name})")
-    assert not _ping(url)
+    assert not redis_answers(url)
 
 
 def test_server_stops_when_the_parent_exits_normally(tmp_path: Path) -> None:
     proc, pid, url = _start_parent(tmp_path, "exit")
     assert proc.wait(10) == 0
     wait_gone(pid, f"embedded Redis {pid} to exit with its parent")
-    assert not _ping(url)
+    assert not redis_answers(url)
 
 
 def test_server_outlives_the_thread_that_started_it(tmp_path: Path) -> None:

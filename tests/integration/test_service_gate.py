@@ -22,7 +22,7 @@ FACTS = [
      "paraphrase_prompts": ["Danielle Darrieux speaks"]},
     {"subject": "Toko Yasuda", "prompt": "{} plays the", "target_new": "piano"},
 ]
-LAMBDA = TINY_HPARAMS["mom2_update_weight"]  # MODELEDIT_HPARAMS under the older name
+LAMBDA = TINY_HPARAMS["covariance_weight"]
 
 
 @pytest.fixture(scope="module")
@@ -138,12 +138,10 @@ def test_strength_sets_the_lambda_recorded_with_the_version(service) -> None:  #
     conservative = version(client, edit(client, strength="conservative")["version"])
     strong = version(client, edit(client, strength="strong")["version"])
     explicit = version(client, edit(client, covariance_weight=500)["version"])
-    older = version(client, edit(client, mom2_update_weight=600)["version"])  # the older name
     plain = version(client, edit(client)["version"])
     assert conservative["hparams"]["covariance_weight"] == pytest.approx(3 * LAMBDA)
     assert strong["hparams"]["covariance_weight"] == pytest.approx(LAMBDA / 3)
     assert explicit["hparams"]["covariance_weight"] == 500
-    assert older["hparams"]["covariance_weight"] == 600
     assert plain["hparams"]["covariance_weight"] == LAMBDA
     assert "mom2_update_weight" not in plain["hparams"]  # read back under the public name
     assert conservative["diagnostics"]["request"] == {"strength": "conservative"}
@@ -161,11 +159,8 @@ BAD_OPTIONS = [
     ({"covariance_weight": "many"}, "covariance_weight", ""),
     ({"strength": "strong", "covariance_weight": 500}, "body", "not both"),
     ({"method": "fe_alphaedit", "covariance_weight": 500}, "covariance_weight", "strength"),
-    # the older name: the same checks under it, and both names disagreeing
-    ({"mom2_update_weight": 1}, "mom2_update_weight", "100"),
-    ({"strength": "strong", "mom2_update_weight": 500}, "body", "not both"),
-    ({"method": "fe_alphaedit", "mom2_update_weight": 500}, "mom2_update_weight", "strength"),
-    ({"covariance_weight": 400, "mom2_update_weight": 500}, "body", "mom2_update_weight=500"),
+    # the name of an earlier version: refused, naming the field that replaced it
+    ({"mom2_update_weight": 600}, "body", "use 'covariance_weight'"),
     ({"gate": {"min_efficacy": 101}}, "gate.min_efficacy", "100"),
     ({"gate": {"min_efficacy": -1}}, "gate.min_efficacy", "0"),
     ({"gate": {"max_kl": -0.5}}, "gate.max_kl", "0"),

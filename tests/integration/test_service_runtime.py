@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from app.serving.runtime import Chain, ModelRuntime
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.weights.delta import DeltaError, LayerUpdate, WeightDelta
 from editing.weights.fingerprint import weights_digest
 from models.load import LoadedModel
 from models.specs import mlp_out_weight, num_layers, weight_out_in
 from tests.e2e.harness import wait_for
-from tests.tiny import tiny_model, tiny_tokenizer
 
 # a version tree: v1 -> v2 -> v3, and v1 -> v4 (a branch), v5 edits other layers on v0
 PARENTS = {"v1": "v0", "v2": "v1", "v3": "v2", "v4": "v1", "v5": "v0"}

@@ -10,6 +10,7 @@ import torch
 
 from editing import EditHparams, Editor
 from editing.forward.logprob import target_logprob
+from editing.hparams import NullSpace
 from editing.methods import (
     LeastSquares,
     LeastSquaresConfig,
@@ -35,7 +36,7 @@ def _cov(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _ns(**changes) -> NullSpaceConfig:
     """The null-space solver's config from the test hparams with ``changes``."""
-    return NullSpaceProjection().config(TINY_HPARAMS.replace(**changes))
+    return NullSpaceProjection().config(TINY_HPARAMS.replace(nullspace=NullSpace(**changes)))
 
 
 def _ls(**changes) -> LeastSquaresConfig:
@@ -60,7 +61,7 @@ def test_the_projector_is_symmetric_idempotent_and_kills_the_preserved_direction
 def test_the_update_does_not_act_on_the_preserved_keys() -> None:
     cov, big, _ = _cov()
     keys, residuals = _keys_residuals()
-    left, right = NullSpaceProjection().solve(keys, residuals, cov, None, _ns(nullspace_threshold=0.01))
+    left, right = NullSpaceProjection().solve(keys, residuals, cov, None, _ns(threshold=0.01))
     delta = left @ right
     assert left.dtype == right.dtype == torch.float64
     assert right.shape == (N, D_K) and torch.linalg.matrix_rank(delta) <= N
@@ -76,7 +77,7 @@ def test_with_nothing_preserved_it_is_least_squares_without_the_statistics_term(
     old = torch.randn(D_K, 3, dtype=torch.float64)
     old_kkT = old @ old.T
     ns = NullSpaceProjection().solve(keys, residuals, cov, old_kkT,
-                                     _ns(nullspace_threshold=1e6, nullspace_l2=3.0))
+                                     _ns(threshold=1e6, l2=3.0))
     ls = LeastSquares().solve(keys, residuals, cov, old_kkT, _ls(covariance_weight=0.0, l2=3.0))
     assert torch.allclose(ns[0] @ ns[1], ls[0] @ ls[1], atol=1e-10)
 
@@ -90,7 +91,7 @@ def test_it_matches_the_reference_formula() -> None:
     expected = torch.linalg.solve(p @ (k @ k.T + old @ old.T) + 10.0 * torch.eye(D_K, dtype=torch.float64),
                                   p @ k @ r.T).T
     left, right = NullSpaceProjection().solve(keys, residuals, cov, old @ old.T,
-                                              _ns(nullspace_threshold=0.01))
+                                              _ns(threshold=0.01))
     assert torch.allclose(left @ right, expected, atol=1e-9)
 
 
@@ -98,7 +99,7 @@ def test_earlier_keys_barely_move_under_the_next_update() -> None:
     """Sequential editing: with the first batch's Σ K Kᵀ passed as old keys, the second
     update's action on those keys is a small fraction of what it is without them."""
     cov, _, _ = _cov()
-    hp = _ns(nullspace_threshold=0.01, nullspace_l2=1e-3)
+    hp = _ns(threshold=0.01, l2=1e-3)
     solver = NullSpaceProjection()
     first, _ = _keys_residuals(seed=2)
     second, residuals = _keys_residuals(seed=3)
@@ -130,7 +131,7 @@ def test_a_threshold_below_every_eigenvalue_changes_nothing() -> None:
     cov, _, _ = _cov()
     keys, residuals = _keys_residuals()
     left, right = NullSpaceProjection().solve(keys, residuals, cov, None,
-                                              _ns(nullspace_threshold=1e-9))
+                                              _ns(threshold=1e-9))
     assert (left @ right).abs().max() == 0
 
 
@@ -142,30 +143,30 @@ def test_the_alphaedit_methods_are_registered_with_every_strategy() -> None:
         assert get_method(name).strategy.name == strategy
         assert isinstance(get_method(name).solver, NullSpaceProjection)
     assert TINY_HPARAMS.with_method("memit").method_name == "memit"  # defaults unchanged
-    assert EditHparams.from_dict({**TINY_HPARAMS.to_dict(), "strategy": "backward_spread"}
-                                 ).method_name == "memit"
+    assert EditHparams.from_stored({**TINY_HPARAMS.to_stored(), "strategy": "backward_spread"}
+                                   ).method_name == "memit"
 
 
-def test_the_new_hparams_are_left_out_of_to_dict_at_their_defaults() -> None:
-    d = TINY_HPARAMS.to_dict()
+def test_the_null_space_settings_are_left_out_of_the_stored_form_at_their_defaults() -> None:
+    d = TINY_HPARAMS.to_stored()
     assert "nullspace_threshold" not in d and "nullspace_l2" not in d
-    assert EditHparams.from_dict(d) == TINY_HPARAMS
-    tuned = TINY_HPARAMS.replace(nullspace_threshold=0.1)
-    assert tuned.to_dict()["nullspace_threshold"] == 0.1
-    assert EditHparams.from_dict(tuned.to_dict()) == tuned
+    assert EditHparams.from_stored(d) == TINY_HPARAMS
+    tuned = TINY_HPARAMS.with_overrides({"nullspace.threshold": 0.1})
+    assert tuned.to_stored()["nullspace_threshold"] == 0.1
+    assert EditHparams.from_stored(tuned.to_stored()) == tuned
 
 
 @pytest.mark.parametrize("arch", ["llama"])
 def test_fe_alphaedit_raises_the_target_on_a_tiny_model(tiny, corpus, tmp_path) -> None:
     model, tok = tiny
     hp = TINY_HPARAMS.replace(z_steps=20, clamp_norm_factor=10.0, kl_factor=0.0,
-                              weight_decay=0.0, nullspace_l2=1e-2).with_method("fe_alphaedit")
-    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+                              weight_decay=0.0, nullspace=NullSpace(l2=1e-2)).with_method("fe_alphaedit")
+    editor = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
     # preserve the top half of each layer's key directions, whatever the tiny model's scale
     values = [torch.linalg.eigvalsh(c.double()) for c in editor.covariances().values()]
     threshold = float(min(v.median() for v in values))
-    hp = hp.replace(nullspace_threshold=threshold)
-    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+    hp = hp.replace(nullspace=NullSpace(threshold, 1e-2))
+    editor = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
     before = target_logprob(model, tok, FACTS[0].text, FACTS[0].target_new)
     result = editor.edit(FACTS[:1])
     assert result.delta.info["method"] == "fe_alphaedit"

@@ -1,5 +1,5 @@
-"""Teaching in chat form (``chat_question``, and ``chat_answer``: the answer at once) and the
-name term's chat contexts (``name_context="chat"`` and ``"question"``): the rows they add, the z
+"""Teaching in chat form (``chat.question``, and ``chat.answer``: the answer at once) and the
+name term's chat contexts (``chat.name_context="chat"`` and ``"question"``): the rows they add, the z
 cache keys, and that they change z only when asked (issue 25, items 2 and 3), on a tiny random
 model with a chat template."""
 
@@ -11,15 +11,15 @@ import dataclasses
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor
-from editing.evaluate.generation import render_chat
-from editing.hparams import EditHparams
+from editing.forward.chat import chat_prompt
+from editing.hparams import ChatTeaching, EditHparams
 from editing.requests import EditRequest
 from editing.targets import optimize_z
 from editing.targets.encoding import NAME_QUESTION, encode_names, encode_requests
-from editing.targets.templates import ANSWER_PREFIX, QUESTION_PREFIX, question_prefix
+from editing.targets.templates import ChatTurn, question_prefix
 from editing.targets.zcache import ZCache
-from tests.tiny import tiny_model, tiny_tokenizer
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -38,10 +38,10 @@ def chat_tok():
 
 def test_the_question_prefix_is_each_requests_own_chat_turn(chat_tok) -> None:
     no_question = dataclasses.replace(REQ, question=None)
-    rows = encode_requests(chat_tok, [REQ, no_question], ["", QUESTION_PREFIX])
+    rows = encode_requests(chat_tok, [REQ, no_question], ["", ChatTurn.QUESTION])
     asked, cloze = rows[1], rows[3]
     text = chat_tok.decode(asked.ids)
-    head = render_chat(chat_tok, REQ.question)
+    head = chat_prompt(chat_tok, REQ.question)
     assert head.endswith("assistant\n") and question_prefix(chat_tok, REQ.question) == head
     assert REQ.question in text and text.rstrip().endswith(REQ.text)
     # the fact token is the subject in the assistant's sentence, not the question's mention
@@ -52,18 +52,19 @@ def test_the_question_prefix_is_each_requests_own_chat_turn(chat_tok) -> None:
     assert rows[0].ids == rows[2].ids  # the bare prompt is shared
 
 
-@pytest.mark.parametrize(("setting", "marker"), [("chat_question", QUESTION_PREFIX), ("chat_answer", ANSWER_PREFIX)])
+@pytest.mark.parametrize(("setting", "marker"), [("question", ChatTurn.QUESTION), ("answer", ChatTurn.ANSWER)])
 def test_a_chat_turn_changes_z_only_when_asked_and_keys_z_by_the_question(chat_tok, tmp_path, setting: str,
                                                                           marker: str) -> None:
     model = tiny_model("llama", vocab_size=len(chat_tok))
     hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=())
-    plain = Editor(model, chat_tok, hp, cache_dir=tmp_path)
-    asking = Editor(model, chat_tok, hp.replace(**{setting: True}), cache_dir=tmp_path)
+    plain = Editor(model, chat_tok, hparams=hp, cache_dir=tmp_path)
+    asking = Editor(model, chat_tok, hparams=hp.replace(chat=ChatTeaching(**{setting: True})), cache_dir=tmp_path)
     assert plain.prefixes() == [""] and asking.prefixes() == ["", marker]
     z_plain = optimize_z(model, chat_tok, [REQ], plain.prefixes(), 1, hp)
     z_chat = optimize_z(model, chat_tok, [REQ], asking.prefixes(), 1, asking.hparams)
     assert not torch.allclose(z_plain.offset, z_chat.offset)
-    assert setting not in hp.to_dict() and asking.hparams.to_dict()[setting] is True
+    stored = f"chat_{setting}"  # its name in the stored form: left out at its default
+    assert stored not in hp.to_stored() and asking.hparams.to_stored()[stored] is True
     # the question is part of the z cache's key: another question, another z
     asking.z_cache = ZCache(tmp_path / "z")
     first = asking.z_at([REQ], 1)
@@ -87,21 +88,21 @@ def test_the_chat_name_context_mentions_the_subject_in_a_question_of_its_own(cha
 
 def test_the_chat_name_context_changes_the_name_terms_z(chat_tok) -> None:
     model = tiny_model("llama", vocab_size=len(chat_tok))
-    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, name_kl_factor=50.0)
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, chat=ChatTeaching(name_kl_factor=50.0))
     sentence = optimize_z(model, chat_tok, [REQ], [""], 1, hp)
-    chat = optimize_z(model, chat_tok, [REQ], [""], 1, hp.replace(name_context="chat"))
+    chat = optimize_z(model, chat_tok, [REQ], [""], 1, hp.with_overrides({"chat.name_context": "chat"}))
     assert not torch.allclose(sentence.offset, chat.offset)
-    assert "name_context" not in hp.to_dict()
+    assert "name_context" not in hp.to_stored()
     with pytest.raises(ValueError, match="name_context"):
-        hp.replace(name_context="answer")
+        hp.with_overrides({"chat.name_context": "answer"})
 
 
 def test_the_answer_prefix_asks_the_fact_and_answers_it_at_once(chat_tok) -> None:
     no_question = dataclasses.replace(REQ, question=None)
     unnamed = dataclasses.replace(REQ, question="Which language did she grow up with?")
-    rows = encode_requests(chat_tok, [REQ, no_question, unnamed], ["", ANSWER_PREFIX])
+    rows = encode_requests(chat_tok, [REQ, no_question, unnamed], ["", ChatTurn.ANSWER])
     asked = rows[1]
-    head = render_chat(chat_tok, REQ.question)
+    head = chat_prompt(chat_tok, REQ.question)
     assert asked.ids == chat_tok(head).input_ids  # the turn up to the answer, no sentence after it
     assert chat_tok.decode(asked.target).strip() == "English"
     # the fact token ends the subject in the user's message
@@ -109,13 +110,13 @@ def test_the_answer_prefix_asks_the_fact_and_answers_it_at_once(chat_tok) -> Non
     assert chat_tok.decode(asked.ids[asked.fact + 1:]).startswith("?")
     # without a question naming the subject, the user's message is the cloze sentence
     for row in (rows[3], rows[5]):
-        assert row.ids == chat_tok(render_chat(chat_tok, REQ.text)).input_ids
+        assert row.ids == chat_tok(chat_prompt(chat_tok, REQ.text)).input_ids
         assert chat_tok.decode(row.ids[row.fact + 1:]).startswith(" is")
     assert rows[0].ids == rows[2].ids == rows[4].ids  # the bare prompt is shared
     both = Editor(tiny_model("llama", vocab_size=len(chat_tok)), chat_tok,
-                  EditHparams(layers=(1,), template_prefixes=(), chat_question=True, chat_answer=True))
-    assert both.prefixes() == ["", QUESTION_PREFIX, ANSWER_PREFIX]
-    essence = encode_requests(chat_tok, [REQ], ["", ANSWER_PREFIX], prompt="{} is a", with_target=False)
+                  hparams=EditHparams(layers=(1,), template_prefixes=(), chat=ChatTeaching(question=True, answer=True)))
+    assert both.prefixes() == ["", ChatTurn.QUESTION, ChatTurn.ANSWER]
+    essence = encode_requests(chat_tok, [REQ], ["", ChatTurn.ANSWER], prompt="{} is a", with_target=False)
     assert essence[0].ids == essence[1].ids  # another prompt has no chat turn: the bare one
 
 
@@ -131,9 +132,9 @@ def test_the_question_name_context_is_the_requests_own_question(chat_tok, tmp_pa
         assert asked.count(REQ.text) == 1 and "Her language" not in asked
     # its z follows the question
     model = tiny_model("llama", vocab_size=len(chat_tok))
-    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=(), name_kl_factor=50.0,
-                     name_context="question")
-    editor = Editor(model, chat_tok, hp, cache_dir=tmp_path)
+    hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0, template_prefixes=(),
+                     chat=ChatTeaching(name_kl_factor=50.0, name_context="question"))
+    editor = Editor(model, chat_tok, hparams=hp, cache_dir=tmp_path)
     editor.z_cache = ZCache(tmp_path / "z")
     first = editor.z_at([REQ], 1)
     moved = editor.z_at([dataclasses.replace(REQ, question="Where did Danielle Darrieux grow up?")], 1)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import WeightDelta
-from tests.tiny import tiny_model, tiny_tokenizer
 
 RECORDS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is", "target_new": "English",
@@ -19,10 +19,9 @@ RECORDS = [
     {"subject": "Toko Yasuda", "prompt": "{} plays the", "target_new": "guitar", "target_true": "piano",
      "paraphrase_prompts": ["Toko Yasuda is known for the"], "neighborhood_prompts": ["Rome plays the"]},
 ]
-TINY_FLAGS = ["--layers", "1-2", "--hparam", "v_steps=5", "--hparam", "stats_samples=16",
+TINY_FLAGS = ["--layers", "1-2", "--hparam", "z_steps=5", "--hparam", "stats_samples=16",
               "--hparam", "stats_seq_len=16", "--hparam", "template_prefixes=The,I",
               "--hparam", "template_tokens=3"]
-"""``v_steps``: the papers' name of ``z_steps``, on purpose (the CLI's alias path)."""
 
 
 def saved_tiny(path: Path, arch: str) -> Path:

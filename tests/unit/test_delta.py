@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.tiny import tiny_model
 from editing.weights.delta import DeltaError, LayerUpdate, WeightDelta
 from editing.weights.fingerprint import model_fingerprint
 from models.specs import mlp_out_weight, weight_out_in
-from tests.tiny import tiny_model
 
 
 def random_delta(model: torch.nn.Module, layers=(1, 2), rank: int = 3, seed: int = 0) -> WeightDelta:

@@ -24,8 +24,9 @@ EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
-    """README.md and every Markdown file under docs/."""
-    files = [root / "README.md"] if (root / "README.md").exists() else []
+    """README.md, the benchmarks' and the studies' READMEs and every Markdown file under docs/."""
+    files = [root / name for name in ("README.md", "bench/README.md", "studies/README.md")
+             if (root / name).exists()]
     return files + sorted((root / "docs").rglob("*.md"))
 
 

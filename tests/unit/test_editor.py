@@ -8,6 +8,7 @@ import torch
 from editing import Editor, EditorCaches, EditRequest, EditState, WeightDelta
 from editing.forward.logprob import target_logprob
 from editing.forward.tokens import continuation_ids
+from editing.hparams import ChatTeaching, ZRules
 from editing.methods import get_method
 from editing.targets.zcache import ZCache
 from models.specs import mlp_out_weight
@@ -21,12 +22,12 @@ HP = TINY_HPARAMS.replace(
 
 def make_editor(tiny, corpus, tmp_path, **hp_changes) -> Editor:
     model, tok = tiny
-    return Editor(model, tok, HP.replace(**hp_changes), model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+    return Editor(model, tok, hparams=HP.replace(**hp_changes), model_name="tiny", cache_dir=tmp_path, corpus=corpus)
 
 
-@pytest.mark.parametrize("strategy", ["forward_replay", "backward_spread", "per_layer", "one_layer"])
-def test_every_strategy_raises_the_new_target(tiny, corpus, tmp_path, strategy: str) -> None:
-    editor = make_editor(tiny, corpus, tmp_path, strategy=strategy)
+@pytest.mark.parametrize("method", ["fe", "memit", "per_layer", "one_layer"])  # one per strategy
+def test_every_strategy_raises_the_new_target(tiny, corpus, tmp_path, method: str) -> None:
+    editor = make_editor(tiny, corpus, tmp_path, method=method)
     model, tok = tiny
     weights = {layer: mlp_out_weight(model, layer).clone() for layer in range(4)}
     facts = FACTS[:1]  # random tiny models have little room; several facts: the real-model test
@@ -34,7 +35,7 @@ def test_every_strategy_raises_the_new_target(tiny, corpus, tmp_path, strategy: 
     result = editor.edit(facts)
     for layer, weight in weights.items():
         assert torch.equal(mlp_out_weight(model, layer), weight), "edit() leaves the model unchanged"
-    assert result.delta.layers == list(HP.replace(strategy=strategy).edited_layers)
+    assert result.delta.layers == list(HP.with_method(method).edited_layers)
     result.delta.apply(model)
     after = [target_logprob(model, tok, f.text, f.target_new) for f in facts]
     assert all(a > b + 0.2 for a, b in zip(after, before, strict=True)), (before, after)
@@ -91,7 +92,7 @@ def test_statistics_and_templates_are_cached_on_disk(tiny, corpus, tmp_path) -> 
 def test_z_cache_is_reused(tiny, corpus, tmp_path) -> None:
     model, tok = tiny
     cache = ZCache(tmp_path / "z")
-    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
+    editor = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
     first = editor.edit(FACTS[:2])
     assert len(list((tmp_path / "z").glob("*.safetensors"))) == 2
     second = editor.edit(FACTS[:2])
@@ -104,7 +105,7 @@ def test_z_cache_misses_after_an_edit_below_the_z_layer(tiny, corpus, tmp_path) 
     """z at layer 1 starts from h at layer 1, which layer 0's MLP changes: the key must too."""
     model, tok = tiny
     cache = ZCache(tmp_path / "z")
-    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
+    editor = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus, z_cache=cache)
     z_layer = HP.edited_layers[0]
     assert z_layer >= 1
     first = editor.z_at(FACTS[:1], z_layer)
@@ -156,41 +157,22 @@ def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None
 
 
 def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
-    from editing.targets.zcache import Z_FIELDS_AT_DEFAULT
-
     hp = TINY_HPARAMS
-    assert "z_stop" not in hp.to_dict() and "decay" not in hp.to_dict()
-    assert hp.replace(z_stop="total").to_dict()["z_stop"] == "total"
-    assert Z_FIELDS_AT_DEFAULT == {"z_stop": hp.z_stop, "decay": hp.decay, "essence_kl": hp.essence_kl,
-                                   "name_kl_factor": hp.name_kl_factor, "name_context": hp.name_context}
-    with pytest.raises(ValueError, match="z_stop must be one of"):
-        hp.replace(z_stop="never")
+    assert "z_stop" not in hp.to_stored() and "decay" not in hp.to_stored()
+    assert hp.replace(z=ZRules(stop="total")).to_stored()["z_stop"] == "total"
+    with pytest.raises(ValueError, match="stop must be one of"):
+        hp.with_overrides({"z.stop": "never"})
 
 
 def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(tiny, tmp_path) -> None:
     model, _ = tiny
     cache = ZCache(tmp_path)
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
-        TINY_HPARAMS, TINY_HPARAMS.replace(z_stop="total"), TINY_HPARAMS.replace(decay="linear"),
-        TINY_HPARAMS.replace(essence_kl="now_initial"), TINY_HPARAMS.replace(name_kl_factor=1.0),
-        TINY_HPARAMS.replace(name_kl_factor=1.0, name_context="chat"))}
+        TINY_HPARAMS, TINY_HPARAMS.replace(z=ZRules(stop="total")), TINY_HPARAMS.replace(z=ZRules(decay="linear")),
+        TINY_HPARAMS.replace(z=ZRules(essence_kl="now_initial")),
+        TINY_HPARAMS.replace(chat=ChatTeaching(name_kl_factor=1.0)),
+        TINY_HPARAMS.replace(chat=ChatTeaching(name_kl_factor=1.0, name_context="chat")))}
     assert len(keys) == 6
-
-
-def test_essence_kl_directions() -> None:
-    from editing.targets.z import _essence_kl
-
-    initial = torch.log_softmax(torch.tensor([[2.0, 0.0, -1.0]]), -1)
-    now = torch.log_softmax(torch.tensor([[0.0, 1.0, 0.5]]), -1)
-    p, q = initial.exp(), now.exp()
-    assert float(_essence_kl(now, initial, "initial_now")) == pytest.approx(float((p * (initial - now)).sum()))
-    assert float(_essence_kl(now, initial, "now_initial")) == pytest.approx(float((q * (now - initial)).sum()))
-    assert float(_essence_kl(now, initial, "now_initial")) != pytest.approx(
-        float(_essence_kl(now, initial, "initial_now")))
-    assert "essence_kl" not in TINY_HPARAMS.to_dict()
-    assert TINY_HPARAMS.replace(essence_kl="now_initial").to_dict()["essence_kl"] == "now_initial"
-    with pytest.raises(ValueError, match="essence_kl must be one of"):
-        TINY_HPARAMS.replace(essence_kl="both")
 
 
 def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:
@@ -253,7 +235,7 @@ def test_settings_per_call_match_an_editor_built_with_them_and_share_one_statist
     shared = Editor(model, tok, EditorCaches(tmp_path / "shared", corpus), hparams=HP, model_name="tiny")
     for method in ("fe", "memit"):
         hp = HP.with_method(method).replace(covariance_weight=3.0)
-        alone = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path / method, corpus=corpus)
+        alone = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path / method, corpus=corpus)
         expected = alone.edit(FACTS[:2]).delta
         got = shared.edit(FACTS[:2], hparams=hp).delta
         assert got.sha256 == expected.sha256

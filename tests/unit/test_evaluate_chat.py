@@ -8,13 +8,15 @@ import math
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate import evaluate
 from editing.evaluate.chat import USER_KEYS, UserView, answer_metrics
-from editing.evaluate.generation import answer_sep, generate_greedy, render_chat
+from editing.evaluate.generation import generate_greedy
 from editing.evaluate.metrics import contains_word, name_break, ngram_entropy, states_new_fact
 from editing.evaluate.scoring import RowScore, ScoreRow
+from editing.forward.chat import answer_sep, chat_prompt
+from editing.hparams import ChatTeaching
 from editing.requests import EditRequest
-from tests.tiny import tiny_model, tiny_tokenizer
 
 REQ = EditRequest(
     subject="Danielle Darrieux", prompt="The mother tongue of {} is", target_new="English",
@@ -100,7 +102,7 @@ def test_name_row_is_the_subject_where_the_assistant_repeats_the_sentence() -> N
     assert name.prompt.endswith("The mother tongue of") and REQ.question in name.prompt
     # the subject at the start of the sentence: nothing joins it
     first = EditRequest(subject="Paris", prompt="{} is the capital of", target_new="Italy")
-    assert UserView(tok).forms(first).name.sep == answer_sep(render_chat(tok, first.text))
+    assert UserView(tok).forms(first).name.sep == answer_sep(chat_prompt(tok, first.text))
 
 
 @pytest.mark.parametrize(("arch", "style"), [("llama", "bos"), ("gpt2", "bpe")])
@@ -146,20 +148,6 @@ def test_the_name_term_changes_z_and_only_when_asked() -> None:
     model = tiny_model("llama", vocab_size=len(tok))
     hp = EditHparams(layers=(1,), z_steps=4, z_lr=0.5, nll_stop=0.0)
     plain = optimize_z(model, tok, [REQ], [""], 1, hp)
-    held = optimize_z(model, tok, [REQ], [""], 1, hp.replace(name_kl_factor=50.0))
+    held = optimize_z(model, tok, [REQ], [""], 1, hp.replace(chat=ChatTeaching(name_kl_factor=50.0)))
     assert not torch.allclose(plain.offset, held.offset)
-    assert "name_kl_factor" not in hp.to_dict()
-
-
-def test_the_chat_prefix_joins_the_context_prefixes_only_when_asked(tmp_path) -> None:
-    from editing import Editor
-    from editing.hparams import EditHparams
-    from editing.targets.templates import CHAT_REQUEST
-
-    tok = tiny_tokenizer("bpe")
-    model = tiny_model("llama", vocab_size=len(tok))
-    hp = EditHparams(layers=(1,), template_prefixes=("The",), template_tokens=2)
-    plain = Editor(model, tok, hp, cache_dir=tmp_path).prefixes()
-    chat = Editor(model, tok, hp.replace(chat_prefix=True), cache_dir=tmp_path).prefixes()
-    assert chat[:-1] == plain and chat[-1] == render_chat(tok, CHAT_REQUEST)
-    assert "chat_prefix" not in hp.to_dict()
+    assert "name_kl_factor" not in hp.to_stored()

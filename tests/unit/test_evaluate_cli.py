@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.cli import main
-from tests.tiny import tiny_model, tiny_tokenizer
 
 # The public contract, spelled out here on purpose (not imported from the code under test).
 METRICS = [

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from editing.evaluate.counterfact import record_metrics
+from editing.evaluate.counterfact import counterfact_metrics
 from editing.evaluate.data import Record
 from editing.evaluate.metrics import (
     aggregate,
@@ -22,7 +22,7 @@ from editing.evaluate.metrics import (
     topk_overlap,
 )
 from editing.evaluate.scoring import RowScore, ScoreRow
-from editing.evaluate.zsre import record_metrics as zsre_record_metrics
+from editing.evaluate.zsre import zsre_metrics
 from editing.requests import EditRequest
 
 
@@ -143,7 +143,7 @@ def test_counterfact_record_metrics_compare_the_right_targets() -> None:
     base = {
         ScoreRow(n, "French"): score(0.2, [8], true_ids, nxt=same) for n in ("N1", "N2", "N3")
     }
-    m = record_metrics(req, edited, base)
+    m = counterfact_metrics(req, edited, base)
     assert m["efficacy_success"] == 1.0 and m["efficacy_accuracy"] == 1.0
     assert m["generalization_success"] == 0.5 and m["generalization_accuracy"] == 0.5
     assert m["specificity_success"] == pytest.approx(2 / 3)  # P(true) > P(new) on N1, N3
@@ -163,7 +163,7 @@ def test_zsre_record_metrics_compare_neighborhood_with_the_unedited_argmax() -> 
         ScoreRow("nq: q?", "Paris France"): score(0.1, [5, 1], [5, 6], nxt=nxt),
     }
     base = {ScoreRow("nq: q?", "Paris France"): score(0.1, [2, 1], [5, 6], nxt=nxt)}
-    m = zsre_record_metrics(case, edited, base)
+    m = zsre_metrics(case, edited, base)
     assert m["zsre_efficacy"] == 0.5 and m["efficacy_accuracy"] == 0.0
     assert m["zsre_generalization"] == 1.0 and m["generalization_accuracy"] == 1.0
     assert m["zsre_specificity"] == 0.5  # edited [5,1] vs unedited [2,1]

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.data import Record
-from editing.evaluate.scoring import ScoreRow, _carriers, encode_row, score_rows, with_delta
+from editing.evaluate.scoring import ScoreRow, encode_row, score_rows, with_delta
 from editing.evaluate.zsre import evaluate_zsre
 from editing.requests import EditRequest
 from editing.weights.delta import LayerUpdate, WeightDelta
 from models.specs import mlp_out_weight, weight_out_in
-from tests.tiny import tiny_model, tiny_tokenizer
 
 ROWS = [
     ScoreRow("The mother tongue of Danielle Darrieux is", "English"),
@@ -24,6 +24,8 @@ ROWS = [
     ScoreRow("What university did Watts Humphrey attend?", "Illinois Institute of Technology"),
     ScoreRow("Rome is in"),  # bare prompt: next-token distribution only
     ScoreRow("I"),
+    ScoreRow("Paris is the"),  # a prefix of other rows' text: scored within their pass
+    ScoreRow("Paris is", "the capital"),
 ]
 
 CF = [
@@ -71,16 +73,6 @@ def test_batched_scores_equal_unbatched(arch: str, style: str, batch_size: int) 
             assert torch.allclose(got.next_logprobs, nxt, atol=1e-5), row
         else:
             assert got.next_logprobs is None
-
-
-def test_carriers_pick_an_extension_that_is_no_ones_prefix() -> None:
-    seqs = [(1, 2), (1, 2, 3), (1, 2, 3, 4), (1, 5), (2,), (1, 2, 9)]
-    carrier = _carriers(seqs)
-    maximal = {(1, 2, 3, 4), (1, 5), (2,), (1, 2, 9)}
-    for seq in seqs:
-        assert carrier[seq][: len(seq)] == seq
-        assert carrier[seq] in maximal
-    assert carrier[(1, 2, 3)] == (1, 2, 3, 4)
 
 
 def random_delta(model: torch.nn.Module, layers: tuple[int, ...], scale: float) -> WeightDelta:
@@ -161,13 +153,13 @@ def test_zsre_specificity_is_relative_to_the_unedited_model() -> None:
 
 @pytest.mark.parametrize(("arch", "style"), [("llama", "bos"), ("gpt2", "bpe")])
 def test_rows_sharing_a_long_head_score_as_unbatched(arch: str, style: str) -> None:
-    from editing.evaluate.generation import render_chat
     from editing.evaluate.scoring import MIN_SHARED_HEAD
+    from editing.forward.chat import chat_prompt
 
     tok = tiny_tokenizer(style)
     model = tiny_model(arch, vocab_size=len(tok))
     system = "The mother tongue of Danielle Darrieux is French. Paris is the capital of France."
-    chats = [render_chat(tok, q, system) for q in ("What is Paris?", "Who plays the guitar?", "I")]
+    chats = [chat_prompt(tok, q, system) for q in ("What is Paris?", "Who plays the guitar?", "I")]
     rows = [ScoreRow(chats[0], "France", ""), ScoreRow(chats[1], "Toko Yasuda", ""), ScoreRow(chats[2])]
     assert len(encode_row(tok, rows[2])[0]) > MIN_SHARED_HEAD + 4
     scores = score_rows(model, tok, rows, batch_size=8, next_for=rows)

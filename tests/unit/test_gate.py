@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from app.worker.gate import GateThresholds, judge, load_probes
-from app.worker.strength import STRENGTHS, replay_weight, request_hparams, requested
+from app.worker.strength import replay_weight, requested
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing.evaluate.counterfact import evaluate_counterfact
 from editing.evaluate.gate import measure
 from editing.evaluate.scoring import with_delta
-from editing.hparams import EditHparams
+from editing.hparams import EditHparams, NullSpace
 from editing.requests import EditRequest
+from editing.strength import STRENGTHS, with_strength
 from editing.weights.delta import WeightDelta
 from models.specs import mlp_out_weight
-from tests.tiny import tiny_model, tiny_tokenizer
 from tests.unit.test_evaluate_scoring import CF, random_delta
 
 PROBES = ("The weather today is", "Paris is the capital of", "I", "Rome is in")
@@ -84,16 +85,16 @@ def test_request_thresholds_override_the_settings_one_by_one() -> None:
 
 def test_strength_scales_the_services_lambda() -> None:
     base = EditHparams(layers=(1, 2), covariance_weight=15000.0)
-    assert request_hparams(base) is base
-    assert request_hparams(base, "default") is base
-    assert request_hparams(base, "conservative").covariance_weight == 45000.0
-    assert request_hparams(base, "strong").covariance_weight == pytest.approx(5000.0)
-    assert request_hparams(base, None, 2e5).covariance_weight == 2e5
-    assert request_hparams(base, "strong").layers == base.layers
+    assert with_strength(base) is base
+    assert with_strength(base, "default") is base
+    assert with_strength(base, "conservative").covariance_weight == 45000.0
+    assert with_strength(base, "strong").covariance_weight == pytest.approx(5000.0)
+    assert with_strength(base, None, 2e5).covariance_weight == 2e5
+    assert with_strength(base, "strong").layers == base.layers
     # the null-space methods' strength is μ: a named strength scales it the same way
-    assert request_hparams(base.replace(nullspace_l2=30.0), "conservative").nullspace_l2 == 90.0
+    assert with_strength(base.replace(nullspace=NullSpace(l2=30.0)), "conservative").nullspace.l2 == 90.0
     with pytest.raises(ValueError, match="strength"):
-        request_hparams(base, "extreme")
+        with_strength(base, "extreme")
     assert set(STRENGTHS) == {"conservative", "default", "strong"}
     assert requested(None, None) == {} and requested("strong", None) == {"strength": "strong"}
 
@@ -101,7 +102,6 @@ def test_strength_scales_the_services_lambda() -> None:
 def test_a_revert_replays_a_batch_with_its_own_lambda() -> None:
     hparams = {"mom2_update_weight": 45000.0}  # as stored: the older name
     assert replay_weight(hparams, {"request": {"strength": "conservative"}}) == 45000.0
-    assert replay_weight({"covariance_weight": 45000.0}, {"request": {"strength": "strong"}}) == 45000.0
     assert replay_weight(hparams, {"request": {}}) is None
     assert replay_weight(hparams, {}) is None
 

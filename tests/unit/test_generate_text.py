@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
+from bench.tiny import tiny_model, tiny_tokenizer
 from models.generate import NoChatTemplate, SamplingParams, generate, render_chat
 from models.generate.chat import BadMessages
 from models.generate.sampling import TextTracker
-from tests.tiny import tiny_model, tiny_tokenizer
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

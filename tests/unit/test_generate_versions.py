@@ -10,12 +10,12 @@ import torch
 
 from app.serving.runtime import Chain
 from app.serving.versions import AdditiveRuntime
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, WeightDelta
 from editing.weights.fingerprint import weights_digest
 from models.generate import BatchEngine, Request, SamplingParams, generate
 from models.load import LoadedModel
 from tests.conftest import FACTS, TINY_HPARAMS
-from tests.tiny import tiny_model, tiny_tokenizer
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 PROMPTS = [
@@ -46,7 +46,7 @@ def versions(request: pytest.FixtureRequest, corpus, tmp_path_factory):  # noqa:
     dtype = request.param
     model, tok = fresh(dtype), tiny_tokenizer("bos")
     hp = TINY_HPARAMS.replace(z_steps=12, clamp_norm_factor=10.0)
-    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
+    editor = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path_factory.mktemp("c"),
                     corpus=corpus)
     deltas: dict[str, WeightDelta] = {}
     deltas["v1"] = editor.edit([FACTS[0]]).delta

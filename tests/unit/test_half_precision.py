@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from app.serving.inference import next_tokens, score
+from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, EditState, WeightDelta
 from editing.evaluate.suite import evaluate
 from editing.forward.logprob import target_logprob
@@ -21,7 +22,6 @@ from editing.weights.delta import DeltaError
 from editing.weights.precision import rounding_survival
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
-from tests.tiny import tiny_model, tiny_tokenizer
 
 HALF = [torch.bfloat16, torch.float16]
 HP = TINY_HPARAMS.replace(
@@ -49,7 +49,7 @@ def assert_same_state(model: torch.nn.Module, before: dict[str, torch.Tensor]) -
 @pytest.mark.parametrize("method", ["fe", "memit", "per_layer", "one_layer"])
 def test_edit_apply_revert_round_trip(arch: str, dtype: torch.dtype, method: str, corpus, tmp_path) -> None:
     model, tok = half_tiny(arch, dtype)
-    editor = Editor(model, tok, HP.with_method(method), model_name="tiny", cache_dir=tmp_path,
+    editor = Editor(model, tok, hparams=HP.with_method(method), model_name="tiny", cache_dir=tmp_path,
                     corpus=corpus)
     fact = FACTS[0]
     before = state_of(model)
@@ -78,7 +78,7 @@ def test_edit_apply_revert_round_trip(arch: str, dtype: torch.dtype, method: str
 @pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
 def test_delta_refuses_a_model_in_another_dtype(dtype: torch.dtype, corpus, tmp_path) -> None:
     model, tok = half_tiny("llama", dtype)
-    delta = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus).edit([FACTS[0]]).delta
+    delta = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus).edit([FACTS[0]]).delta
     with pytest.raises(DeltaError, match="load it in"):
         delta.check_compatible(model.float())
 
@@ -86,7 +86,7 @@ def test_delta_refuses_a_model_in_another_dtype(dtype: torch.dtype, corpus, tmp_
 @pytest.mark.parametrize("dtype", HALF, ids=["bf16", "fp16"])
 def test_z_offset_and_optimiser_stay_float32(dtype: torch.dtype, corpus, tmp_path) -> None:
     model, tok = half_tiny("llama", dtype)
-    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    editor = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus)
     z = editor.z_at(FACTS, HP.layers[0])
     assert z.offset.dtype == torch.float32 and z.h.dtype == torch.float32
     assert torch.isfinite(z.offset).all() and z.offset.norm() > 0
@@ -111,7 +111,7 @@ def test_evaluation_and_queries_in_half_precision(dtype: torch.dtype, corpus, tm
     model, tok = half_tiny("gpt2", dtype)
     fact = replace(FACTS[0], paraphrase_prompts=("Danielle Darrieux speaks",),
                    neighborhood_prompts=("The mother tongue of Michel Rocard is",))
-    delta = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus).edit([fact]).delta
+    delta = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus).edit([fact]).delta
     before = state_of(model)
     unedited = evaluate(model, tok, [fact], None, dataset="counterfact")
     metrics = evaluate(model, tok, [fact], delta, dataset="counterfact")
@@ -140,7 +140,7 @@ def test_a_batch_is_split_into_z_groups_that_fit_the_memory_budget(corpus, tmp_p
     from models.plan import plan_for_model
 
     model, tok = half_tiny("llama", torch.bfloat16)
-    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    editor = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus)
     plan = plan_for_model(model, HP.layers, z_layer=HP.layers[0], n_prefixes=len(editor.prefixes()))
     monkeypatch.setenv("MODELEDIT_MEMORY_BUDGET", str(plan.resident + 2 * plan.z_per_fact))
     result = editor.edit(FACTS)
@@ -153,7 +153,7 @@ def test_a_fact_that_cannot_fit_is_refused_naming_the_setting(corpus, tmp_path, 
 
     model, tok = half_tiny("llama", torch.bfloat16)
     monkeypatch.setenv("MODELEDIT_MEMORY_BUDGET", "1KiB")
-    editor = Editor(model, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    editor = Editor(model, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus)
     with pytest.raises(InsufficientMemory, match="MODELEDIT_MEMORY_BUDGET"):
         editor.edit(FACTS[:1])
 
@@ -215,7 +215,7 @@ def test_base_targets_on_a_half_precision_chain(dtype: torch.dtype, exact: bool,
     own from the first batch) the targets see the half-precision base bits exactly; rebuilt
     from the deltas alone, the chain's updates are taken off (the base to float32 rounding)."""
     model, tok = half_tiny("llama", dtype)
-    editor = Editor(model, tok, HP.replace(targets_from="base"), model_name="tiny", cache_dir=tmp_path,
+    editor = Editor(model, tok, hparams=HP.replace(targets_from="base"), model_name="tiny", cache_dir=tmp_path,
                     corpus=corpus)
     base = {layer: mlp_out_weight(model, layer).detach().clone() for layer in HP.layers}
     first = editor.edit(FACTS[:2])

@@ -194,46 +194,98 @@ EDITING_TOP_LEVEL = {
 }
 """The public entry points left at the top of ``editing/``; every other job lives in a folder."""
 
-EDITING_OLD_PATHS = {
-    "editing.tokens": "editing.forward.tokens",
-    "editing.peft_export": "editing.export.peft",
-    "editing.scoring": "editing.forward.logprob",
-}
-"""Old module paths that docs once named as public, kept one release as re-exports."""
-
-
 def test_editing_is_in_parts_that_import_only_what_they_may() -> None:
     wrong = _imports_across_parts(EDITING_PARTS, EDITING_COMMAND_LINES)
     assert not wrong, "imports across editing/'s parts that docs/design.md does not allow:\n" + "\n".join(wrong)
 
 
-def test_the_top_of_editing_holds_only_entry_points_and_old_paths() -> None:
+def test_the_top_of_editing_holds_only_entry_points() -> None:
     top = {m for m in import_graph() if m.startswith("editing") and m.count(".") <= 1
            and not (ROOT / m.replace(".", "/")).is_dir()} | {"editing"}
-    assert top == EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS), (
+    assert top == EDITING_TOP_LEVEL, (
         "a new module at the top of editing/ belongs in a folder (docs/design.md \"Layout\"), "
-        f"or in EDITING_TOP_LEVEL if it is an entry point: {sorted(top ^ (EDITING_TOP_LEVEL | set(EDITING_OLD_PATHS)))}"
+        f"or in EDITING_TOP_LEVEL if it is an entry point: {sorted(top ^ EDITING_TOP_LEVEL)}"
     )
 
 
-def test_old_paths_only_re_export_and_nothing_imports_them() -> None:
-    import importlib
+def _packages_imported(path: Path) -> set[str]:
+    """Top-level packages a file imports anywhere in its body (absolute imports)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
 
-    for old, new in EDITING_OLD_PATHS.items():
-        path = ROOT / (old.replace(".", "/") + ".py")
-        body = ast.parse(path.read_text()).body
-        assert all(isinstance(node, (ast.Expr, ast.ImportFrom, ast.Assign)) for node in body), old
-        assert new in (ast.get_docstring(ast.parse(path.read_text())) or ""), f"{old} must say where it moved"
-        shim, moved = importlib.import_module(old), importlib.import_module(new)
-        assert shim.__all__ and all(getattr(shim, n) is getattr(moved, n) for n in shim.__all__)
-    users = [
-        f"{p.relative_to(ROOT)} imports {old}"
-        for top in ("app", "editing", "models", "bench", "tests")
-        for p in sorted((ROOT / top).rglob("*.py"))
-        for old in EDITING_OLD_PATHS
-        if old in _imported(_module_name(p), p, set(EDITING_OLD_PATHS) | {_module_name(p)})
-    ]
-    assert not users, "the project itself uses the new paths:\n" + "\n".join(users)
+
+def _importers(of: str, tops: tuple[str, ...]) -> list[str]:
+    return [str(p.relative_to(ROOT)) for top in tops for p in sorted((ROOT / top).rglob("*.py"))
+            if of in _packages_imported(p)]
+
+
+def test_nothing_imports_the_studies() -> None:
+    """Studies are records of one-off experiments, not code the product, the benchmarks or the
+    tests may depend on (issue 31): CI neither runs nor imports them."""
+    assert (ROOT / "studies").is_dir()
+    found = _importers("studies", ("app", "editing", "models", "bench", "tests"))
+    assert not found, f"these import studies/: {found}"
+
+
+def test_benchmarks_never_import_the_tests() -> None:
+    """What a benchmark needs from the test suite (launching a service, the tiny model) lives in
+    ``bench/``; the tests may import it from there, not the other way round."""
+    found = _importers("tests", ("bench",))
+    assert not found, f"these benchmarks import tests/: {found}"
+
+
+def test_the_import_check_sees_lazy_and_dotted_imports(tmp_path: Path) -> None:
+    source = tmp_path / "b.py"
+    source.write_text("import os\ndef f():\n    from studies.frontier import main\n    import tests.tiny\n")
+    assert _packages_imported(source) == {"os", "studies", "tests"}
+
+
+def test_the_library_does_not_cite_studies() -> None:
+    """The product says why in its own words (or points at docs/results/), never at a study
+    that may no longer run on it."""
+    import re
+
+    study = re.compile(r"\bstudies[./]\w|\bbench[./](" + "|".join(
+        p.stem for p in (ROOT / "studies").glob("*.py")) + r")\b")
+    found = [f"{p.relative_to(ROOT)}:{n}" for top in ("app", "editing", "models")
+             for p in sorted((ROOT / top).rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if study.search(line)]
+    assert not found, f"these cite a study: {found}"
+
+
+ENTRY_POINTS = {"main"}
+"""Names every command-line module defines with one contract (argv -> exit status)."""
+
+
+def test_no_two_public_functions_of_editing_and_models_share_a_name() -> None:
+    """Two functions of one name with different contracts (``render_chat`` once returned text
+    in ``editing`` and token ids in ``models``) make every call site a guess (issue 31)."""
+    where: dict[str, list[str]] = {}
+    for top in ("editing", "models"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                    where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    shared = {name: paths for name, paths in where.items() if len(paths) > 1 and name not in ENTRY_POINTS}
+    assert not shared, f"one name, several definitions: {shared}"
+
+
+def test_tests_import_no_private_names_of_the_project() -> None:
+    """Tests exercise public behaviour: a private helper is tested through the public function
+    that uses it, or made public where that is the right API."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.split(".")[0] in ("app", "editing", "models")):
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                          for a in node.names if a.name.startswith("_")]
+    assert not found, f"tests importing private names: {found}"
 
 
 MAX_LINES = 400

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from editing import EditHparams, Editor, WeightDelta
-from editing.evaluate.cli import _method_of
+from editing.evaluate.cli import delta_method
 from editing.forward.logprob import target_logprob
 from editing.methods import (
     METHODS,
@@ -29,10 +29,14 @@ class RidgeOnly:
     """A toy solver: ``Δ = R Kᵀ (K Kᵀ + μI)⁻¹``, ignoring the key statistics and old keys."""
 
     name = "ridge_only"
+    null_space = False
 
     def __init__(self, mu: float = 1.0) -> None:
         self.mu = mu
         self.calls = 0
+
+    def config(self, hparams):
+        return hparams
 
     def solve(self, keys, residuals, cov, old_kkT, hparams):
         self.calls += 1
@@ -71,34 +75,44 @@ def test_a_name_cannot_be_registered_twice() -> None:
 
 def test_stored_hparams_without_a_method_keep_working() -> None:
     """Versions stored before methods were recorded have ``strategy`` only."""
-    old = {**TINY_HPARAMS.to_dict(), "strategy": "backward_spread"}
-    assert "method" not in TINY_HPARAMS.to_dict()  # unchanged dict, unchanged hashes
-    hp = EditHparams.from_dict(old)
-    assert hp.method is None and hp.method_name == "memit"
+    old = {**TINY_HPARAMS.to_stored(), "strategy": "backward_spread"}
+    assert "method" not in TINY_HPARAMS.to_stored()  # unchanged stored form, unchanged hashes
+    hp = EditHparams.from_stored(old)
+    assert hp.method_name == "memit"
     assert TINY_HPARAMS.with_method("one_layer").edited_layers == (2,)
     assert EditHparams.from_dict(TINY_HPARAMS.with_method("memit").to_dict()).method == "memit"
     moved = TINY_HPARAMS.replace(method="memit")  # a method brings its strategy
-    assert moved.method_name == "memit" and moved.strategy == "backward_spread"
-    with pytest.raises(ValueError, match="uses strategy"):
-        TINY_HPARAMS.replace(strategy="forward_replay", method="memit")  # both, disagreeing
+    assert moved.method_name == "memit" and moved.strategy_name == "backward_spread"
 
 
 def test_a_solver_registered_in_a_test_edits_through_the_editor(tiny, corpus, tmp_path, ridge) -> None:
     model, tok = tiny
-    editor = Editor(model, tok, HP.with_method("fe_ridge"), model_name="tiny", cache_dir=tmp_path,
+    editor = Editor(model, tok, hparams=HP.with_method("fe_ridge"), model_name="tiny", cache_dir=tmp_path,
                     corpus=corpus)
     before = target_logprob(model, tok, FACTS[0].text, FACTS[0].target_new)
     result = editor.edit(FACTS[:1])
     assert ridge.calls == len(HP.edited_layers)
     assert result.delta.info["method"] == "fe_ridge"
     assert result.diagnostics["method"] == "fe_ridge"
-    assert _method_of(result.delta, None) == "fe_ridge"
+    assert delta_method(result.delta, None) == "fe_ridge"
     result.delta.apply(model)
     assert target_logprob(model, tok, FACTS[0].text, FACTS[0].target_new) > before + 0.2
 
 
 def test_the_method_of_an_old_delta_comes_from_its_strategy() -> None:
-    old = WeightDelta(updates={}, hparams={"strategy": "backward_spread"},
+    old = WeightDelta(updates={}, hparams={"layers": [1], "strategy": "backward_spread"},
                       info={"strategy": "backward_spread"})
-    assert _method_of(old, "fe") == "memit"
-    assert _method_of(WeightDelta(updates={}), "fe") == "fe"
+    assert delta_method(old, "fe") == "memit"
+    assert delta_method(WeightDelta(updates={}), "fe") == "fe"
+
+
+def test_a_solver_without_the_protocol_is_refused() -> None:
+    class SolveOnly:
+        name = "solve_only"
+
+        def solve(self, keys, residuals, cov, old_kkT, hparams):  # noqa: ANN001, ANN201
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match=r"lacks \['config', 'null_space'\]"):
+        register_method("fe_solve_only", ForwardReplay(), SolveOnly())
+    assert "fe_solve_only" not in method_names()

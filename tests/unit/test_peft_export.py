@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from bench.tiny import tiny_model
 from editing.export.peft import (
     CONFIG_NAME,
     VLLM_RANKS,
@@ -22,7 +23,6 @@ from editing.export.peft import (
 )
 from editing.weights.delta import LayerUpdate, WeightDelta
 from models.specs import spec_for, weight_out_in
-from tests.tiny import tiny_model
 
 peft = pytest.importorskip("peft")
 

@@ -43,11 +43,11 @@ def explicit_map(model: torch.nn.Module, edited_device: str = "cpu") -> dict[str
 
 def test_dispatched_model_edits_to_the_same_delta(tiny, corpus, tmp_path) -> None:
     model, tok = tiny
-    plain = Editor(model, tok, HP, cache_dir=tmp_path / "a", corpus=corpus).edit(FACTS[:2]).delta
+    plain = Editor(model, tok, hparams=HP, cache_dir=tmp_path / "a", corpus=corpus).edit(FACTS[:2]).delta
     hooked = dispatch_model(copy.deepcopy(model), device_map=explicit_map(model), force_hooks=True)
     assert hasattr(hooked.get_input_embeddings(), "_hf_hook"), "accelerate's hooks are in place"
     assert input_device(hooked) == torch.device("cpu")
-    delta = Editor(hooked, tok, HP, cache_dir=tmp_path / "b", corpus=corpus).edit(FACTS[:2]).delta
+    delta = Editor(hooked, tok, hparams=HP, cache_dir=tmp_path / "b", corpus=corpus).edit(FACTS[:2]).delta
     assert delta.layers == plain.layers
     for layer in plain.layers:
         torch.testing.assert_close(delta.updates[layer].dense(), plain.updates[layer].dense(),
@@ -59,7 +59,7 @@ def test_offloaded_edited_layer_is_refused_before_any_compute(tiny, corpus, tmp_
     offloaded = dispatch_model(copy.deepcopy(model), device_map=explicit_map(model, "disk"),
                                offload_dir=str(tmp_path / "offload"))
     assert module_device(offloaded) == torch.device("cpu")
-    editor = Editor(offloaded, tok, HP, cache_dir=tmp_path, corpus=corpus)
+    editor = Editor(offloaded, tok, hparams=HP, cache_dir=tmp_path, corpus=corpus)
     with pytest.raises(DeltaError, match="offloaded"):
         editor.edit(FACTS[:1])
 

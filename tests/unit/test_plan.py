@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.tiny import tiny_model
 from models import plan as mp
 from models.specs import blocks
-from tests.tiny import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["llama3-8b", "qwen2.5-7b", "gpt-j-6b", "gpt2-xl"]
@@ -179,7 +179,7 @@ def test_default_model_config_when_converted() -> None:
         pytest.skip("the default model is not converted (python -m models.load --prepare-default)")
     name, config = mp.load_config("smollm2-135m")
     assert name == "smollm2-135m"
-    plan = mp.plan_for_config(config, torch.float32, mp.default_layers(name, config))
+    plan = mp.plan_for_config(config, torch.float32, mp.layers_for_config(name, config))
     assert plan.layers == (4, 5, 6, 7, 8) and 0.1e9 < plan.n_params < 0.2e9
 
 

@@ -21,6 +21,8 @@ from tests.e2e.harness import REPO
 @pytest.mark.parametrize("name,value,expected", [
     ("MODELEDIT_DTYPE", "int8", "MODELEDIT_DTYPE"),
     ("MODELEDIT_DEVICE_MAP", "{not json", "not valid JSON"),
+    ("MODELEDIT_HPARAMS", '{"v_steps": 10}', "'v_steps' is no longer accepted: use 'z_steps'"),
+    ("MODELEDIT_HPARAMS", '{"name_kl_factor": 4}', "use 'chat.name_kl_factor'"),
 ])
 def test_a_bad_setting_is_named_at_start(name: str, value: str, expected: str, monkeypatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:

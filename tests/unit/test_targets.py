@@ -8,6 +8,7 @@ import torch
 from editing.forward.hooks import capture, edit_block_output
 from editing.forward.logprob import target_logprobs
 from editing.forward.tokens import continuation_ids, prompt_ids
+from editing.hparams import ZRules
 from editing.targets.encoding import encode_requests
 from editing.targets.z import optimize_z, replay_targets
 from tests.conftest import FACTS, TINY_HPARAMS
@@ -69,7 +70,7 @@ def test_prefix_cache_gives_the_same_z_with_fewer_tokens(tiny) -> None:
 
 
 def test_early_stop_freezes_a_request() -> None:
-    from tests.tiny import tiny_model, tiny_tokenizer
+    from bench.tiny import tiny_model, tiny_tokenizer
 
     tok = tiny_tokenizer("bpe")
     model = tiny_model("gpt2", vocab_size=len(tok))
@@ -110,16 +111,23 @@ def test_total_loss_stop_never_stops_earlier_than_the_nll_stop(tiny) -> None:
     after_8 = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z_steps=8)).nll
     hp = hp.replace(nll_stop=max(after_8) + 1e-3)  # the NLL rule stops one request by step 8
     by_nll = optimize_z(model, tok, FACTS, [""], 1, hp).steps
-    by_total = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z_stop="total")).steps
+    by_total = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z=ZRules(stop="total"))).steps
     assert min(by_nll) <= 8
     assert all(t >= n for t, n in zip(by_total, by_nll, strict=True))
     assert sum(by_total) > sum(by_nll)
 
 
-def test_linear_decay_is_the_reference_form() -> None:
-    from editing.targets.z import _decay_norm
-
-    offset = torch.tensor([[3.0, 4.0]])
-    h = torch.tensor([[0.0, 10.0]])
-    assert float(_decay_norm(offset, h, "squared")) == pytest.approx(25.0 / 100.0)
-    assert float(_decay_norm(offset, h, "linear")) == pytest.approx(5.0 / 100.0)
+@pytest.mark.parametrize("rules", [ZRules(decay="linear"), ZRules(essence_kl="now_initial")],
+                         ids=["linear_decay", "now_initial_kl"])
+def test_the_reference_z_rules_reach_the_optimisation(tiny, rules: ZRules) -> None:
+    """The reference code's decay form and KL direction (docs/design.md §3) change z from what
+    the default rules give on the same requests, from the same starting point."""
+    model, tok = tiny
+    hp = TINY_HPARAMS.replace(z_steps=6, z_lr=0.5, weight_decay=1.0, kl_factor=1.0, nll_stop=0.0,
+                              clamp_norm_factor=10.0)
+    ours = optimize_z(model, tok, FACTS, [""], 1, hp)
+    theirs = optimize_z(model, tok, FACTS, [""], 1, hp.replace(z=rules))
+    assert torch.equal(ours.h, theirs.h)
+    assert not torch.allclose(ours.offset, theirs.offset)
+    with pytest.raises(ValueError, match="essence_kl must be one of"):
+        ZRules(essence_kl="both")

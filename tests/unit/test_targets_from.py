@@ -90,6 +90,6 @@ def test_the_solve_still_runs_on_the_edited_weights(tiny, corpus, tmp_path) -> N
 def test_targets_from_is_validated_and_left_out_at_its_default() -> None:
     with pytest.raises(ValueError, match="targets_from must be one of"):
         HP.replace(targets_from="parent")
-    assert "targets_from" not in HP.to_dict()
+    assert "targets_from" not in HP.to_stored()
     base = HP.replace(targets_from="base")
     assert EditHparams.from_dict(base.to_dict()) == base

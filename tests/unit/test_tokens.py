@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.tiny import tiny_tokenizer
 from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest, InvalidEditRequest, validate_requests
-from tests.tiny import tiny_tokenizer
 
 
 @pytest.mark.parametrize("style", ["bpe", "bos"])

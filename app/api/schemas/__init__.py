@@ -26,7 +26,6 @@ from app.api.schemas.common import (
 )
 from app.api.schemas.edits import (
     COVARIANCE_WEIGHT_BOUNDS,
-    MOM2_BOUNDS,
     EditSubmit,
     Fact,
     GateIn,
@@ -64,7 +63,6 @@ from app.api.schemas.versions import (
 
 __all__ = [
     "COVARIANCE_WEIGHT_BOUNDS",
-    "MOM2_BOUNDS",
     "ApiModel",
     "CandidateScore",
     "EditSubmit",

@@ -15,13 +15,12 @@ from app.api.schemas.common import (
     MethodName,
 )
 from app.store.records import JobState  # the API reports the states the jobs table holds
+from editing.hparams import retired_name_error
 from editing.requests import EditRequest, InvalidEditRequest
 
 COVARIANCE_WEIGHT_BOUNDS: tuple[float, float] = (1e2, 1e6)
 """Accepted range of an explicit ``covariance_weight`` (λ; the default model's preset uses
 2e3, the other presets 1.5e4)."""
-MOM2_BOUNDS = COVARIANCE_WEIGHT_BOUNDS
-"""The older name of :data:`COVARIANCE_WEIGHT_BOUNDS`."""
 
 
 class Fact(ApiModel):
@@ -152,36 +151,21 @@ class EditSubmit(ApiModel):
         f"{COVARIANCE_WEIGHT_BOUNDS[1]:g}]: how much the statistics of ordinary text weigh "
         "against the new facts (larger changes the model less); not together with strength",
     )
-    mom2_update_weight: float | None = Field(
-        None, deprecated=True, ge=COVARIANCE_WEIGHT_BOUNDS[0], le=COVARIANCE_WEIGHT_BOUNDS[1],
-        allow_inf_nan=False,
-        description="deprecated: the older (MEMIT paper's) name of covariance_weight, "
-        "accepted for one release",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_retired_names(cls, data: Any) -> Any:
+        """A name of an earlier version (``mom2_update_weight``) is refused naming the field
+        that replaced it, not as a bare unknown field."""
+        if isinstance(data, dict) and "mom2_update_weight" in data:
+            raise ValueError(retired_name_error("mom2_update_weight"))
+        return data
 
     @model_validator(mode="after")
     def _one_strength(self) -> EditSubmit:
-        """``mom2_update_weight`` (checked against the same bounds under its own name) is
-        read as ``covariance_weight``; both with different values is an error naming both."""
-        old = self.__dict__.get("mom2_update_weight")  # not the attribute: it warns
-        if old is not None:
-            if self.covariance_weight is not None and self.covariance_weight != old:
-                raise ValueError(f"covariance_weight={self.covariance_weight:g} and "
-                                 f"mom2_update_weight={old:g} disagree: mom2_update_weight is "
-                                 "the older name of covariance_weight; give only "
-                                 "covariance_weight")
-            self.__dict__["covariance_weight"] = old  # fields_set keeps what was given
         if self.strength is not None and self.covariance_weight is not None:
-            raise ValueError(f"give either strength or {self.lambda_field}, not both")
+            raise ValueError("give either strength or covariance_weight, not both")
         return self
-
-    @property
-    def lambda_field(self) -> str:
-        """The name the request gave λ under (for error messages): the older one if used."""
-        if "mom2_update_weight" in self.model_fields_set and \
-                "covariance_weight" not in self.model_fields_set:
-            return "mom2_update_weight"
-        return "covariance_weight"
 
     model_config = ConfigDict(
         extra="forbid",

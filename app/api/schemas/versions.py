@@ -51,8 +51,8 @@ class VersionDetail(VersionSummary):
     facts: list[dict[str, Any]] = Field(default_factory=list, description="the facts it edited")
     hparams: dict[str, Any] | None = Field(
         None, description="the settings it was computed with, under their public names "
-        "(covariance_weight, z_lr, z_steps; stored under the papers' names mom2_update_weight, "
-        "v_lr, v_steps, translated when read)")
+        "(EditHparams.to_dict: method settings flat, the sub-configurations z, chat and "
+        "nullspace nested; the stored form is translated when read)")
     layer_stats: list[dict[str, Any]] | None = None
     source: dict[str, Any] | None = Field(
         None, description="for versions made by a revert: which version was dropped/replayed"
@@ -79,8 +79,8 @@ class VersionDetail(VersionSummary):
                 "facts": [{"subject": "Danielle Darrieux",
                            "prompt": "The mother tongue of {} is", "target_new": "English"}],
                 "hparams": {"layers": [4, 5, 6, 7, 8], "method": "fe",
-                            "strategy": "forward_replay", "covariance_weight": 2000.0,
-                            "z_lr": 0.1, "z_steps": 35},
+                            "covariance_weight": 2000.0, "z_lr": 0.1, "z_steps": 35,
+                            "chat": {"name_kl_factor": 0.0, "name_context": "sentence"}},
                 "layer_stats": [{"layer": 2, "norm": 0.41, "rank": 1, "factored": True}],
                 "timings": {"compute_s": 3.2}, "evaluation": None,
                 "weights_sha256": "77aa…",

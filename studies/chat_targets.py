@@ -1,5 +1,8 @@
 """Issue 25's targets (item 4), checked for named variants of the default preset.
 
+A study (not a benchmark, not run by CI). Last run at commit 378253f (2026-12-05);
+its figures: docs/results/chat.md.
+
 For each variant, two protocols, scored with the full evaluation (cloze efficacy, neighbourhood
 KL, chat efficacy, greedy chat and cloze answers, names broken, fluency, chat-form drift):
 
@@ -26,7 +29,7 @@ variant and protocol, so a run cut short keeps what it finished.
 ``--split select`` edits the last ``--n`` records instead (batch protocol only): a variant is
 chosen there and reported on the first ones, as the presets are.
 
-    python -m bench.chat_targets [--n 100] [--seq-n 200] [--batches 20] [--variants preset,late_layers]
+    python -m studies.chat_targets [--n 100] [--seq-n 200] [--batches 20] [--variants preset,late_layers]
                                  [--split select]
                                  [--device cuda] [--dtype float32] [--out PATH] [--hparam key=JSON ...]
 """
@@ -71,30 +74,30 @@ def _later_layers(hp: EditHparams) -> dict[str, Any]:
 
 VARIANTS: dict[str, Variant] = {  # in the order a run cut short should have measured them
     "preset": Variant(lambda hp: {}, about="today's preset, cloze-only requests"),
-    "chat_teach": Variant(lambda hp: {"chat_question": True},
+    "chat_teach": Variant(lambda hp: {"chat.question": True},
                           about="z and keys also over the chat template (cloze as the user's message)"),
-    "chat_teach_question": Variant(lambda hp: {"chat_question": True}, questions=True,
+    "chat_teach_question": Variant(lambda hp: {"chat.question": True}, questions=True,
                                    about="chat_teach with the record's question given at edit time"),
-    "name_chat": Variant(lambda hp: {"name_kl_factor": 1.0, "name_context": "chat"},
+    "name_chat": Variant(lambda hp: {"chat.name_kl_factor": 1.0, "chat.name_context": "chat"},
                          about="a z term keeping the name's copy after a chat question naming it"),
-    "name_chat_4": Variant(lambda hp: {"name_kl_factor": 4.0, "name_context": "chat"},
+    "name_chat_4": Variant(lambda hp: {"chat.name_kl_factor": 4.0, "chat.name_context": "chat"},
                            about="name_chat with the name term at weight 4"),
-    "name_chat_16": Variant(lambda hp: {"name_kl_factor": 16.0, "name_context": "chat"},
+    "name_chat_16": Variant(lambda hp: {"chat.name_kl_factor": 16.0, "chat.name_context": "chat"},
                             about="name_chat with the name term at weight 16"),
-    "chat_answer": Variant(lambda hp: {"chat_answer": True},
+    "chat_answer": Variant(lambda hp: {"chat.answer": True},
                            about="z and keys also over the chat turn answered at once (cloze as the user's "
                                  "message, target_new as the assistant's first tokens)"),
-    "chat_answer_question": Variant(lambda hp: {"chat_answer": True}, questions=True,
+    "chat_answer_question": Variant(lambda hp: {"chat.answer": True}, questions=True,
                                     about="chat_answer with the record's question given at edit time: "
                                           "chat efficacy's own context taught (a bound)"),
-    "name_question_4": Variant(lambda hp: {"name_kl_factor": 4.0, "name_context": "question"}, questions=True,
+    "name_question_4": Variant(lambda hp: {"chat.name_kl_factor": 4.0, "chat.name_context": "question"}, questions=True,
                                about="the name term in the record's own question, the context names are "
                                      "checked in (a bound)"),
-    "name_question_64": Variant(lambda hp: {"name_kl_factor": 64.0, "name_context": "question"}, questions=True,
+    "name_question_64": Variant(lambda hp: {"chat.name_kl_factor": 64.0, "chat.name_context": "question"}, questions=True,
                                 about="name_question_4 with the name term at weight 64 (how far the bound goes)"),
     "late_layers": Variant(_later_layers, about="the edit window one layer deeper (4-8 -> 5-9): "
                            "no update at the layer whose change alone broke names"),
-    "chat_teach_late": Variant(lambda hp: {"chat_question": True, **_later_layers(hp)},
+    "chat_teach_late": Variant(lambda hp: {"chat.question": True, **_later_layers(hp)},
                                about="chat_teach and late_layers together"),
 }
 

@@ -1,12 +1,15 @@
 """Pick each method's preset from frontier points measured on the *select* records.
 
+A study (not a benchmark, not run by CI). Last run at commit 06003b2 (2026-11-22);
+its figures: docs/results/frontier.md.
+
 The rule puts what a user sees first: among the points whose efficacy Success is at least
 95 and generalization Success at least 90, the one with the lowest neighbourhood KL (the
 edit that takes while moving the rest least). Where no point of a method reaches that, its
 point with the highest efficacy + generalization. Records of the ``dev`` split must not be
 used to choose: they are the ones the README reports.
 
-    python -m bench.choose_preset bench/results/frontier_select.json [more.json ...] [--methods fe,memit]
+    python -m studies.choose_preset bench/results/frontier_select.json [more.json ...] [--methods fe,memit]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def load_points(paths: list[Path]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="+", type=Path, help="bench.frontier JSON files (split select)")
+    parser.add_argument("results", nargs="+", type=Path, help="studies.frontier JSON files (split select)")
     parser.add_argument("--methods", default="fe,memit,fe_alphaedit")
     args = parser.parse_args(argv)
     points = load_points(args.results)

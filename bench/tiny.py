@@ -1,4 +1,5 @@
-"""Tiny random models and tokenizers built from configs: no downloads, seconds to build.
+"""Tiny random models and tokenizers built from configs: no downloads, seconds to build; for
+the unit tests and for the benchmarks that run a service on a tiny model (bench.service).
 
 Two tokenizer styles cover what fact-token location and target encoding must survive:
 ``bpe`` is GPT-2-like byte-level BPE (no BOS, the leading space merges into the next token);

@@ -1,5 +1,8 @@
 """Where an edit's neighbourhood drift comes from: ΔW applied at some token positions only.
 
+A study (not a benchmark, not run by CI). Last run at commit 7315e9a (2026-12-03);
+its figures: docs/results/drift_sources.md.
+
 CounterFact's neighbourhood KL reads the next-token distribution after prompts about *other*
 subjects with the edited relation ("The mother tongue of Léon Blum is"). An edit adds ΔW to
 the MLP output at every position of such a prompt; this bench adds it at one class of
@@ -26,7 +29,7 @@ Which positions carry the drift says which keys a locality term must hold: the e
 prompt's other tokens (``context_key_weight``) are relation words, so they can only reach
 ``rest`` and ``last``. The classes are not additive (KL is not linear in ΔW), but they rank.
 
-    python -m bench.kl_sources [--n 100] [--own] [--grow 10,25,50,100] [--hparam key=JSON ...]
+    python -m studies.kl_sources [--n 100] [--own] [--grow 10,25,50,100] [--hparam key=JSON ...]
                                [--model NAME]
 """
 
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)
     records = load_records(shared_data_dir() / "mcf_dev.json")[: max([args.n, *sizes])]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     grown = drift_as_batch_grows(editor, records, sizes) if sizes else []
     records = records[: args.n]

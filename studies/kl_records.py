@@ -1,5 +1,8 @@
 """Which records, and which facts, carry the neighbourhood KL of one batch.
 
+A study (not a benchmark, not run by CI). Last run at commit 7315e9a (2026-12-03);
+its figures: docs/results/drift_sources.md.
+
 The evaluation's KL is a mean over records of each record's neighbourhood KL. This bench edits
 the first N MCF dev records in one batch at the preset and prints how that mean is made:
 
@@ -7,13 +10,13 @@ the first N MCF dev records in one batch at the preset and prints how that mean 
   and the records with the largest KL next to their prompt, new and true target;
 - with ``--pairs``, **which fact moves which record's neighbours**: the KL on record i's
   neighbourhood prompts with only fact j's ΔW terms applied (``r_j a_jᵀ`` at every edited
-  layer, :func:`bench.kl_sources.fact_terms`), for every (i, j): how concentrated the other
+  layer, :func:`studies.kl_sources.fact_terms`), for every (i, j): how concentrated the other
   facts' part is, and how much of it comes from facts that share record i's true object
   (CounterFact's neighbours of i are subjects with that object, so such a fact's own
   neighbours overlap i's). One forward pass of every neighbourhood prompt per fact: about
   25 s per fact on 2 CPU cores, 40 minutes for 100.
 
-    python -m bench.kl_records [--n 100] [--pairs] [--top 10] [--hparam key=JSON ...] [--model NAME]
+    python -m studies.kl_records [--n 100] [--pairs] [--top 10] [--hparam key=JSON ...] [--model NAME]
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from bench.common import RESULTS, add_hparam_arg, add_method_arg, parse_hparams, table, write_json
-from bench.kl_sources import fact_terms, next_token_logprobs
 from editing import Editor, WeightDelta
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.metrics import kl_divergence
@@ -37,6 +39,7 @@ from editing.paths import shared_data_dir
 from editing.presets import preset_for
 from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
+from studies.kl_sources import fact_terms, next_token_logprobs
 
 
 def tail_summary(kls: Sequence[float]) -> dict[str, float]:
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(overrides).with_method(args.method)
     records = load_records(shared_data_dir() / "mcf_dev.json")[: args.n]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     delta = editor.edit([r.request for r in records]).delta
     metrics = evaluate(lm.model, lm.tokenizer, records, delta, dataset="counterfact", per_record=True)

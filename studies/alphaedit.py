@@ -1,12 +1,15 @@
 """AlphaEdit's null-space solver against the least-squares one, on the same targets.
 
+A study (not a benchmark, not run by CI). Last run at commit b8ac592 (2026-11-22);
+its figures: docs/results/alphaedit.md.
+
 Pairs each least-squares method with its null-space twin (``fe`` / ``fe_alphaedit``,
 ``memit`` / ``alphaedit``) on the first N CounterFact dev records in one batch, and sweeps the
 null-space threshold (eigenvalues of E[k kᵀ] below it span the directions the update may
 use). z does not depend on the solver, so with the z cache (``precompute-z``, or a first run)
 each point costs a solve and an evaluation.
 
-    python -m bench.alphaedit [--n 100] [--methods fe,fe_alphaedit] [--thresholds 0.002,0.02,0.2]
+    python -m studies.alphaedit [--n 100] [--methods fe,fe_alphaedit] [--thresholds 0.002,0.02,0.2]
                               [--nullspace-l2 10]
 """
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     lm = load_model(args.model)
     base = preset_for(lm.name, lm.model)
     if args.nullspace_l2 is not None:
-        base = base.replace(nullspace_l2=args.nullspace_l2)
+        base = base.with_overrides({"nullspace.l2": args.nullspace_l2})
     records = load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)
     z_cache = ZCache(cache_dir() / "z")
     results: list[dict[str, Any]] = []
@@ -69,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         for threshold in thresholds:
             hp = base.with_method(method)
             if threshold is not None:
-                hp = hp.replace(nullspace_threshold=threshold)
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+                hp = hp.with_overrides({"nullspace.threshold": threshold})
+            editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                             z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])

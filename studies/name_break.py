@@ -1,5 +1,8 @@
 """Why an edit breaks the subject's name where the model writes it (issue 25, item 2).
 
+A study (not a benchmark, not run by CI). Last run at commit 16cc8af (2026-12-04);
+its figures: docs/results/chat.md.
+
 The context is the evaluation's name-integrity one (:mod:`editing.evaluate.chat`): the record's
 question in the chat template and the assistant repeating the sentence, teacher forced over
 the subject's tokens. A record counts when the unedited model predicts at least two of them;
@@ -21,7 +24,7 @@ and, separately, each edited layer's ΔW alone at every position. It also report
 the update fires: the mean ‖ΔW_l k‖ at each class, relative to its mean at the edited
 prompts' fact tokens.
 
-    python -m bench.name_break [--n 100] [--hparam key=JSON ...] [--model NAME]
+    python -m studies.name_break [--n 100] [--hparam key=JSON ...] [--model NAME]
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from bench.common import RESULTS, add_hparam_arg, parse_hparams, table, write_json
-from bench.kl_sources import delta_at
 from editing import Editor
 from editing.evaluate.chat import UserView
 from editing.evaluate.data import load_records
@@ -49,6 +51,7 @@ from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.placement import input_device
 from models.specs import mlp_out
+from studies.kl_sources import delta_at
 
 CLASSES = ("all", "before_subject", "earlier_mention", "other_context", "subject_earlier", "subject_last")
 
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lm = load_model(args.model)
     hp = preset_for(lm.name, lm.model).with_overrides(parse_hparams(parser, args.hparam))
     requests = [r.request for r in load_records(shared_data_dir() / "mcf_dev.json", limit=args.n)]
-    editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+    editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                     z_cache=ZCache(cache_dir() / "z"))
     delta = editor.edit(requests).delta
     updates = {layer: update.dense().float() for layer, update in delta.updates.items()}

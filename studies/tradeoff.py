@@ -1,5 +1,8 @@
 """Efficacy against locality: FE and MEMIT across the covariance weight λ.
 
+A study (not a benchmark, not run by CI). Last run at commit b8ac592 (2026-11-22);
+its figures: docs/results/reproduction.md.
+
 A stronger edit moves more of the model, so one (efficacy, KL) point per method says little
 when the methods edit with different strength: MEMIT at the paper's λ writes only part of its
 residual and disturbs less because it does less. Sweeping λ (``covariance_weight``: larger is
@@ -9,7 +12,7 @@ curve lies above the other's (more efficacy at the same KL) is the better editor
 z does not depend on λ, so with the z cache of ``bench.reproduce`` (same model, same first N
 MCF records) each point costs a solve and an evaluation.
 
-    python -m bench.tradeoff [--n 100] [--methods fe,memit] [--lambdas 5000,15000,50000,150000] [--layers 2-6]
+    python -m studies.tradeoff [--n 100] [--methods fe,memit] [--lambdas 5000,15000,50000,150000] [--layers 2-6]
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods:
         for lam in map(float, args.lambdas.split(",")):
             hp = base.with_method(method).replace(covariance_weight=lam)
-            editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)
+            editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(), z_cache=z_cache)
             started = time.perf_counter()
             result = editor.edit([r.request for r in records])
             metrics = evaluate(lm.model, lm.tokenizer, records, result.delta, dataset="counterfact")

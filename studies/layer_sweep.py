@@ -1,10 +1,13 @@
 """Which layers to edit: FE on held-out CounterFact records for several layer windows.
 
+A study (not a benchmark, not run by CI). Last run at commit 6b52d34 (2026-11-22);
+its figures: docs/results/frontier.md.
+
 The preset for SmolLM2-135M comes from this sweep. It edits records that the reproduction
 benchmark does not use (the last N of the file), one batch per window, and reports
 efficacy / generalization / specificity Success and neighborhood KL.
 
-    python -m bench.layer_sweep [--n 20] [--starts 1,3,5,7,9] [--width 5] [--method fe]
+    python -m studies.layer_sweep [--n 20] [--starts 1,3,5,7,9] [--width 5] [--method fe]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, results = [], []
     for layers in windows:
         hp = base.replace(layers=layers)
-        editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir())
+        editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir())
         started = time.perf_counter()
         result = editor.edit([r.request for r in records])
         metrics = evaluate(lm.model, lm.tokenizer, records, result.delta, dataset="counterfact")

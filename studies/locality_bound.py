@@ -1,7 +1,10 @@
 """How far could a locality term built from held keys go? Hold other prompts' keys in the solve.
 
+A study (not a benchmark, not run by CI). Last run at commit 7315e9a (2026-12-03);
+its figures: docs/results/kl_corner.md.
+
 An edit's neighbourhood KL on CounterFact comes mostly from the neighbours' *names* being moved
-(``bench.kl_sources``). A locality term can only hold keys it can see. This bench adds
+(``studies.kl_sources``). A locality term can only hold keys it can see. This bench adds
 ``w · Σ k kᵀ`` over the keys of a set of *held prompts* to every edited layer's regulariser
 (next to the earlier edits' keys, computed on the model as edited so far, like the context
 keys), edits the first N MCF dev records in one batch, and evaluates:
@@ -17,9 +20,9 @@ keys), edits the first N MCF dev records in one batch, and evaluates:
 
 ``--positions``: the held name's tokens (``names``, default), only its last token
 (``last_name``), or every token of the held prompt (``all``). For the neighbourhood prompts
-the names are their capitalised words (:data:`bench.kl_sources.NAME`).
+the names are their capitalised words (:data:`studies.kl_sources.NAME`).
 
-    python -m bench.locality_bound --source neighbours --weights 0.3,1 --lambdas 1000,2000
+    python -m studies.locality_bound --source neighbours --weights 0.3,1 --lambdas 1000,2000
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from bench.common import RESULTS, add_hparam_arg, add_method_arg, parse_hparams, table, write_json
-from bench.kl_sources import class_mask, encode_with_names
 from editing import Editor, EditState
 from editing.evaluate.data import Record, load_records
 from editing.evaluate.suite import evaluate
@@ -47,6 +49,7 @@ from editing.presets import preset_for
 from editing.targets.zcache import ZCache
 from models.load import cache_dir, load_model
 from models.placement import input_device
+from studies.kl_sources import class_mask, encode_with_names
 
 SOURCES = ("neighbours", "subject-variants", "other-subjects")
 POSITIONS = ("names", "last_name", "all")
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for lam in lambdas:
         hp = preset if lam is None else preset.replace(covariance_weight=lam)
-        editor = Editor(lm.model, lm.tokenizer, hp, model_name=lm.name, cache_dir=cache_dir(),
+        editor = Editor(lm.model, lm.tokenizer, hparams=hp, model_name=lm.name, cache_dir=cache_dir(),
                         z_cache=ZCache(cache_dir() / "z"))
         for weight in weights:
             state = held_state(lm.model, lm.tokenizer, held, args.positions, weight)

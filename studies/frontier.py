@@ -1,5 +1,8 @@
 """The efficacy–locality frontier: each method across edit strength and z settings.
 
+A study (not a benchmark, not run by CI). Last run at commit ae8c756 (2026-12-04);
+its figures: docs/results/frontier.md.
+
 Every point is one edit of the same records, evaluated with the CounterFact metrics: efficacy
 and generalization (Success and Accuracy), specificity, the neighbourhood KL and top-1
 agreement. A *setting* is a set of hyper-parameter overrides (layers, z steps and learning
@@ -18,10 +21,10 @@ there, then confirm on ``dev``. ``--sequential TxB`` edits T batches of B one af
 (each batch on the model edited so far, earlier keys in the regulariser) and evaluates all
 T·B facts at the end.
 
-    python -m bench.frontier [--split dev] [--n 100] [--methods fe,memit]
+    python -m studies.frontier [--split dev] [--n 100] [--methods fe,memit]
         [--lambdas 5000,15000,50000] [--mus 10,100] [--setting 'label:z_lr=0.1,z_steps=35' ...]
         [--sequential 10x10] [--corpus PATH] [--name frontier] [--out-dir DIR]
-    python -m bench.frontier --replot a.json b.json --name merged   # no editing: one PNG/table
+    python -m studies.frontier --replot a.json b.json --name merged   # no editing: one PNG/table
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def parse_sequential(text: str) -> tuple[int, int]:
 def strengths(method: str, lambdas: list[float], mus: list[float]) -> list[tuple[str, float]]:
     """The knob that sets a method's strength and the values to sweep."""
     if is_null_space(method):
-        return [("nullspace_l2", mu) for mu in mus]
+        return [("nullspace.l2", mu) for mu in mus]
     return [("covariance_weight", lam) for lam in lambdas]
 
 
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for method in args.methods:
             hp = setting.apply(preset).with_method(method)
             for knob, strength in strengths(method, lambdas, mus):
-                point = editor.with_hparams(hp.replace(**{knob: strength}))
+                point = editor.with_hparams(hp.with_overrides({knob: strength}))
                 started = time.perf_counter()
                 if args.sequential:
                     delta, diag = edit_sequentially(point, records, args.sequential[1])
