@@ -92,6 +92,8 @@ async def _engine_call(parts: ModelParts, version: str | None, http: HttpRequest
         raise ApiError(409, str(exc), field="version") from exc
     except TooLarge as exc:
         raise ApiError(422, str(exc)) from exc
+    except ValueError as exc:  # a row the engine cannot take (no prompt token)
+        raise ApiError(422, str(exc), field="prompt") from exc
     except QueueFull as exc:
         raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from exc
     except EngineStopped as exc:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from fastapi import Request
 
-from app.serving.queries import ClientGone, Watch
+from app.serving.queries import ClientGone, DeadlineExceeded, Watch
 
 T = TypeVar("T")
 
@@ -31,18 +31,22 @@ def watch(http: Request) -> Watch:
     return Watch(timeout, lambda: disconnected(http))
 
 
-async def unless_gone(http: Request, work: Awaitable[T]) -> T:
-    """``work``'s result; when the client disconnects first, ``work`` is cancelled (a request
-    proxied to vLLM: the upstream connection closes, and vLLM aborts it) and
-    :class:`ClientGone` is raised."""
+async def unless_gone(http: Request, work: Awaitable[T], timeout_s: float) -> T:
+    """``work``'s result; when the client disconnects first or ``timeout_s`` passes,
+    ``work`` is cancelled (a request proxied to vLLM: the upstream connection closes, and
+    vLLM aborts it) and :class:`ClientGone` or :class:`DeadlineExceeded` is raised."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(disconnected(http))
     try:
-        finished, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finished, _ = await asyncio.wait({task, watcher}, timeout=timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
         if not task.done():
             task.cancel()
     if task in finished:
         return task.result()
-    raise ClientGone
+    if watcher in finished:
+        raise ClientGone
+    raise DeadlineExceeded(f"no answer within {timeout_s:g} s (the server's deadline for one "
+                           "query); retry later or ask for fewer tokens")

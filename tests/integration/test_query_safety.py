@@ -8,6 +8,7 @@ step takes the read lock) and proceeds on observed state (the engine's in-flight
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,8 +141,14 @@ def test_the_deadline_is_504_and_frees_the_rows(service: LiveServer) -> None:
 
 
 def test_request_ids_and_error_shapes_on_every_answer(service: LiveServer,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    mine = httpx.get(f"{service.url}/health", headers={"x-request-id": "abc-123"})
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        mine = httpx.get(f"{service.url}/health", headers={"x-request-id": "abc-123"})
+        # the line is written once the answer is sent: wait for it, not for a time
+        wait_for(lambda: any("/health" in r.getMessage() and "request_id=abc-123"
+                             in r.getMessage() for r in caplog.records
+                             if r.name == "app.access"), 30, "the access log line")
     assert mine.headers["x-request-id"] == "abc-123"
     odd = httpx.get(f"{service.url}/health", headers={"x-request-id": "<script>"})
     assert odd.headers["x-request-id"] != "<script>"

@@ -87,18 +87,34 @@ def test_ready_waits_until_vllm_answers_a_query(stack: tuple[LiveServer, FakeVll
     wait_for(lambda: "vLLM" not in ready_detail(server), what="/ready to stop naming vLLM")
 
 
+def test_the_deadline_is_504_and_cancels_upstream(stack: tuple[LiveServer, FakeVllm]) -> None:
+    server, fake = stack
+    fake.can_generate.set()
+    services = server.services
+    settings, held = services.settings, fake.held
+    services.settings = settings.model_copy(update={"query_timeout_s": 0.5})
+    try:  # the stand-in holds the request: no answer can come before the deadline
+        late = httpx.post(f"{server.url}/v1/completions", json=ECHO, timeout=60)
+    finally:
+        services.settings = settings
+    assert late.status_code == 504 and late.json()["error"]["code"] == "timeout"
+    assert fake.held == held + 1
+    wait_for(lambda: not services.vllm.proxy._serial.locked(), what="the lock released")
+
+
 def test_the_serial_lock_is_bounded_and_released_when_a_client_leaves(
         stack: tuple[LiveServer, FakeVllm]) -> None:
     server, fake = stack
     fake.can_generate.set()
     proxy = server.services.vllm.proxy
     proxy.serial_wait_s = 0.5
+    held = fake.held
     body = json.dumps(ECHO).encode()
     leaving = socket.create_connection(("127.0.0.1", server.port))
     leaving.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\ncontent-type: "
                     b"application/json\r\ncontent-length: " + str(len(body)).encode()
                     + b"\r\n\r\n" + body)
-    wait_for(lambda: fake.held == 1, what="the first request held upstream")
+    wait_for(lambda: fake.held == held + 1, what="the first request held upstream")
     waiting = httpx.post(f"{server.url}/v1/completions", json=ECHO, timeout=60)
     assert waiting.status_code == 429 and waiting.headers["retry-after"] == "1"
     assert waiting.json()["error"]["code"] == "serialised_busy"

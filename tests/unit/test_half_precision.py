@@ -7,19 +7,20 @@ the solve, apply / exact revert, delta files, evaluation and the service's queri
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from app.serving.inference import next_tokens, score
 from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, EditState, WeightDelta
 from editing.evaluate.suite import evaluate
-from editing.forward.logprob import target_logprob
+from editing.forward.logprob import continuation_logprobs, target_logprob
 from editing.solve.stats import CovarianceCache
 from editing.weights.delta import DeltaError
 from editing.weights.precision import rounding_survival
+from models.generate import BatchEngine, Request, SamplingParams
 from models.specs import mlp_out_weight
 from tests.conftest import FACTS, TINY_HPARAMS
 
@@ -118,10 +119,16 @@ def test_evaluation_and_queries_in_half_precision(dtype: torch.dtype, corpus, tm
     assert_same_state(model, before)  # evaluation reverts the delta exactly
     assert metrics["efficacy_success"] >= unedited["efficacy_success"]
     assert 0 < metrics["kl"] < 50 and unedited["kl"] == 0
-    scores = score(model, tok, FACTS[0].text, ["English", "French"])
-    assert all(torch.isfinite(torch.tensor(s)) for s, _ in scores)
-    top = next_tokens(model, tok, FACTS[0].text, 5)
-    assert len(top) == 5 and top[0][2] >= top[-1][2]
+    scores = continuation_logprobs(model, tok, FACTS[0].text, ["English", "French"])
+    assert all(bool(torch.isfinite(s.double().sum())) for s in scores)
+    engine = BatchEngine(model, tok)  # the service's query path
+    request = Request(list(tok(FACTS[0].text).input_ids),
+                      SamplingParams(max_tokens=1, temperature=0.0, logprobs=5, ignore_eos=True))
+    engine.add(request)
+    while engine.has_work():
+        engine.step()
+    top = request.top_logprobs[0]
+    assert len(top) == 5 and top[0][1] >= top[-1][1] and math.isfinite(top[0][1])
 
 
 def test_rounding_survival_measures_what_half_precision_loses() -> None:

@@ -7,7 +7,7 @@ and await its updates, so thousands of waiting clients hold no thread. Each answ
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path
@@ -31,8 +31,8 @@ from app.api.openai.protocol import (
 from app.api.security import require_read
 from app.api.waiting import unless_gone
 from app.services import Services
-from app.serving.engine import ServingEngine
-from app.serving.queries import ClientGone
+from app.serving.engine import STOPPING, ServingEngine
+from app.serving.queries import ClientGone, DeadlineExceeded
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -59,12 +59,19 @@ def _refuse_extra(body: CompletionRequest | ChatRequest) -> None:
                           name, "unrecognized_field")
 
 
-async def _proxied(http: HttpRequest, forwarding: Awaitable[Any]) -> Any:
-    """vLLM's answer; a client that leaves first cancels the request upstream."""
+async def _proxied(http: HttpRequest, forwarding: Coroutine[Any, Any, Any]) -> Any:
+    """vLLM's answer; a client that leaves first, or the deadline (504), cancels the request
+    upstream; while the service stops, new requests are refused (503)."""
+    services = _services(http)
+    if services.engine is not None and services.engine.draining:
+        forwarding.close()
+        raise OpenAIError(503, STOPPING, None, "service_stopping", {"Retry-After": "5"})
     try:
-        return await unless_gone(http, forwarding)
+        return await unless_gone(http, forwarding, services.settings.query_timeout_s)
     except ClientGone:
         raise OpenAIError(499, "client disconnected") from None
+    except DeadlineExceeded as exc:
+        raise OpenAIError(504, str(exc), None, "timeout") from exc
 
 
 def _engine(services: Services) -> ServingEngine:
