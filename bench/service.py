@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import redis
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("MODELEDIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TINY_HPARAMS = {"stats_samples": 50, "z_steps": 10, "covariance_weight": 10.0}
 """Fast and effective enough on the random tiny model (the preset's λ=15000 would swamp

@@ -20,10 +20,10 @@ from app.serving.engine import STOPPING, EngineStopped, QueueFull, ServingEngine
 from app.serving.queries import ClientGone, DeadlineExceeded, Watch, run
 from app.serving.runtime import Chain
 from app.serving.versions import AdditiveRuntime
+from bench.tiny import tiny_model, tiny_tokenizer
 from models.generate import Request, SamplingParams
 from models.load import LoadedModel
 from tests.e2e.harness import wait_for
-from tests.tiny import tiny_model, tiny_tokenizer
 
 BOUND = 8
 

@@ -7,12 +7,12 @@ import contextlib
 import pytest
 import torch
 
+from bench.tiny import tiny_model
 from editing.forward.hooks import reuse_lower_blocks
 from editing.targets import z as zmod
 from editing.targets.z import optimize_z
 from models.specs import block
 from tests.conftest import FACTS, TINY_HPARAMS
-from tests.tiny import tiny_model
 
 PREFIXES = ["", "Because I. ", "The a. "]
 
