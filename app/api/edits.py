@@ -52,7 +52,8 @@ def submit_edits(
     caller: Caller = Depends(get_caller),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
-    version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`); a committed
+    version. Poll `GET /edits/{job_id}` until `state` is `committed` (or `failed`, or
+    `cancelled`: `POST /edits/{job_id}/cancel`); a committed
     job whose batch missed the quality gate has `activated: false` and the reason under
     `gate`."""
     looser = looser_gate(body.gate, settings)

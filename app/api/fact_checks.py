@@ -9,6 +9,7 @@ once which field to fix instead of from a failed job minutes later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -134,5 +135,21 @@ def limits_of(settings: Any) -> TokenLimits:
 
 def get_tokenizer(request: Request) -> Tokenizer:
     """FastAPI dependency: the tokenizer of the model the API process loaded (the one the
-    worker edits, so a count here is the count the editor sees)."""
-    return request.app.state.services.parts.lm.tokenizer
+    worker edits, so a count here is the count the editor sees); an API process without the
+    model loads the tokenizer alone, once, from the model's cached files."""
+    services = request.app.state.services
+    lm = getattr(getattr(services, "parts", None), "lm", None)
+    if lm is not None:
+        return lm.tokenizer
+    return _tokenizer_only(services.settings.model)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer_only(model: str) -> Tokenizer:
+    """Megabytes and milliseconds where the model is gigabytes: AutoTokenizer on the same
+    files :func:`models.load.load_model` reads."""
+    from transformers import AutoTokenizer
+
+    from models.load import resolve
+
+    return AutoTokenizer.from_pretrained(resolve(model)[1])

@@ -9,8 +9,11 @@ module and the store only opens the right transaction and delegates:
   them, verified on read, crash leftovers removed at start;
 * :mod:`app.store.jobs`: the jobs table; :mod:`app.store.versions`: versions, lineage and the
   active pointer; :mod:`app.store.commits`: exactly-once commits spanning all three;
+* :mod:`app.store.audit`: the trail of active-version changes, written in the transaction
+  that moves the pointer;
 * :mod:`app.store.records`: ``Job``, ``Version``, ``NewVersion``, ``JobState``;
-  :mod:`app.store.tables`: the SQL, compatible with every existing data directory.
+  :mod:`app.store.tables`: the SQL and its migrations (an older data directory is upgraded
+  in place when opened).
 """
 
 from __future__ import annotations

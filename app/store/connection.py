@@ -14,6 +14,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +99,7 @@ class Database:
         """WAL mode, the tables (if missing), and a refusal of a newer schema."""
         try:
             conn = self.conn()
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal(conn)
             if mode.lower() != "wal":
                 raise StoreError(
                     f"SQLite refused WAL mode ({mode}) for {self.db_path}; "
@@ -112,6 +113,20 @@ class Database:
                 conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             raise StoreWriteError(f"cannot open the store {self.db_path}: {exc}") from exc
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL, waiting while another process creates or migrates the file: SQLite
+        answers a journal-mode change with "database is locked" at once, without its busy
+        handler, while another connection writes a new database (processes started together
+        on a fresh data directory)."""
+        deadline = time.monotonic() + self.BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Inside one write transaction (several processes may start at once: the first one

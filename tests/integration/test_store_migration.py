@@ -186,3 +186,32 @@ def test_sigterm_abandon_does_not_count_an_attempt(tmp_path: Path) -> None:
     assert store.mark_running(job.id).attempts == 1  # a crash (no abandon) keeps it
     assert store.mark_running(job.id).attempts == 2
     store.close()
+
+
+def _open_at_once(path: str, barrier: object) -> str | None:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        store = VersionStore(path)
+        store.ensure_base("tiny", FP)
+        store.create_job({"facts": [1]}, submitter="x")
+        store.close()
+    except Exception as exc:  # reported to the test, not lost in the pool
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def test_processes_opening_a_new_directory_together(tmp_path: Path) -> None:
+    """The API and the worker start together on a fresh data directory: each creates or finds
+    the schema (one migrates, the others wait for it); none fails with "database is locked"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+        for round_ in range(8):
+            path = tmp_path / f"data{round_}"
+            barrier = manager.Barrier(4)
+            errors = [e for e in pool.starmap(_open_at_once, [(str(path), barrier)] * 4) if e]
+            assert errors == [], errors
+            with VersionStore(path) as store:
+                assert len(store.list_jobs()) == 4
+            assert pragma(path, "user_version") == [(SCHEMA_VERSION,)]
