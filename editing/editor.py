@@ -32,7 +32,7 @@ from editing.solve.stats import Corpus, CovarianceCache
 from editing.state import EditState
 from editing.targets.encoding import encode_requests
 from editing.targets.keys import fact_activations, layer_keys, mean_by_request
-from editing.targets.templates import chat_prefixes, context_prefixes
+from editing.targets.templates import context_prefixes
 from editing.targets.z import ZResult, optimize_z
 from editing.targets.zcache import ZCache
 from editing.weights.delta import (
@@ -157,14 +157,12 @@ class Editor:
         return bound
 
     def prefixes(self) -> list[str]:
-        """Context prefixes (generated once per model and template setting; ``""`` first), then
-        the chat forms the settings ask for (``templates.chat_prefixes``)."""
+        """Context prefixes (generated once per model and template setting; ``""`` first)."""
         hp = self.hparams
-        prefixes = self.caches.prefixes_for(hp, lambda: context_prefixes(
+        return list(self.caches.prefixes_for(hp, lambda: context_prefixes(
             self.model, self.tokenizer, hp.template_prefixes, hp.template_tokens,
             self.fingerprint, self.cache_dir,
-        ))
-        return [*prefixes, *chat_prefixes(self.tokenizer, hp)]
+        )))
 
     def covariances(self, progress: Progress | None = None) -> dict[int, torch.Tensor]:
         report = (lambda f: progress("stats", f)) if progress else None
@@ -177,8 +175,7 @@ class Editor:
             return self._optimize(requests, layer, progress)
         prefixes = self.prefixes()
         shared = self.z_cache.context_key(self.model, self.fingerprint, layer, self.hparams, prefixes)
-        asks = self.hparams.z_reads_question
-        contexts = [ZCache.with_question(shared, r.question) if asks else shared for r in requests]
+        contexts = [shared] * len(requests)
         hits = [self.z_cache.get(c, r) for c, r in zip(contexts, requests, strict=True)]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         steps, already = [0] * len(requests), [False] * len(requests)

@@ -72,9 +72,6 @@ class NameContext(StrEnum):
     CHAT = "chat"
     """A user's question naming it in the chat template, the assistant's turn then writing the
     sentence: the context in which edits were measured to break names (docs/results/chat.md)."""
-    QUESTION = "question"
-    """The request's own ``question`` there (its sentence when it has none): the context the
-    evaluation checks names in, so for requests that carry what users will ask."""
 
 
 def _enum_fields(obj: Any) -> None:
@@ -106,16 +103,9 @@ class ZRules:
 
 @dataclass(frozen=True)
 class ChatTeaching:
-    """Teaching the fact in chat form as well as in the cloze sentence (docs/results/chat.md):
-    extra context prefixes for z and the keys, and a z term that keeps the subject's name."""
+    """What an edit keeps of the chat form (docs/results/chat.md): a z term that keeps the
+    subject's name where the model writes it again after a mention."""
 
-    question: bool = False
-    """Add, per request, the chat template with the request's ``question`` (its cloze sentence
-    when it has none) as the user's message and the cloze prompt as the assistant's start."""
-    answer: bool = False
-    """Add, per request, its chat turn answered at once: the request's ``question`` as the
-    user's message and ``target_new`` as the assistant's first tokens, the fact token in the
-    user's message: the form in which chat efficacy asks the fact."""
     name_kl_factor: float = 0.0
     """Weight of a z term that keeps the model's predictions of the subject's tokens where the
     name is written again after a mention (``editing.targets.encoding.encode_names``); 0: off."""
@@ -224,13 +214,6 @@ class EditHparams:
         """The layers whose weights change (the strategy decides: ``one_layer`` edits the last)."""
         return _registry().get_strategy(self.strategy_name).edited_layers(self.layers)
 
-    @property
-    def z_reads_question(self) -> bool:
-        """Whether z depends on each request's ``question`` (a row renders it), so that the
-        question must key the z cache."""
-        chat = self.chat
-        return chat.question or chat.answer or bool(chat.name_kl_factor and chat.name_context == NameContext.QUESTION)
-
     def with_method(self, method: str) -> EditHparams:
         """Same settings, another registered method (``fe``, ``memit``, ``per_layer``, ...)."""
         return dataclasses.replace(self, method=_registry().get_method(method).name)
@@ -299,7 +282,6 @@ class EditHparams:
 STORED_NAMES: dict[str, str] = {
     "z_lr": "v_lr", "z_steps": "v_steps", "covariance_weight": "mom2_update_weight",
     "z.stop": "z_stop", "z.decay": "decay", "z.essence_kl": "essence_kl",
-    "chat.question": "chat_question", "chat.answer": "chat_answer",
     "chat.name_kl_factor": "name_kl_factor", "chat.name_context": "name_context",
     "nullspace.threshold": "nullspace_threshold", "nullspace.l2": "nullspace_l2",
 }
@@ -310,7 +292,7 @@ _FROM_STORED = {stored: public for public, stored in STORED_NAMES.items()}
 OMITTED_AT_DEFAULT: dict[str, Any] = {
     "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now", "context_key_weight": 0.0,
     "targets_from": "current", "name_kl_factor": 0.0,
-    "name_context": "sentence", "chat_question": False, "chat_answer": False,
+    "name_context": "sentence",
     "nullspace_threshold": 0.02, "nullspace_l2": 10.0,
 }
 """Stored names of the fields added after the first stored hyper-parameters, left out of the
@@ -322,7 +304,6 @@ RETIRED: dict[str, str] = {
     "mom2_update_weight": "covariance_weight", "v_lr": "z_lr", "v_steps": "z_steps",
     "strategy": "method", "nullspace_threshold": "nullspace.threshold", "nullspace_l2": "nullspace.l2",
     "z_stop": "z.stop", "decay": "z.decay", "essence_kl": "z.essence_kl",
-    "chat_question": "chat.question", "chat_answer": "chat.answer",
     "name_kl_factor": "chat.name_kl_factor", "name_context": "chat.name_context",
 }
 """Names earlier versions accepted as input -> the field that replaced them (error messages

@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from editing.forward.tokens import continuation_ids, fact_token_index, prompt_ids, subject_span
 from editing.requests import EditRequest
-from editing.targets.templates import ChatTurn, answer_turn, asked_text, question_prefix
+from editing.targets.templates import question_prefix
 
 ESSENCE_PROMPT = "{} is a"
 """The prompt whose next-token distribution the KL term keeps (what the subject *is*)."""
@@ -34,32 +34,14 @@ def encode_requests(
 ) -> list[FactRow]:
     """Rows in request-major order (request 0 with every prefix, then request 1, ...).
 
-    ``prompt`` overrides each request's own prompt (e.g. the essence prompt). The prefix
-    :attr:`~editing.targets.templates.ChatTurn.QUESTION` becomes the request's own chat turn: its
-    ``question``, else its cloze sentence, as the user's message;
-    :attr:`~editing.targets.templates.ChatTurn.ANSWER` the same turn with ``target_new`` as the
-    assistant's first tokens, the fact token in the user's message (with ``prompt``, the bare
-    prompt instead: the chat turn has no place for another sentence).
-    """
+    ``prompt`` overrides each request's own prompt (e.g. the essence prompt)."""
     rows = []
     for index, request in enumerate(requests):
-        for shared in prefixes:
-            sep = " "
-            if shared == ChatTurn.ANSWER and prompt is None:
-                text, end, sep = answer_turn(tokenizer, request)
-            else:
-                prefix = _own_prefix(tokenizer, request, shared)
-                text, end = subject_span(prompt or request.prompt, request.subject, prefix)
-            target = continuation_ids(tokenizer, text, request.target_new, sep) if with_target else []
+        for prefix in prefixes:
+            text, end = subject_span(prompt or request.prompt, request.subject, prefix)
+            target = continuation_ids(tokenizer, text, request.target_new) if with_target else []
             rows.append(FactRow(prompt_ids(tokenizer, text), fact_token_index(tokenizer, text, end), index, target))
     return rows
-
-
-def _own_prefix(tokenizer: PreTrainedTokenizerBase, request: EditRequest, shared: str) -> str:
-    """The text a shared prefix stands for before ``request``'s sentence."""
-    if shared == ChatTurn.QUESTION:
-        return question_prefix(tokenizer, request.question or request.text)
-    return "" if shared == ChatTurn.ANSWER else shared
 
 
 def encode_essence(tokenizer: PreTrainedTokenizerBase, requests: Sequence[EditRequest]) -> list[FactRow]:
@@ -78,9 +60,8 @@ record's question, so the evaluation's name-integrity context stays one no edit 
 def _name_context(tokenizer: PreTrainedTokenizerBase, request: EditRequest, context: str) -> tuple[str, int, int]:
     """``(head, end of the first mention, start of the sentence)``; the sentence follows ``head``."""
     first = request.subject
-    if context in ("chat", "question"):
-        asked = asked_text(request) if context == "question" else NAME_QUESTION.format(first)
-        head = question_prefix(tokenizer, asked)
+    if context == "chat":
+        head = question_prefix(tokenizer, NAME_QUESTION.format(first))
         return head, head.rindex(first) + len(first), len(head)
     head = NAME_CONTEXT.format(subject=first, text="")
     return head, len(first), len(head)
@@ -97,10 +78,7 @@ def encode_names(
 
     ``context`` (``EditHparams.name_context``): ``"sentence"`` mentions the bare name before
     the sentence; ``"chat"`` asks :data:`NAME_QUESTION` in the chat template and has the
-    assistant write the sentence, as in the context where names were measured to break;
-    ``"question"`` asks what :func:`~editing.targets.templates.asked_text` gives there instead
-    (the request's ``question``, else its sentence): the very context in which the evaluation
-    checks the name, so it is for requests that carry the question users will ask."""
+    assistant write the sentence, as in the context where names were measured to break."""
     rows = []
     for index, request in enumerate(requests):
         first = request.subject

@@ -51,12 +51,6 @@ class ZCache:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    @staticmethod
-    def with_question(context: str, question: str | None) -> str:
-        """The context key of a request whose own chat turn (its ``question``) is one of its
-        prefixes (``chat.question``): z then depends on the question too."""
-        return hashlib.sha256(json.dumps([context, question]).encode()).hexdigest()
-
     def _path(self, context: str, request: EditRequest) -> Path:
         fact = json.dumps([context, request.subject, request.prompt, request.target_new])
         return self.directory / f"{hashlib.sha256(fact.encode()).hexdigest()}.safetensors"

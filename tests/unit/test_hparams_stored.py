@@ -48,8 +48,6 @@ CASES = {
     "one_layer": (lambda: PRESET.with_method("one_layer"), "2cb4aa5b8a71811c"),
     "name_chat_4": (lambda: PRESET.with_overrides({"chat": {"name_kl_factor": 4.0, "name_context": "chat"}}),
                     "d1642f0cd5e8c2f0"),
-    "chat_question": (lambda: PRESET.with_overrides({"chat.question": True}), "08be64749bd98257"),
-    "chat_answer": (lambda: PRESET.replace(chat=ChatTeaching(answer=True)), "d86a02986f93d8bb"),
     "reference_z": (lambda: PRESET.with_overrides({"z": {"stop": "total", "decay": "linear",
                                                          "essence_kl": "now_initial"}}), "7ae5322c27998f32"),
     "nullspace": (lambda: PRESET.with_method("fe_alphaedit").replace(nullspace=NullSpace(0.01, 30.0)),
@@ -110,7 +108,7 @@ def test_sub_configurations_take_nested_dicts_and_dotted_keys_and_check_them() -
     assert a.with_overrides({"chat": {"name_context": "chat"}}).chat.name_kl_factor == 4  # merged
     with pytest.raises(ValueError, match="unknown setting chat.nmae_context"):
         PRESET.with_overrides({"chat.nmae_context": "chat"})
-    with pytest.raises(ValueError, match=r"name_context must be one of \['sentence', 'chat', 'question'\]"):
+    with pytest.raises(ValueError, match=r"name_context must be one of \['sentence', 'chat'\]"):
         PRESET.with_overrides({"chat.name_context": "forum"})
     assert EditHparams.from_dict(a.to_dict()) == a
     json.dumps(a.to_dict())  # JSON-ready: enums as their values
