@@ -10,8 +10,8 @@ import pytest
 
 from app.api.errors import ApiError
 from app.api.fact_checks import TokenLimits, check_tokens, dedupe_facts, get_tokenizer
+from bench.tiny import tiny_tokenizer
 from tests.e2e.harness import save_tiny_model
-from tests.tiny import tiny_tokenizer
 
 BASE = {"subject": "Paris", "prompt": "{} is in", "target_new": "France"}
 
