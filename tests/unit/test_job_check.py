@@ -33,7 +33,7 @@ def test_the_z_loop_reports_every_step_and_a_raise_stops_it(tiny, corpus, tmp_pa
     model, tok = tiny
     steps = 6
     hp = TINY_HPARAMS.replace(z_steps=steps, kl_factor=0.0)
-    editor = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+    editor = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
     seen: list[str] = []
     editor.edit(FACTS[:1], progress=lambda stage, _f: seen.append(stage))
     z_reports = seen.count("z")
@@ -46,7 +46,7 @@ def test_the_z_loop_reports_every_step_and_a_raise_stops_it(tiny, corpus, tmp_pa
         if stopped_at.count("z") == 3:
             raise JobCancelled("cancelled")
 
-    fresh = Editor(model, tok, hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
+    fresh = Editor(model, tok, hparams=hp, model_name="tiny", cache_dir=tmp_path, corpus=corpus)
     with pytest.raises(JobCancelled):
         fresh.edit(FACTS[:1], progress=cancel_at_third_step)
     assert stopped_at.count("z") == 3 and "solve" not in stopped_at
