@@ -47,6 +47,8 @@ class Stack:
     api: Any
     vllm: VllmProcess
     http: httpx.Client
+    first_after_ready: httpx.Response | None = None
+    """The first query, sent the moment ``/ready`` first said ready."""
 
     @property
     def openai(self) -> Any:
@@ -98,12 +100,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             api = service.start("serve", MODELEDIT_VLLM_URL=config.url,
                                 MODELEDIT_VLLM_API_KEY=config.api_key)
             wait_ready(api, timeout=300)
+            first = httpx.post(api.url + "/v1/completions", timeout=120, json={
+                "model": "active", "prompt": PROMPT, "max_tokens": 1, "temperature": 0})
             vllm.wait_ready(timeout_s=400)
             vllm.watch(interval_s=1.0, failures=3)
             with httpx.Client(base_url=api.url, timeout=120) as http:
-                yield Stack(service, api, vllm, http)
+                yield Stack(service, api, vllm, http, first)
         finally:
             vllm.stop()
+
+
+def test_ready_means_vllm_answers(stack: Stack) -> None:
+    """Under vLLM, /ready turns true only once vLLM answers: a query sent the moment it does
+    is answered, not told that vLLM is unavailable."""
+    first = stack.first_after_ready
+    assert first is not None and first.status_code == 200, first.text if first else None
+    assert first.json()["choices"][0]["text"]
 
 
 def test_an_edit_changes_the_answer_for_active(stack: Stack) -> None:
