@@ -39,9 +39,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream it was
+    when logging was configured: a process that swaps stderr (a test capturing it, a
+    daemoniser) never has records written to a closed stream."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - a text stream
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: str, log_format: str = "text", process: str = "") -> None:
     """Configure the root logger of this process (``process`` names it in JSON lines)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter(process))
     else:

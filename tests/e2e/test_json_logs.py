@@ -25,6 +25,6 @@ def test_every_line_of_the_api_is_json(tmp_path: Path) -> None:
     records = [json.loads(line) for line in lines]  # fails on any non-JSON line
     assert all({"time", "level", "logger", "process", "message"} <= r.keys() for r in records)
     assert {r["process"] for r in records} == {"api"}
-    assert any(r["logger"] == "uvicorn.access" and "/health" in r["message"] for r in records)
+    assert any(r["logger"] == "app.access" and "/health" in r["message"] for r in records)
     assert any(r["logger"].startswith("app") for r in records)
     assert not any(r["message"] == "forged" for r in records)
