@@ -25,7 +25,7 @@ from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.openai import router as openai_api
 from app.api.schemas import ErrorOut
-from app.api.security import require_admin, require_read, require_write
+from app.api.security import require_admin, require_edit, require_read
 from app.services import Services, build_services
 from app.settings import Settings
 
@@ -62,9 +62,9 @@ schema documents them everywhere; without this FastAPI documents its own 422 sha
 
 
 def _guard(dependant: Dependant) -> Any:
-    """The security dependency (require_read / require_write / require_admin) a route uses."""
+    """The security dependency (require_read / require_edit / require_admin) a route uses."""
     for dep in dependant.dependencies:
-        if dep.call in (require_read, require_write, require_admin):
+        if dep.call in (require_read, require_edit, require_admin):
             return dep.call
         found = _guard(dep)
         if found is not None:
@@ -86,7 +86,7 @@ def _optional_security(app: FastAPI, settings: Settings, routers: list[APIRouter
             if not isinstance(route, APIRoute):
                 continue
             guard = _guard(route.dependant)
-            token = {require_write: settings.api_token, require_read: settings.read_token,
+            token = {require_edit: settings.api_token, require_read: settings.read_token,
                      require_admin: settings.admin_token or settings.api_token}.get(guard)
             if guard is None or token is not None:
                 continue

@@ -17,7 +17,7 @@ from app.api.fact_checks import Tokenizer, check_tokens, dedupe_facts, get_token
 from app.api.metrics import Metrics
 from app.api.schemas import EditSubmit, ErrorOut, JobAccepted, JobOut
 from app.api.schemas.edits import GateIn
-from app.api.security import Caller, check_scope, get_caller, require_read, require_write
+from app.api.security import Caller, check_scope, get_caller, require_edit, require_read
 from app.api.submit import JobSubmitter
 from app.api.views import job_out
 from app.settings import Settings
@@ -48,7 +48,7 @@ def submit_edits(
     submitter: JobSubmitter = Depends(get_submitter),
     metrics: Metrics = Depends(get_metrics),
     tokenizer: Tokenizer = Depends(get_tokenizer),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_edit),
     caller: Caller = Depends(get_caller),
 ) -> JobAccepted:
     """Validate, persist and enqueue; the worker edits on the active version and commits a new
@@ -121,7 +121,7 @@ def cancel_edit(
     job_id: str = JobIdPath,
     store: VersionStore = Depends(get_store),
     serving: ServingLookup = Depends(get_serving),
-    who: str = Depends(require_write),
+    who: str = Depends(require_edit),
     caller: Caller = Depends(get_caller),
 ) -> JobOut:
     """Any job kind (edit, revert, evaluate). A queued job becomes `cancelled` now (200); a

@@ -188,7 +188,7 @@ def _rate_limit(request: Request, token: str | None) -> None:
                        headers={"Retry-After": str(wait)})
 
 
-def require_write(
+def require_edit(
     request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> str:
     """Edit-scope endpoints, then the per-caller rate limit; returns the caller's name."""
@@ -196,10 +196,6 @@ def require_write(
     check_scope(caller, "edit", "this endpoint changes the model and")
     _rate_limit(request, _token(creds))
     return caller.name
-
-
-require_edit = require_write
-"""The edit scope under its name (``require_write`` is the older one)."""
 
 
 def require_admin(

@@ -34,7 +34,7 @@ from app.api.schemas import (
     VersionDetail,
     VersionList,
 )
-from app.api.security import require_admin, require_read, require_write
+from app.api.security import require_admin, require_edit, require_read
 from app.api.submit import JobSubmitter
 from app.api.views import version_detail, version_summary
 from app.queue import publish_active_changed
@@ -182,7 +182,7 @@ def evaluate(
     settings: Settings = Depends(get_settings),
     submitter: JobSubmitter = Depends(get_submitter),
     tokenizer: Tokenizer = Depends(get_tokenizer),
-    _who: str = Depends(require_write),
+    _who: str = Depends(require_edit),
 ) -> JobAccepted:
     """CounterFact metrics (efficacy, generalization, specificity, KL, top-k overlap) of the
     version against its parent; zsRE metrics for records without `target_true`. Runs in the
