@@ -59,6 +59,12 @@ class DeltaSource:
             self._cache[version.id] = delta
         return delta
 
+    def remember(self, version_id: str, delta: WeightDelta) -> None:
+        """Keep the delta this process has just committed as ``version_id`` (in its stored
+        form, checked against the model), so the next job's chain never reads it back."""
+        with self._lock:
+            self._cache[version_id] = delta
+
     def chain(self, version_id: str) -> Chain:
         """``(id, delta)`` base-first for ``version_id`` (the base itself has no delta)."""
         return [(v.id, self.delta(v)) for v in self.store.chain(version_id) if not v.is_base]

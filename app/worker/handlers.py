@@ -219,6 +219,7 @@ class JobRunner:
                         timings={**timings, "gate_s": gate["gate_s"]},
                         make_active=not gate["held"], only_if_parent_active=True,
                     )
+                    self.deltas.remember(version.id, delta)
                     if not gate["held"]:
                         candidate.keep(version.id)
                     return version
@@ -262,6 +263,7 @@ class JobRunner:
                         timings=timings,
                         source={"reverted": target, "replays": old.id, "from": active},
                     )
+                    self.deltas.remember(version.id, delta)
                     candidate.keep(version.id, active=False)
             parent = version.id
         if self.store.active_version() != active:
