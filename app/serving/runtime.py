@@ -188,26 +188,6 @@ class ModelRuntime:
             self._digest = (self._generation, digest)
             return digest
 
-    def digest_with(self, parent: str, delta: WeightDelta) -> str:
-        """The weights digest ``parent`` + ``delta`` would have, leaving the model at ``parent``.
-
-        The worker records it with a new version so any process can check it serves the same
-        bits.
-        """
-        self._lock.acquire_write()
-        try:
-            if self._loaded != parent:
-                self._load(parent)
-            delta.check_compatible(self.lm.model, self.fingerprint)
-            self._snapshot(delta)
-            saved: BaseWeights = delta.apply(self.lm.model)
-            try:
-                return fingerprint.weights_digest(self.lm.model)
-            finally:
-                WeightDelta.revert(self.lm.model, saved)
-        finally:
-            self._lock.release_write()
-
     @contextmanager
     def candidate(self, served: Served, delta: WeightDelta) -> Iterator[Candidate]:
         """``served``'s version plus ``delta``, applied once, for the worker to digest, gate

@@ -47,9 +47,10 @@ def commit(services: Services, parent: str, delta: WeightDelta) -> str:
     """What the worker does for an edit job: the delta file, its digest, a new version."""
     store, runtime = services.store, services.runtime
     job, _ = store.create_job({"kind": "edit", "facts": [], "method": "fe"})
-    data = delta.to_bytes()
-    digest = runtime.digest_with(parent, WeightDelta.from_bytes(data))
-    return store.commit_version(job.id, parent, data, delta.sha256, method="fe",
+    stored = delta.stored()
+    with runtime.exclusive(parent) as served, runtime.candidate(served, stored) as candidate:
+        digest = candidate.weights_digest()
+    return store.commit_version(job.id, parent, stored.to_bytes(), delta.sha256, method="fe",
                                 diagnostics={"weights_sha256": digest}).id
 
 
