@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -188,24 +189,26 @@ def _rate_limit(request: Request, token: str | None) -> None:
                        headers={"Retry-After": str(wait)})
 
 
-def require_edit(
-    request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> str:
-    """Edit-scope endpoints, then the per-caller rate limit; returns the caller's name."""
-    caller = resolve(_settings(request), _token(creds))
-    check_scope(caller, "edit", "this endpoint changes the model and")
-    _rate_limit(request, _token(creds))
-    return caller.name
+def _scoped(scope: str, what: str, doc: str) -> Callable[..., str]:
+    """A dependency that admits callers holding ``scope``, then applies the per-caller rate
+    limit; it returns the caller's name (what the job records and the audit show)."""
+
+    def dependency(
+        request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> str:
+        caller = resolve(_settings(request), _token(creds))
+        check_scope(caller, scope, what)
+        _rate_limit(request, _token(creds))
+        return caller.name
+
+    dependency.__doc__ = doc
+    return dependency
 
 
-def require_admin(
-    request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)
-) -> str:
-    """Admin-scope endpoints (rollback, revert, export), then the rate limit."""
-    caller = resolve(_settings(request), _token(creds))
-    check_scope(caller, "admin", "this endpoint")
-    _rate_limit(request, _token(creds))
-    return caller.name
+require_edit = _scoped("edit", "this endpoint changes the model and",
+                       "Edit-scope endpoints, then the per-caller rate limit.")
+require_admin = _scoped("admin", "this endpoint",
+                        "Admin-scope endpoints (rollback, revert, export), then the rate limit.")
 
 
 def caller_scopes(settings: Settings, token: str | None) -> tuple[list[str], str]:

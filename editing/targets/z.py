@@ -8,7 +8,9 @@ whose NLL falls below ``nll_stop`` is frozen, as its own early stop would have d
 
 Causality: tokens before the fact token cannot see ``offset``, so their keys/values are the
 same at every step. With ``prefix_cache`` they are computed once and reused from the
-model's KV cache; each step then runs only the fact token and what follows it.
+model's KV cache; each step then runs only the fact token and what follows it. Likewise the
+blocks below ``layer`` cannot see ``offset`` at any token: the first step records their output
+and later steps start from it (:func:`editing.forward.hooks.reuse_lower_blocks`).
 """
 
 from __future__ import annotations
