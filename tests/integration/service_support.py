@@ -108,3 +108,15 @@ class RunningWorker:
         assert not self.thread.is_alive()
         self.worker.parts.store.close()
         self.client.close()
+
+
+@contextlib.contextmanager
+def live_service_with_worker(settings: Settings) -> Iterator[LiveServer]:
+    """:func:`live_service` with the editor worker running beside it on the same settings
+    (stopped before the service, which removes the worker's stream)."""
+    with live_service(settings) as server:
+        worker = RunningWorker(settings).start()
+        try:
+            yield server
+        finally:
+            worker.stop()

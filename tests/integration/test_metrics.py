@@ -12,7 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.harness import save_tiny_model, wait_for, wait_job
-from tests.integration.service_support import LiveServer, RunningWorker, live_service, tiny_settings
+from tests.integration.service_support import (
+    LiveServer,
+    live_service_with_worker,
+    tiny_settings,
+)
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 FACT = {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
@@ -25,13 +29,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     mp.setenv("MODELEDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     model = save_tiny_model(tmp_path_factory.mktemp("model"))
     settings = tiny_settings(tmp_path_factory.mktemp("data"), model, rate_limit=0)
-    with live_service(settings) as server:
-        worker = RunningWorker(settings).start()
-        try:
+    try:
+        with live_service_with_worker(settings) as server:
             yield server
-        finally:
-            worker.stop()
-            mp.undo()
+    finally:
+        mp.undo()
 
 
 def scrape(server: LiveServer) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:

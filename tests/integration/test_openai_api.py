@@ -14,7 +14,12 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.e2e.harness import save_tiny_model, wait_for, wait_job
-from tests.integration.service_support import LiveServer, RunningWorker, live_service, tiny_settings
+from tests.integration.service_support import (
+    LiveServer,
+    live_service,
+    live_service_with_worker,
+    tiny_settings,
+)
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -40,13 +45,11 @@ def service(chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     mp = pytest.MonkeyPatch()
     mp.setenv("MODELEDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     settings = tiny_settings(tmp_path_factory.mktemp("data"), chat_model, rate_limit=0)
-    with live_service(settings) as server:
-        worker = RunningWorker(settings).start()
-        try:
+    try:
+        with live_service_with_worker(settings) as server:
             yield server
-        finally:
-            worker.stop()
-            mp.undo()
+    finally:
+        mp.undo()
 
 
 def client(server: LiveServer, key: str = "none") -> openai.OpenAI:

@@ -14,7 +14,12 @@ import pytest
 
 from app.settings import Settings
 from tests.e2e.harness import TINY_HPARAMS, save_tiny_model, wait_job
-from tests.integration.service_support import LiveServer, RunningWorker, live_service, tiny_settings
+from tests.integration.service_support import (
+    LiveServer,
+    live_service,
+    live_service_with_worker,
+    tiny_settings,
+)
 
 FACTS = [
     {"subject": "Danielle Darrieux", "prompt": "The mother tongue of {} is",
@@ -41,12 +46,8 @@ def service(request: pytest.FixtureRequest, tmp_path: Path,
     """API + worker sharing one data directory; ``request.param``: extra settings."""
     settings: Settings = tiny_settings(tmp_path / "data", model_dir,
                                        **getattr(request, "param", {}))
-    with live_service(settings) as live, live.client() as client:
-        worker = RunningWorker(settings).start()
-        try:
-            yield live, client
-        finally:
-            worker.stop()  # before live_service removes the worker's stream
+    with live_service_with_worker(settings) as live, live.client() as client:
+        yield live, client
 
 
 def edit(client: httpx.Client, **options: object) -> dict:
