@@ -72,7 +72,7 @@ def library_run(facts: list[dict[str, Any]], warm_fact: dict[str, Any],
         result = editor.edit([EditRequest.from_record(fact)])
         runs.append({"seconds": time.perf_counter() - started,
                      "z_steps": result.diagnostics["z_steps"][0],
-                     **{k: v for k, v in result.diagnostics["timings"].items()}})
+                     **result.diagnostics["timings"]})
     return {"runs": runs, "seconds": summary([r["seconds"] for r in runs])}
 
 

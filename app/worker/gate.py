@@ -132,6 +132,13 @@ class QualityGate:
         return GateRun(self, served.version, list(requests), before,
                        time.perf_counter() - started)
 
+    def remember(self, parent: str, delta_sha256: str, before: dict[ScoreRow, RowScore],
+                 after: dict[ScoreRow, RowScore]) -> None:
+        """Keep the probe scores of a gated batch's parent and of its new version: the next
+        batch's parent is usually one of them."""
+        self._parent = (parent, before)
+        self._last = (parent, delta_sha256, after)
+
     def warm(self, version: str) -> None:
         """Score the probes on ``version`` now, while the worker is idle, so the next batch
         (built on it) runs them on its new side only; a no-op when they are known. Best
@@ -186,8 +193,7 @@ class GateRun:
         figures, before, after = edited_side(edited.model, edited.tokenizer, self.requests,
                                              gate.probes, self.before,
                                              eval_batch_for(edited.model))
-        gate._parent = (self.parent, before)
-        gate._last = (self.parent, delta_sha256, after)
+        gate.remember(self.parent, delta_sha256, before, after)
         reasons = judge(figures, thresholds)
         return {
             **figures,
