@@ -153,7 +153,7 @@ def run_export(settings: Settings, version: str, out_dir: Path, export_format: s
         peft_base_name,
     )
     from app.store import NotFound
-    from editing.export.peft import PeftExportError
+    from editing import PeftExportError
 
     parts = load_parts(settings)
     try:

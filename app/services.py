@@ -21,12 +21,12 @@ import redis
 from app.api.metrics import Metrics
 from app.queue import EditorLock, EditQueue, RateLimiter, is_alive
 from app.queue.redis_server import RedisHandle, ensure_redis
+from app.serving.additive import AdditiveRuntime
 from app.serving.delta_source import DeltaSource
 from app.serving.engine import ServingEngine
 from app.serving.follow import Follower
 from app.serving.parts import ModelParts, load_parts
 from app.serving.runtime import ModelRuntime
-from app.serving.versions import AdditiveRuntime
 from app.settings import Settings
 from app.store import VersionStore
 from app.vllm.service import VllmServing, build_vllm

@@ -203,9 +203,7 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
         if isinstance(value, dict) and value:
-            from editing.hparams import (
-                EditHparams,  # loads torch: only when there is something to check
-            )
+            from editing import EditHparams  # imported only when there is something to check
 
             EditHparams(layers=(0,)).with_overrides({k: v for k, v in value.items() if k != "layers"})
         return value
@@ -214,7 +212,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_method(cls, value: str) -> str:
         """A bad ``MODELEDIT_METHOD`` fails at start, naming the registered methods."""
-        from editing.methods import get_method  # the registry loads torch: only when checked
+        from editing import get_method  # the registry loads torch: only when checked
 
         get_method(value)
         return value

@@ -23,7 +23,7 @@ from app.api.views import job_out
 from app.settings import Settings
 from app.store import Conflict, Job, JobState, NotFound, VersionStore
 from app.store.payloads import EditJob
-from editing.methods import is_null_space
+from editing import is_null_space
 
 router = APIRouter(tags=["edits"])
 

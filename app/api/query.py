@@ -37,7 +37,7 @@ from app.serving.delta_source import UnusableDelta
 from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
 from app.serving.queries import ClientGone, DeadlineExceeded, EngineFailed, Watch
 from app.store import NotFound
-from editing.forward.tokens import prompt_ids
+from editing import prompt_ids
 
 router = APIRouter(tags=["query"])
 T = TypeVar("T")

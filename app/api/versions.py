@@ -52,7 +52,7 @@ from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import Conflict, NotFound, StoreError, Version, VersionStore
 from app.store.payloads import EvaluateJob, RevertJob
-from editing.export.peft import PeftExportError
+from editing import PeftExportError
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def evaluate(
 
 
 def _shared_data(settings: Settings) -> FsPath:
-    from editing.paths import shared_data_dir
+    from editing import shared_data_dir
 
     return settings.shared_data or shared_data_dir()
 

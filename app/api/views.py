@@ -6,7 +6,7 @@ from typing import Any
 
 from app.api.schemas import JobOut, Progress, VersionDetail, VersionSummary
 from app.store import Job, Version
-from editing.hparams import STORED_NAMES, EditHparams
+from editing import STORED_NAMES, EditHparams
 
 
 def job_out(job: Job, version: Version | None = None,

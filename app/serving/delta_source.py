@@ -15,7 +15,7 @@ from torch import nn
 
 from app.serving.runtime import Chain
 from app.store import CorruptDelta, Version, VersionStore
-from editing.weights.delta import DeltaError, WeightDelta
+from editing import DeltaError, WeightDelta
 
 
 class UnusableDelta(RuntimeError):

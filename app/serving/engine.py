@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from app.metrics import EngineMetrics
-from app.serving.versions import AdditiveRuntime
+from app.serving.additive import AdditiveRuntime
 from models.generate import BatchEngine, Request
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ class ServingEngine:
                  window_s: float = 0.005, registry: CollectorRegistry | None = None,
                  prefix_tokens: int = 4096):
         self.runtime = runtime
-        self.engine = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows,
-                                  prefix_tokens=prefix_tokens)
+        self.batch = BatchEngine(runtime.lm.model, runtime.lm.tokenizer, max_rows=max_rows,
+                                 prefix_tokens=prefix_tokens)
+        """The rows being generated; this object owns its thread, admission and metrics."""
         self.max_queue = max_queue
         self.window_s = window_s
         self._cond = threading.Condition()
@@ -74,8 +75,8 @@ class ServingEngine:
         self._drain_deadline: float | None = None
         self.by_version: Counter[str] = Counter()
         self.metrics = EngineMetrics(
-            registry, queue_depth=lambda: self.engine.pending,
-            rows=lambda: len(self.engine.running), in_flight=lambda: self._in_flight,
+            registry, queue_depth=lambda: self.batch.pending,
+            rows=lambda: len(self.batch.running), in_flight=lambda: self._in_flight,
         ) if registry is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -107,7 +108,7 @@ class ServingEngine:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(10)
-        self.engine.fail_all("the service is shutting down")
+        self.batch.fail_all("the service is shutting down")
 
     # -- intake -------------------------------------------------------------------------
     def resolve(self, version: str | None) -> str:
@@ -136,7 +137,7 @@ class ServingEngine:
             for request in requests:
                 request.additions = additions
                 self._track(request)
-            self.engine.add_all(requests)  # raises with nothing queued
+            self.batch.add_all(requests)  # raises with nothing queued
             self._in_flight += len(requests)
             self.by_version[version] += len(requests)
             if self.metrics is not None:
@@ -179,21 +180,21 @@ class ServingEngine:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
-                while not self.engine.has_work() and not self._stop.is_set():
+                while not self.batch.has_work() and not self._stop.is_set():
                     self._cond.wait(0.5)
             if self._stop.is_set():
                 return
             try:
-                if not self.engine.running and time.monotonic() < self._busy_until:
+                if not self.batch.running and time.monotonic() < self._busy_until:
                     self._collect()
                 with self.runtime.serving(self.runtime.base_id):
                     if self._drain_due():
-                        self.engine.fail_all(STOPPING)
+                        self.batch.fail_all(STOPPING)
                         continue
-                    rows = self.engine.step()
+                    rows = self.batch.step()
             except Exception as exc:  # a bug must not hang every waiting client
                 log.exception("generation step failed")
-                self.engine.fail_all(f"generation failed: {type(exc).__name__}")
+                self.batch.fail_all(f"generation failed: {type(exc).__name__}")
                 continue
             if rows > 1:
                 self._busy_until = time.monotonic() + 1.0
@@ -202,7 +203,7 @@ class ServingEngine:
         """Wait up to ``window_s`` for more requests to join the first prefill."""
         deadline = time.monotonic() + self.window_s
         with self._cond:
-            while self.engine.pending < self.engine.max_rows and not self._stop.is_set():
+            while self.batch.pending < self.batch.max_rows and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.serving.runtime import ModelRuntime
 from app.store import Version, VersionStore
-from editing.export.peft import export_peft_adapter
-from editing.weights.fingerprint import weights_digest
+from editing import export_peft_adapter, weights_digest
 from models.files import publish_dir
 from models.specs import mlp_out_weight
 
@@ -91,7 +90,7 @@ def export_version(
 
 def _save_merged(runtime: ModelRuntime, version: str, tmp: Path) -> str:
     """Save ``version``'s merged weights and the tokenizer in ``tmp``; return their digest."""
-    from app.serving.versions import AdditiveRuntime
+    from app.serving.additive import AdditiveRuntime
 
     if not isinstance(runtime, AdditiveRuntime):  # a process that merges (the CLI's export)
         with runtime.serving(version) as served:

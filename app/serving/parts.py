@@ -14,7 +14,7 @@ from app.serving.engine import ServingEngine
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from app.store import VersionStore
-from editing.weights.fingerprint import model_fingerprint
+from editing import model_fingerprint
 from models.device_map import parse_device_map
 from models.load import LoadedModel, load_model
 
@@ -34,7 +34,7 @@ class ModelParts:
 
 def load_parts(settings: Settings, runtime_cls: type[ModelRuntime] = ModelRuntime) -> ModelParts:
     """Load the model once, open the store, and register the base version (the API passes
-    :class:`~app.serving.versions.AdditiveRuntime`: it keeps the base weights and serves
+    :class:`~app.serving.additive.AdditiveRuntime`: it keeps the base weights and serves
     versions as additions)."""
     started = time.perf_counter()
     store = VersionStore(settings.data_path)

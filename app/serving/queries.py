@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from app.serving.engine import ServingEngine
-from editing.forward.tokens import continuation_ids, prompt_ids
+from editing import continuation_ids, prompt_ids
 from models.generate import Request, SamplingParams
 
 
@@ -110,7 +110,7 @@ async def run(engine: ServingEngine, version: str, requests: list[Request],
 async def score(engine: ServingEngine, version: str, prompt: str, candidates: list[str],
                 watch: Watch) -> list[tuple[float, int]]:
     """(sum of token log-probs, token count) of ``" " + candidate`` after ``prompt``, each."""
-    tokenizer = engine.engine.tokenizer
+    tokenizer = engine.batch.tokenizer
     head = prompt_ids(tokenizer, prompt)
     tails = [continuation_ids(tokenizer, prompt, c) for c in candidates]
     params = SamplingParams(max_tokens=0, prompt_logprobs=True, prompt_logprobs_from=len(head))
@@ -125,7 +125,7 @@ async def score(engine: ServingEngine, version: str, prompt: str, candidates: li
 async def generate(engine: ServingEngine, version: str, prompt: str, max_new_tokens: int,
                    watch: Watch) -> str:
     """Greedy continuation (deterministic)."""
-    ids = prompt_ids(engine.engine.tokenizer, prompt)
+    ids = prompt_ids(engine.batch.tokenizer, prompt)
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
     return (await run(engine, version, [Request(ids, params)], watch))[0].text
 
@@ -133,7 +133,7 @@ async def generate(engine: ServingEngine, version: str, prompt: str, max_new_tok
 async def next_tokens(engine: ServingEngine, version: str, prompt: str, k: int,
                       watch: Watch) -> list[tuple[str, int, float]]:
     """The ``k`` likeliest next tokens: (decoded text, id, log-prob)."""
-    tokenizer = engine.engine.tokenizer
+    tokenizer = engine.batch.tokenizer
     ids = prompt_ids(tokenizer, prompt)
     params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k, ignore_eos=True)
     request = (await run(engine, version, [Request(ids, params)], watch))[0]

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from editing.weights import fingerprint
-from editing.weights.delta import BaseWeights, WeightDelta
+from editing import BaseWeights, WeightDelta, model_fingerprint, weights_digest
 from models.load import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ class Candidate:
     def weights_digest(self) -> str:
         """The digest of the candidate weights (computed once)."""
         if self.digest is None:
-            self.digest = fingerprint.weights_digest(self.served.model)
+            self.digest = weights_digest(self.served.model)
         return self.digest
 
     def keep(self, version: str, active: bool = True) -> None:
@@ -109,7 +108,7 @@ class ModelRuntime:
     def __init__(self, lm: LoadedModel, base_id: str, chain_loader: ChainLoader):
         self.lm = lm
         self.base_id = base_id
-        self.fingerprint = fingerprint.model_fingerprint(lm.model)
+        self.fingerprint = model_fingerprint(lm.model)
         self._chain_loader = chain_loader
         self._lock = RWLock()
         self._base = BaseWeights()
@@ -120,7 +119,7 @@ class ModelRuntime:
         self.active = base_id
         """The version served when a request names none (the one this process follows)."""
         self.switches = 0
-        self.base_digest = fingerprint.weights_digest(lm.model)
+        self.base_digest = weights_digest(lm.model)
         """Digest of the base weights (taken now: the model is loaded unedited)."""
 
     @property
@@ -184,7 +183,7 @@ class ModelRuntime:
             cached = self._digest
             if cached and cached[0] == self._generation:
                 return cached[1]
-            digest = fingerprint.weights_digest(self.lm.model)
+            digest = weights_digest(self.lm.model)
             self._digest = (self._generation, digest)
             return digest
 

@@ -215,7 +215,7 @@ class AdapterSync:
     def _load(self, version: str, name: str, raise_errors: bool = False) -> None:
         from app.serving.delta_source import UnusableDelta
         from app.serving.export import export_peft_version
-        from editing.export.peft import PeftExportError
+        from editing import PeftExportError
 
         try:
             path = export_peft_version(self.parts, version, self.adapter_dir / name)

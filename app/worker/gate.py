@@ -25,10 +25,16 @@ from typing import Any
 
 from app.serving.runtime import ModelRuntime, Served
 from app.store import VersionStore
-from editing.evaluate.gate import ParentScores, edited_side, parent_side
-from editing.evaluate.scoring import RowScore, ScoreRow, score_rows
-from editing.forward.memory import eval_batch_for
-from editing.requests import EditRequest
+from editing import (
+    EditRequest,
+    ParentScores,
+    RowScore,
+    ScoreRow,
+    edited_side,
+    eval_batch_for,
+    parent_side,
+    score_rows,
+)
 
 __all__ = [
     "PROBES_FILE",

@@ -21,11 +21,16 @@ from app.store import Job, Version, VersionStore
 from app.store.payloads import EditJob, EvaluateJob, InvalidPayload, RevertJob
 from app.worker.gate import GateThresholds, QualityGate
 from app.worker.strength import replay_weight, requested
-from editing import Editor, EditRequest, EditState, WeightDelta
-from editing.hparams import EditHparams
-from editing.presets import preset_for
-from editing.requests import InvalidEditRequest
-from editing.strength import with_strength
+from editing import (
+    EditHparams,
+    Editor,
+    EditRequest,
+    EditState,
+    InvalidEditRequest,
+    WeightDelta,
+    preset_for,
+    with_strength,
+)
 from models.load import LoadedModel, cache_dir
 from models.plan import InsufficientMemory
 
@@ -276,8 +281,7 @@ class JobRunner:
     # -- evaluate ---------------------------------------------------------------------------
     def evaluate(self, job: Job, request: EvaluateJob) -> Version:
         """Metrics of ``version`` against its parent, stored with the version."""
-        from editing.evaluate.data import DataError, load_records
-        from editing.evaluate.suite import evaluate as run_suite
+        from editing import DataError, evaluate_delta, load_records
 
         version = self.store.get_version(request.version)
         records: list[Any] = []
@@ -285,7 +289,7 @@ class JobRunner:
             records += requests_from_facts(list(version.facts or []))
         records += requests_from_facts(list(request.records))
         if request.data_file:
-            from editing.paths import shared_data_dir
+            from editing import shared_data_dir
 
             path = (self.shared_data or shared_data_dir()) / request.data_file
             try:
@@ -300,7 +304,7 @@ class JobRunner:
         delta = None if version.is_base else self.deltas.delta(version)
         with self.runtime.exclusive(reference) as served:
             try:
-                report = run_suite(served.model, served.tokenizer, records, delta)
+                report = evaluate_delta(served.model, served.tokenizer, records, delta)
             except InsufficientMemory as exc:
                 raise JobFailed(str(exc)) from exc
         report = {**report, "reference": reference, "records": len(records),

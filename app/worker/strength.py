@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from editing.hparams import STORED_NAMES
-from editing.strength import STRENGTHS
+from editing import STORED_NAMES, STRENGTHS
 
 __all__ = ["STRENGTHS", "replay_weight", "requested"]
 

@@ -120,9 +120,16 @@ def add_layer_update(model: nn.Module, layer: int, update: LayerUpdate) -> None:
     weight = resident_weight(model, layer)
     if weight.dtype != torch.float32:
         hold_in_float32(mlp_out(model, layer))
-    dense = update.dense().to(weight.device, torch.float32)
     with torch.no_grad():
-        weight.add_(dense.T if spec_for(model).transposed else dense)
+        add_to_matrix(weight, update, spec_for(model).transposed)
+
+
+def add_to_matrix(weight: torch.Tensor, update: LayerUpdate, transposed: bool) -> None:
+    """``weight += update`` on a float32 matrix in the model's orientation: the one float
+    operation behind every edited weight, so a digest of weights merged beside the model
+    (:mod:`editing.weights.merged`) equals the digest of the model they were merged into."""
+    dense = update.dense().to(weight.device, torch.float32)
+    weight.add_(dense.T if transposed else dense)
 
 
 def restore_weight(model: nn.Module, layer: int, saved: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ Two questions, two digests, one way of hashing a tensor (its raw bytes):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -36,12 +36,15 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def weights_digest(model: nn.Module, layers: Iterable[int] | None = None) -> str:
+def weights_digest(model: nn.Module, layers: Iterable[int] | None = None,
+                   replaced: Mapping[int, torch.Tensor] | None = None) -> str:
     """sha256 of the MLP output matrices of ``layers`` (default: every layer), in order,
-    each with its index, shape and dtype."""
+    each with its index, shape and dtype; ``replaced`` stands in for the model's own matrix
+    of the layers it names (weights computed beside the model, never written to it)."""
     digest = hashlib.sha256()
+    replaced = replaced or {}
     for layer in range(num_layers(model)) if layers is None else layers:
-        weight = mlp_out_weight(model, layer)
+        weight = replaced[layer] if layer in replaced else mlp_out_weight(model, layer)
         digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
         digest.update(tensor_bytes(weight))
     return digest.hexdigest()

@@ -201,12 +201,12 @@ def test_client_that_disconnects_stops_its_generation(service: LiveServer) -> No
             "ignore_eos": True}
     full = httpx.post(service.url + "/v1/completions", json=body, timeout=60).json()
     assert full["choices"][0]["finish_reason"] == "length"  # 200 steps if nobody stops it
-    steps = engine.engine.steps
+    steps = engine.batch.steps
     with httpx.Client(base_url=service.url, timeout=30) as http, http.stream(
             "POST", "/v1/completions", json={**body, "stream": True}) as response:
         next(response.iter_lines())
     wait_for(lambda: engine.in_flight == 0, what="generation cancelled")
-    assert engine.engine.steps - steps < 150, "the generation ran on after the client left"
+    assert engine.batch.steps - steps < 150, "the generation ran on after the client left"
 
 
 def test_errors_in_openai_shape(service: LiveServer) -> None:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.serving.additive import AdditiveRuntime
 from app.serving.delta_source import UnusableDelta
 from app.serving.engine import STOPPING, EngineStopped, QueueFull, ServingEngine, TooLarge
 from app.serving.queries import ClientGone, DeadlineExceeded, Watch, run
 from app.serving.runtime import Chain
-from app.serving.versions import AdditiveRuntime
 from bench.tiny import tiny_model, tiny_tokenizer
 from models.generate import Request, SamplingParams
 from models.load import LoadedModel
@@ -46,13 +46,13 @@ def engine() -> Iterator[ServingEngine]:
 
 
 def rows(engine: ServingEngine, n: int, max_tokens: int = 2) -> list[Request]:
-    ids = list(engine.engine.tokenizer("The capital of France is").input_ids)
+    ids = list(engine.batch.tokenizer("The capital of France is").input_ids)
     return [Request(ids, SamplingParams(max_tokens=max_tokens, temperature=0.0))
             for _ in range(n)]
 
 
 def settled(engine: ServingEngine) -> None:
-    wait_for(lambda: engine.in_flight == 0 and not engine.engine.has_work(),
+    wait_for(lambda: engine.in_flight == 0 and not engine.batch.has_work(),
              what="the in-flight count back at zero")
 
 
@@ -73,10 +73,10 @@ def test_each_failing_admission_step_counts_nothing(engine: ServingEngine,
     empty = [*rows(engine, 2), Request([], SamplingParams(max_tokens=1))]
     with pytest.raises(ValueError, match="prompt token"):  # one row the engine cannot take
         engine.submit("v0", empty)
-    assert engine.in_flight == 0 and engine.engine.pending == 0
+    assert engine.in_flight == 0 and engine.batch.pending == 0
 
     calls = [0]
-    prepare = engine.engine.prepare
+    prepare = engine.batch.prepare
 
     def failing_prepare(request: Request) -> None:  # the third row's preparation fails
         calls[0] += 1
@@ -84,10 +84,10 @@ def test_each_failing_admission_step_counts_nothing(engine: ServingEngine,
             raise RuntimeError("injected")
         prepare(request)
 
-    monkeypatch.setattr(engine.engine, "prepare", failing_prepare)
+    monkeypatch.setattr(engine.batch, "prepare", failing_prepare)
     with pytest.raises(RuntimeError, match="injected"):
         engine.submit("v0", rows(engine, 4))
-    assert engine.in_flight == 0 and engine.engine.pending == 0  # all or none
+    assert engine.in_flight == 0 and engine.batch.pending == 0  # all or none
     monkeypatch.undo()
     requests = rows(engine, 3)  # and the engine still answers
     engine.submit("v0", requests)
@@ -138,7 +138,7 @@ def test_a_failing_step_releases_every_row(engine: ServingEngine, where: str,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Wherever a step fails (before admitting, while rows are neither pending nor running,
     while decoding), every row ends with an error and is released."""
-    original = getattr(engine.engine, where)
+    original = getattr(engine.batch, where)
     failed = [False]
 
     def failing(*args: object) -> object:
@@ -147,7 +147,7 @@ def test_a_failing_step_releases_every_row(engine: ServingEngine, where: str,
             raise RuntimeError(f"injected failure in {where}")
         return original(*args)
 
-    monkeypatch.setattr(engine.engine, where, failing)
+    monkeypatch.setattr(engine.batch, where, failing)
     requests = rows(engine, 3, max_tokens=4)
     engine.submit("v0", requests)
     wait_for(lambda: all(r.finished for r in requests), what="failed requests")

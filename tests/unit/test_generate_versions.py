@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.serving.additive import AdditiveRuntime
 from app.serving.runtime import Chain
-from app.serving.versions import AdditiveRuntime
 from bench.tiny import tiny_model, tiny_tokenizer
 from editing import Editor, WeightDelta
 from editing.weights.fingerprint import weights_digest

@@ -298,3 +298,17 @@ def test_no_source_file_is_over_the_line_bound() -> None:
             for p in (ROOT / top).rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_app_uses_the_library_through_its_public_surface() -> None:
+    """``app/`` imports ``editing`` itself, never a module behind it: the library's folders can
+    then be reorganised without touching the service, and what the service needs is what any
+    library user can import."""
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        if module.startswith("app")
+        for target in sorted(targets)
+        if target.startswith("editing.")
+    ]
+    assert not wrong, "app/ must import from `editing` only:\n" + "\n".join(wrong)

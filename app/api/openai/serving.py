@@ -26,7 +26,7 @@ from app.serving.delta_source import UnusableDelta
 from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
 from app.serving.queries import ClientGone, DeadlineExceeded, settle
 from app.store import NotFound
-from editing.forward.tokens import prompt_ids
+from editing import prompt_ids
 from models.generate import BadMessages, NoChatTemplate, Request, SamplingParams, render_chat
 
 VERSION_HEADER = "X-Modeledit-Version"

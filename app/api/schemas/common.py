@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from editing.methods import method_names
+from editing import method_names
 
 MAX_TEXT = 2000
 """Characters in any one subject, prompt, target or query prompt."""

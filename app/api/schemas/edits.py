@@ -15,8 +15,7 @@ from app.api.schemas.common import (
     MethodName,
 )
 from app.store.records import JobState  # the API reports the states the jobs table holds
-from editing.hparams import retired_name_error
-from editing.requests import EditRequest, InvalidEditRequest
+from editing import EditRequest, InvalidEditRequest, retired_name_error
 
 COVARIANCE_WEIGHT_BOUNDS: tuple[float, float] = (1e2, 1e6)
 """Accepted range of an explicit ``covariance_weight`` (λ; the default model's preset uses

@@ -7,25 +7,21 @@ plus, per edited layer, the sum of its chain's low-rank updates
 active version (or rolling back) builds that small object and flips a pointer: no weight
 is written, no lock is taken, and no request waits.
 
-What the service promised about merged weights still holds: :meth:`weights_digest` hashes
-the matrices a replay of the chain would give, computed beside the model with the very
-float operations :func:`editing.weights.delta.add_layer_update` performs, so ``/ready`` reports the
-same digest as a process that merged them.
+What the service promised about merged weights still holds: :meth:`weights_digest` is the
+library's :func:`editing.merged_weights_digest` of the chain, so ``/ready`` reports the same
+digest as a process that merged it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 
 import torch
 
 from app.serving.runtime import ModelRuntime
-from editing.weights.delta import LayerUpdate
-from editing.weights.fingerprint import tensor_bytes
+from editing import LayerUpdate, merged_weights, merged_weights_digest
 from models.generate import Additions
-from models.specs import mlp_out_weight, num_layers, spec_for
 
 MAX_CACHED = 64
 """Versions whose additions stay built (each is a few rank-r factors per edited layer)."""
@@ -73,41 +69,21 @@ class AdditiveRuntime(ModelRuntime):
         self.active = version
 
     def merged_weights(self, version: str) -> dict[int, torch.Tensor]:
-        """The MLP output matrix of each layer ``version`` edits, as merging its chain into the
-        model gives it (held in float32, deltas added in order, as ``add_layer_update``
-        does), computed beside the model: the model keeps the base weights, so the engine
-        goes on serving meanwhile (only the read lock is held, to read the base)."""
-        chain = self._chain_loader(version)
-        transposed = spec_for(self.lm.model).transposed
-        merged: dict[int, torch.Tensor] = {}
+        """Each layer ``version`` edits, as merging its chain gives it (for an hf export),
+        computed by the library beside the model under the read lock."""
+        deltas = [delta for _, delta in self._chain_loader(version)]
         with self.serving(self.base_id):  # the model's own matrices are the base's
-            for layer in range(num_layers(self.lm.model)):
-                updates = [d.updates[layer] for _, d in chain if layer in d.updates]
-                if not updates:
-                    continue
-                weight = mlp_out_weight(self.lm.model, layer).detach()
-                weight = weight.to(torch.float32, copy=True)
-                for update in updates:
-                    dense = update.dense().to(weight.device, torch.float32)
-                    weight.add_(dense.T if transposed else dense)
-                merged[layer] = weight
-        return merged
+            return merged_weights(self.lm.model, deltas)
 
     def weights_digest(self, version: str | None = None) -> str:
-        """sha256 of the MLP output matrices ``version`` has when merged (as
-        :func:`editing.weights.fingerprint.weights_digest` of a merged model), cached per version."""
+        """sha256 of the MLP output matrices ``version`` has when merged (what a process that
+        merged its chain reports), computed by the library beside the model, so the engine
+        goes on serving meanwhile (only the read lock is held, to read the base); cached."""
         version = version or self.active
         cached = self._digests.get(version)
         if cached is not None:
             return cached
-        merged = self.merged_weights(version)
-        digest = hashlib.sha256()
-        with self.serving(self.base_id):
-            for layer in range(num_layers(self.lm.model)):
-                weight = merged.get(layer)
-                if weight is None:
-                    weight = mlp_out_weight(self.lm.model, layer).detach()
-                digest.update(f"{layer}:{tuple(weight.shape)}:{weight.dtype}".encode())
-                digest.update(tensor_bytes(weight))
-        self._digests[version] = digest.hexdigest()
+        deltas = [delta for _, delta in self._chain_loader(version)]
+        with self.serving(self.base_id):  # the model's own matrices are the base's
+            self._digests[version] = merged_weights_digest(self.lm.model, deltas)
         return self._digests[version]
