@@ -51,7 +51,8 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "subject's name, chat-form drift): the teacher-forced cloze metrics only")
     parser.add_argument("--per-record", action="store_true",
                         help="include each record's metrics in the report")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the JSON report here (the table is always printed)")
     add_model_args(parser)
     parser.set_defaults(func=run_evaluate)
     return parser
@@ -65,9 +66,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             InsufficientMemory) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_report(report, args.out)
     print(format_table(report))
-    print(f"wrote {args.out}")
+    if args.out is not None:
+        write_report(report, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 

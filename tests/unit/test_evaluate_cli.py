@@ -102,7 +102,8 @@ def test_edit_then_evaluate_writes_every_key(workdir: Path, corpus_file: Path,
     assert "efficacy_success" in capsys.readouterr().out  # the printed table
 
 
-def test_saved_delta_evaluates_on_zsre(workdir: Path, corpus_file: Path) -> None:
+def _saved_delta(workdir: Path, corpus_file: Path) -> Path:
+    """A two-fact FE delta of the tiny model, computed once per module."""
     delta = workdir / "delta.safetensors"
     if not delta.exists():
         assert main([
@@ -111,6 +112,11 @@ def test_saved_delta_evaluates_on_zsre(workdir: Path, corpus_file: Path) -> None
             "--corpus", str(corpus_file), "--out", str(workdir / "r.json"),
             "--save-delta", str(delta), *TINY_EDIT,
         ]) == 0
+    return delta
+
+
+def test_saved_delta_evaluates_on_zsre(workdir: Path, corpus_file: Path) -> None:
+    delta = _saved_delta(workdir, corpus_file)
     out = workdir / "zsre_report.json"
     rc = main(["evaluate", "--data", str(workdir / "zsre.json"), "--delta", str(delta),
                "--model", str(workdir / "model"), "--out", str(out)])
@@ -133,3 +139,16 @@ def test_bad_data_fails_with_the_record_and_field(workdir: Path,
     err = capsys.readouterr().err
     assert "record 1" in err and "'prompt'" in err
     assert not (workdir / "never.json").exists()
+
+
+def test_without_out_the_table_is_printed_and_nothing_written(
+        workdir: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's results command has no --out: it must run and print the figures."""
+    delta = _saved_delta(workdir, corpus_file)
+    capsys.readouterr()
+    before = set(workdir.iterdir())
+    rc = main(["evaluate", "--data", str(workdir / "zsre.json"), "--delta", str(delta),
+               "--model", str(workdir / "model")])
+    assert rc == 0
+    assert "zsre_efficacy" in capsys.readouterr().out
+    assert set(workdir.iterdir()) == before
