@@ -128,7 +128,8 @@ class Settings(BaseSettings):
         description="JSON object overriding the model preset's hyper-parameters, e.g. "
         '{"layers": [1, 2], "z_steps": 10, "chat": {"name_kl_factor": 4}}' "; a name of an "
         "earlier version (mom2_update_weight, v_lr, v_steps, strategy, flat name_kl_factor, "
-        "...) stops start-up with an error naming the field that replaced it",
+        "...) stops start-up with an error naming the field that replaced it, a removed switch "
+        "(z.stop, z.decay, z.essence_kl) with one saying so",
     )
     shared_data: Path | None = Field(None, description="directory of mcf_dev.json etc. (tests)")
 

@@ -1,22 +1,24 @@
 """Hyper-parameters of one editing run, as typed values (never a path to a JSON file).
 
 :class:`EditHparams` holds the method's settings. The switches that studies added around it
-live in typed sub-configurations, each named by what it belongs to: ``z`` (:class:`ZRules`,
-variants of the z optimisation's rules), ``chat`` (:class:`ChatTeaching`, teaching the fact
-in chat form) and ``nullspace`` (:class:`NullSpace`, the null-space solver's settings).
+live in typed sub-configurations, each named by what it belongs to: ``chat``
+(:class:`ChatTeaching`, teaching the fact in chat form) and ``nullspace`` (:class:`NullSpace`,
+the null-space solver's settings). A switch no preset uses and no benchmark needs is removed
+with its study (:data:`REMOVED`).
 
 **Input** (:meth:`EditHparams.from_dict`, :meth:`EditHparams.with_overrides`: the CLI's
 ``--hparam``, ``MODELEDIT_HPARAMS``) takes the public names only: flat method settings, and a
 sub-configuration as a nested dict (``{"chat": {"name_kl_factor": 4}}``) or a dotted key
 (``chat.name_kl_factor``). A name of an earlier version is a ValueError naming the field
-that replaced it (:data:`RETIRED`).
+that replaced it (:data:`RETIRED`), or saying that it was removed (:data:`REMOVED`).
 
 **Stored form.** Delta headers, the version store and the z cache keep one flat dict under
 the names stored hyper-parameters have always had (:data:`STORED_NAMES`; ``strategy`` derived
 from the method; fields added later left out at their defaults). :meth:`EditHparams.to_stored`
 writes it and :meth:`EditHparams.from_stored` reads it, of any version: the only place those
 names appear, so hashes over the stored form (a delta's content hash, the z cache key) do not
-move.
+move. A stored form that sets a removed switch to anything but the behaviour kept is refused:
+the edit it records can no longer be reproduced.
 """
 
 from __future__ import annotations
@@ -35,33 +37,6 @@ def _registry() -> ModuleType:
     from editing.methods import registry
 
     return registry
-
-
-class ZStop(StrEnum):
-    """When one request's z stops early."""
-
-    NLL = "nll"
-    """When its NLL falls below ``nll_stop``."""
-    TOTAL = "total"
-    """When NLL + KL + weight decay does (the FE/MEMIT reference code's rule)."""
-
-
-class Decay(StrEnum):
-    """The form of z's weight decay."""
-
-    SQUARED = "squared"
-    """‖δ‖²/‖h‖² (scale-free)."""
-    LINEAR = "linear"
-    """‖δ‖/‖h‖², the reference code's, which fades as ‖h‖ grows."""
-
-
-class EssenceKL(StrEnum):
-    """Direction of the z step's KL term on the essence prompt."""
-
-    INITIAL_NOW = "initial_now"
-    """KL(initial ‖ now), ours."""
-    NOW_INITIAL = "now_initial"
-    """KL(now ‖ initial), the reference code's."""
 
 
 class NameContext(StrEnum):
@@ -89,19 +64,6 @@ def _enum_fields(obj: Any) -> None:
 
 
 @dataclass(frozen=True)
-class ZRules:
-    """Variants of the z optimisation's rules (docs/design.md §3); the defaults are ours, the
-    alternatives the FE/MEMIT reference code's."""
-
-    stop: ZStop = ZStop.NLL
-    decay: Decay = Decay.SQUARED
-    essence_kl: EssenceKL = EssenceKL.INITIAL_NOW
-
-    def __post_init__(self) -> None:
-        _enum_fields(self)
-
-
-@dataclass(frozen=True)
 class ChatTeaching:
     """What an edit keeps of the chat form (docs/results/chat.md): a z term that keeps the
     subject's name where the model writes it again after a mention."""
@@ -125,7 +87,7 @@ class NullSpace:
     """μ (the reference's L2): keeps U₀ᵀAU₀ + μI invertible when N < rank P."""
 
 
-SECTIONS: dict[str, type] = {"z": ZRules, "chat": ChatTeaching, "nullspace": NullSpace}
+SECTIONS: dict[str, type] = {"chat": ChatTeaching, "nullspace": NullSpace}
 """The sub-configurations, by their field in :class:`EditHparams`."""
 
 
@@ -180,7 +142,6 @@ class EditHparams:
     template_prefixes: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     template_tokens: int = 10
     # sub-configurations
-    z: ZRules = field(default_factory=ZRules)
     chat: ChatTeaching = field(default_factory=ChatTeaching)
     nullspace: NullSpace = field(default_factory=NullSpace)
 
@@ -265,8 +226,10 @@ class EditHparams:
     def from_stored(cls, data: Mapping[str, Any]) -> EditHparams:
         """Settings from a stored form of any version (a delta header, a version-store row):
         the inverse of :meth:`to_stored`. A stored ``strategy`` without ``method`` (written
-        before methods were recorded) is its default method."""
+        before methods were recorded) is its default method. A :data:`REMOVED` switch at the
+        behaviour kept is dropped; at another value it is a ValueError naming the switch."""
         data = dict(data)
+        _drop_removed(data)
         strategy = data.pop("strategy", None)
         method = data.pop("method", None)
         if method is None and strategy not in (None, "forward_replay"):
@@ -281,7 +244,6 @@ class EditHparams:
 
 STORED_NAMES: dict[str, str] = {
     "z_lr": "v_lr", "z_steps": "v_steps", "covariance_weight": "mom2_update_weight",
-    "z.stop": "z_stop", "z.decay": "decay", "z.essence_kl": "essence_kl",
     "chat.name_kl_factor": "name_kl_factor", "chat.name_context": "name_context",
     "nullspace.threshold": "nullspace_threshold", "nullspace.l2": "nullspace_l2",
 }
@@ -290,7 +252,7 @@ differs: the MEMIT paper's names, and the flat names the sub-configurations' fie
 _FROM_STORED = {stored: public for public, stored in STORED_NAMES.items()}
 
 OMITTED_AT_DEFAULT: dict[str, Any] = {
-    "z_stop": "nll", "decay": "squared", "essence_kl": "initial_now", "context_key_weight": 0.0,
+    "context_key_weight": 0.0,
     "targets_from": "current", "name_kl_factor": 0.0,
     "name_context": "sentence",
     "nullspace_threshold": 0.02, "nullspace_l2": 10.0,
@@ -303,18 +265,71 @@ _NONE = object()
 RETIRED: dict[str, str] = {
     "mom2_update_weight": "covariance_weight", "v_lr": "z_lr", "v_steps": "z_steps",
     "strategy": "method", "nullspace_threshold": "nullspace.threshold", "nullspace_l2": "nullspace.l2",
-    "z_stop": "z.stop", "decay": "z.decay", "essence_kl": "z.essence_kl",
     "name_kl_factor": "chat.name_kl_factor", "name_context": "chat.name_context",
 }
 """Names earlier versions accepted as input -> the field that replaced them (error messages
 only; no input takes them)."""
+
+
+@dataclass(frozen=True)
+class RemovedSwitch:
+    """A research switch removed because no shipped preset used it and no benchmark needed
+    it: only its default behaviour remains."""
+
+    stored: str
+    """Its name in the stored form (and the flat input name it had before sub-configurations)."""
+    kept: Any
+    """The stored value of the behaviour that remains."""
+    behaviour: str
+    """What every edit now does, for error messages."""
+    removed_on: str
+
+
+REMOVED: dict[str, RemovedSwitch] = {
+    "z.stop": RemovedSwitch("z_stop", "nll", "a request's z stops when its NLL falls below nll_stop",
+                            "2026-12-07"),
+    "z.decay": RemovedSwitch("decay", "squared", "z's weight decay is ||offset||^2/||h||^2", "2026-12-07"),
+    "z.essence_kl": RemovedSwitch("essence_kl", "initial_now",
+                                  "the essence prompt's KL term is KL(initial || now)", "2026-12-07"),
+}
+"""The removed switches, by the public name they last had: the FE/MEMIT reference code's z
+rules, each measured within noise of ours (docs/results/reproduction.md). Their stored names
+were only ever written at other values (:data:`OMITTED_AT_DEFAULT` left them out), so no
+digest changes; :meth:`EditHparams.from_stored` refuses a stored form that used one."""
+_REMOVED_BY_NAME = {name: (public, switch) for public, switch in REMOVED.items()
+                    for name in (public, switch.stored)}
+_REMOVED_SECTION = "z"
+"""The sub-configuration that held only removed switches."""
 _PUBLIC = {f.name for f in fields(EditHparams)}
 
 
 def retired_name_error(name: str) -> str | None:
-    """The message for a name of an earlier version (None if ``name`` is not one)."""
+    """The message for a name of an earlier version, replaced or removed (None if ``name`` is
+    not one)."""
     new = RETIRED.get(name)
-    return None if new is None else f"{name!r} is no longer accepted: use {new!r}"
+    if new is not None:
+        return f"{name!r} is no longer accepted: use {new!r}"
+    if name == _REMOVED_SECTION:
+        return f"{name!r} is no longer accepted: its switches ({', '.join(REMOVED)}) were removed; leave it out"
+    if name in _REMOVED_BY_NAME:
+        public, switch = _REMOVED_BY_NAME[name]
+        return (f"{name!r} is no longer accepted: {public} was removed on {switch.removed_on} "
+                f"({switch.behaviour}, always); leave it out")
+    return None
+
+
+def _drop_removed(stored: dict[str, Any]) -> None:
+    """Take the :data:`REMOVED` switches out of a stored form: silently at the behaviour kept,
+    else a ValueError, since the edit that form records cannot be reproduced."""
+    used = []
+    for public, switch in REMOVED.items():
+        value = stored.pop(switch.stored, switch.kept)
+        if value != switch.kept:
+            used.append(f"{switch.stored}={value!r} ({public}, removed on {switch.removed_on}; "
+                        f"every edit now: {switch.behaviour})")
+    if used:
+        raise ValueError("stored hyper-parameters use removed switches, so this edit cannot be "
+                         "reproduced: " + "; ".join(used))
 
 
 def _check_names(nested: Mapping[str, Any]) -> None:

@@ -255,17 +255,16 @@ def _optimize_group(
             hits = log_probs[:n_tokens].argmax(-1) == batch.pred_tokens
             misses = torch.zeros(len(rows), device=device).index_add(0, token_row, (~hits).float())
             already = [bool(misses[i * n_prefixes] == 0) for i in range(n)]
-        kl = _essence_kl(essence_lp, kl_init, hp.z.essence_kl)
+        kl = _kl_from_initial(essence_lp, kl_init)
         name_kl = _name_kl(name_lp, name_init, name_owner.to(device), n)
-        decay = hp.weight_decay * _decay_norm(offset, h, hp.z.decay)
+        decay = hp.weight_decay * _decay_norm(offset, h)
         loss_each = nll + hp.kl_factor * kl + hp.chat.name_kl_factor * name_kl + decay.to(device)
 
         active = ~frozen
         final_nll = torch.where(active, nll.detach(), final_nll)
         for i in torch.nonzero(active).flatten().tolist():
             steps[i] = step
-        stop_on = loss_each if hp.z.stop == "total" else nll
-        frozen = frozen | (stop_on.detach() < hp.nll_stop)
+        frozen = frozen | (nll.detach() < hp.nll_stop)
         if progress:
             progress("z", (where[0] + n * (step + 1) / hp.z_steps) / where[1])
         if bool(frozen.all()) or step == hp.z_steps - 1:
@@ -289,11 +288,10 @@ def _optimize_group(
     )
 
 
-def _essence_kl(now: torch.Tensor, initial: torch.Tensor, direction: str) -> torch.Tensor:
-    """Per essence row, KL(initial ‖ now) or, ``"now_initial"``, KL(now ‖ initial) (the FE and
-    MEMIT reference code's ``kl_div(initial, now)``), from log-probabilities."""
-    if direction == "now_initial":
-        return F.kl_div(initial, now, log_target=True, reduction="none").sum(-1)
+def _kl_from_initial(now: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """Per row, KL(initial ‖ now) from log-probabilities: how far the predictions moved from
+    those before the first step, weighted by the initial ones (the FE/MEMIT reference code's
+    KL(now ‖ initial) measured the same within noise, docs/results/reproduction.md)."""
     return F.kl_div(now, initial, log_target=True, reduction="none").sum(-1)
 
 
@@ -303,17 +301,15 @@ def _name_kl(now: torch.Tensor, initial: torch.Tensor, owner: torch.Tensor, n: i
     total = torch.zeros(n, device=owner.device)
     if not len(owner):
         return total
-    per_token = _essence_kl(now, initial, "initial_now")
+    per_token = _kl_from_initial(now, initial)
     counts = torch.bincount(owner, minlength=n).clamp(min=1)
     return total.index_add(0, owner, per_token) / counts
 
 
-def _decay_norm(offset: torch.Tensor, h: torch.Tensor, form: str) -> torch.Tensor:
-    """Per request: ‖δ‖²/‖h‖² (``squared``) or the reference code's ‖δ‖/‖h‖² (``linear``)."""
-    h_sq = h.pow(2).sum(-1)
-    if form == "linear":
-        return offset.norm(dim=-1) / h_sq
-    return offset.pow(2).sum(-1) / h_sq
+def _decay_norm(offset: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Per request, ‖δ‖²/‖h‖²: scale-free, unlike the reference code's ‖δ‖/‖h‖², which fades
+    as ‖h‖ grows."""
+    return offset.pow(2).sum(-1) / h.pow(2).sum(-1)
 
 
 @torch.no_grad()

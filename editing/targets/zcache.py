@@ -26,7 +26,7 @@ from models.files import atomic_write
 Z_FIELDS = ("v_lr", "v_steps", "clamp_norm_factor", "weight_decay", "kl_factor", "nll_stop")
 """The z settings in the key, under their stored names (:meth:`EditHparams.to_stored`), so
 keys do not change with the public names."""
-Z_FIELDS_AT_DEFAULT = ("z_stop", "decay", "essence_kl", "name_kl_factor", "name_context")
+Z_FIELDS_AT_DEFAULT = ("name_kl_factor", "name_context")
 """z settings added later (stored names): part of the key only when the stored form has them,
 i.e. when they differ from their defaults, so z cached before they existed is still found."""
 

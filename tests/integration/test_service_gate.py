@@ -162,6 +162,8 @@ BAD_OPTIONS = [
     ({"method": "fe_alphaedit", "covariance_weight": 500}, "covariance_weight", "strength"),
     # the name of an earlier version: refused, naming the field that replaced it
     ({"mom2_update_weight": 600}, "body", "use 'covariance_weight'"),
+    # a removed research switch (the API never took hyper-parameters): refused, named
+    ({"z_stop": "total"}, "z_stop", ""),
     ({"gate": {"min_efficacy": 101}}, "gate.min_efficacy", "100"),
     ({"gate": {"min_efficacy": -1}}, "gate.min_efficacy", "0"),
     ({"gate": {"max_kl": -0.5}}, "gate.max_kl", "0"),

@@ -8,7 +8,7 @@ import torch
 from editing import Editor, EditorCaches, EditRequest, EditState, WeightDelta
 from editing.forward.logprob import target_logprob
 from editing.forward.tokens import continuation_ids
-from editing.hparams import ChatTeaching, ZRules
+from editing.hparams import ChatTeaching
 from editing.methods import get_method
 from editing.targets.zcache import ZCache
 from models.specs import mlp_out_weight
@@ -158,21 +158,20 @@ def test_a_corpus_directory_reads_its_text_files_in_name_order(tmp_path) -> None
 
 def test_new_z_settings_leave_old_cache_keys_and_hashes_alone() -> None:
     hp = TINY_HPARAMS
-    assert "z_stop" not in hp.to_stored() and "decay" not in hp.to_stored()
-    assert hp.replace(z=ZRules(stop="total")).to_stored()["z_stop"] == "total"
-    with pytest.raises(ValueError, match="stop must be one of"):
-        hp.with_overrides({"z.stop": "never"})
+    assert "name_kl_factor" not in hp.to_stored() and "name_context" not in hp.to_stored()
+    assert hp.replace(chat=ChatTeaching(name_kl_factor=1.0)).to_stored()["name_kl_factor"] == 1.0
+    with pytest.raises(ValueError, match="name_context must be one of"):
+        hp.with_overrides({"chat.name_context": "never"})
 
 
-def test_the_z_cache_key_follows_the_stop_rule_the_decay_and_the_kl_direction(tiny, tmp_path) -> None:
+def test_the_z_cache_key_follows_the_name_term(tiny, tmp_path) -> None:
     model, _ = tiny
     cache = ZCache(tmp_path)
     keys = {cache.context_key(model, "fp", 1, hp, [""]) for hp in (
-        TINY_HPARAMS, TINY_HPARAMS.replace(z=ZRules(stop="total")), TINY_HPARAMS.replace(z=ZRules(decay="linear")),
-        TINY_HPARAMS.replace(z=ZRules(essence_kl="now_initial")),
+        TINY_HPARAMS,
         TINY_HPARAMS.replace(chat=ChatTeaching(name_kl_factor=1.0)),
         TINY_HPARAMS.replace(chat=ChatTeaching(name_kl_factor=1.0, name_context="chat")))}
-    assert len(keys) == 6
+    assert len(keys) == 3
 
 
 def test_context_keys_hold_the_prompts_other_tokens_in_place(tiny, corpus, tmp_path) -> None:

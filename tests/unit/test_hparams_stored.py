@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bench.tiny import tiny_model
-from editing.hparams import ChatTeaching, EditHparams, NameContext, NullSpace, ZRules
+from editing.hparams import ChatTeaching, EditHparams, NameContext, NullSpace
 from editing.presets import PRESETS, generic_preset
 from editing.targets.zcache import ZCache
 
@@ -48,8 +48,6 @@ CASES = {
     "one_layer": (lambda: PRESET.with_method("one_layer"), "2cb4aa5b8a71811c"),
     "name_chat_4": (lambda: PRESET.with_overrides({"chat": {"name_kl_factor": 4.0, "name_context": "chat"}}),
                     "d1642f0cd5e8c2f0"),
-    "reference_z": (lambda: PRESET.with_overrides({"z": {"stop": "total", "decay": "linear",
-                                                         "essence_kl": "now_initial"}}), "7ae5322c27998f32"),
     "nullspace": (lambda: PRESET.with_method("fe_alphaedit").replace(nullspace=NullSpace(0.01, 30.0)),
                   "72df9fdee6cf9f9b"),
     "templates": (lambda: PRESET.with_method("fe").replace(replay_on_templates=True), "c2f248864d1ed0e1"),
@@ -71,8 +69,6 @@ def test_z_cache_keys_do_not_move() -> None:
         "preset": (base, "7c8687dbe8d6d033"),
         "name_chat_4": (base.replace(chat=ChatTeaching(name_kl_factor=4.0, name_context=NameContext.CHAT)),
                         "d1e97f68d757dd80"),
-        "reference_z": (base.replace(z=ZRules(stop="total", decay="linear", essence_kl="now_initial")),
-                        "dd98ad7028f51697"),
     }
     cache = ZCache("unused")
     for name, (hp, key) in keys.items():
@@ -86,7 +82,7 @@ def test_stored_forms_of_earlier_versions_load() -> None:
            "mom2_update_weight": 123.0}
     hp = EditHparams.from_stored(old)
     assert (hp.method_name, hp.z_lr, hp.z_steps, hp.covariance_weight) == ("memit", 0.3, 7, 123.0)
-    assert hp.chat == ChatTeaching() and hp.z == ZRules() and hp.nullspace == NullSpace()
+    assert hp.chat == ChatTeaching() and hp.nullspace == NullSpace()
     assert EditHparams.from_stored({"layers": [1], "strategy": "forward_replay"}).method is None
     with pytest.raises(ValueError, match="unknown stored"):
         EditHparams.from_stored({"layers": [1], "covariance_weight": 1.0})
@@ -94,7 +90,7 @@ def test_stored_forms_of_earlier_versions_load() -> None:
 
 @pytest.mark.parametrize(("old", "new"), [
     ("mom2_update_weight", "covariance_weight"), ("v_lr", "z_lr"), ("v_steps", "z_steps"),
-    ("strategy", "method"), ("name_kl_factor", "chat.name_kl_factor"), ("z_stop", "z.stop"),
+    ("strategy", "method"), ("name_kl_factor", "chat.name_kl_factor"),
 ])
 def test_names_of_earlier_versions_are_refused_naming_the_new_field(old: str, new: str) -> None:
     with pytest.raises(ValueError, match=f"'{old}' is no longer accepted: use '{new}'"):
@@ -102,9 +98,9 @@ def test_names_of_earlier_versions_are_refused_naming_the_new_field(old: str, ne
 
 
 def test_sub_configurations_take_nested_dicts_and_dotted_keys_and_check_them() -> None:
-    a = PRESET.with_overrides({"chat": {"name_kl_factor": 4}, "z.stop": "total"})
+    a = PRESET.with_overrides({"chat": {"name_kl_factor": 4}, "nullspace.l2": 3.0})
     assert a.chat.name_kl_factor == 4 and a.chat.name_context is NameContext.SENTENCE
-    assert a.z.stop == "total" and a.z.decay == "squared"
+    assert a.nullspace.l2 == 3.0 and a.nullspace.threshold == NullSpace().threshold
     assert a.with_overrides({"chat": {"name_context": "chat"}}).chat.name_kl_factor == 4  # merged
     with pytest.raises(ValueError, match="unknown setting chat.nmae_context"):
         PRESET.with_overrides({"chat.nmae_context": "chat"})
@@ -112,3 +108,33 @@ def test_sub_configurations_take_nested_dicts_and_dotted_keys_and_check_them() -
         PRESET.with_overrides({"chat.name_context": "forum"})
     assert EditHparams.from_dict(a.to_dict()) == a
     json.dumps(a.to_dict())  # JSON-ready: enums as their values
+
+
+REMOVED_AT_DEFAULT = {"z_stop": "nll", "decay": "squared", "essence_kl": "initial_now"}
+REFERENCE_Z_STORED = {**PRESET_STORED, "z_stop": "total", "decay": "linear", "essence_kl": "now_initial"}
+"""The stored form of the reference code's z rules (switches removed on 2026-12-07), as
+pinned under ``reference_z`` before their removal."""
+
+
+def test_a_stored_form_with_the_removed_z_switches_at_the_behaviour_kept_loads() -> None:
+    assert EditHparams.from_stored({**PRESET_STORED, **REMOVED_AT_DEFAULT}) == PRESET
+
+
+def test_a_stored_form_that_used_a_removed_z_switch_is_refused_naming_it() -> None:
+    assert _digest(REFERENCE_Z_STORED) == "7ae5322c27998f32"  # the very form written before
+    with pytest.raises(ValueError, match="cannot be reproduced") as refused:
+        EditHparams.from_stored(REFERENCE_Z_STORED)
+    for shown in ("z_stop='total'", "decay='linear'", "essence_kl='now_initial'", "2026-12-07"):
+        assert shown in str(refused.value)
+    with pytest.raises(ValueError, match=r"decay='linear' \(z.decay, removed"):
+        EditHparams.from_stored({**PRESET_STORED, "decay": "linear"})
+
+
+@pytest.mark.parametrize("override", [
+    {"z.stop": "total"}, {"z_stop": "nll"}, {"z.decay": "squared"}, {"decay": "linear"},
+    {"z.essence_kl": "now_initial"}, {"essence_kl": "initial_now"}, {"z": {"stop": "total"}},
+], ids=str)
+def test_the_removed_z_switches_are_refused_as_input_naming_them(override: dict) -> None:
+    name = next(iter(override))
+    with pytest.raises(ValueError, match=f"'{name}' is no longer accepted: .*(removed|were removed)"):
+        PRESET.with_overrides(override)

@@ -23,6 +23,8 @@ from tests.e2e.harness import REPO
     ("MODELEDIT_DEVICE_MAP", "{not json", "not valid JSON"),
     ("MODELEDIT_HPARAMS", '{"v_steps": 10}', "'v_steps' is no longer accepted: use 'z_steps'"),
     ("MODELEDIT_HPARAMS", '{"name_kl_factor": 4}', "use 'chat.name_kl_factor'"),
+    ("MODELEDIT_HPARAMS", '{"z.stop": "total"}', "'z.stop' is no longer accepted: z.stop was removed"),
+    ("MODELEDIT_HPARAMS", '{"z": {"essence_kl": "now_initial"}}', "'z' is no longer accepted"),
 ])
 def test_a_bad_setting_is_named_at_start(name: str, value: str, expected: str, monkeypatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
