@@ -24,10 +24,13 @@ from app.api.context import RequestContext
 from app.api.metrics import Metrics
 from app.api.middleware import BodyLimit, RequestMetrics
 from app.api.openai import router as openai_api
+from app.api.openai.backend import OpenAIBackend
+from app.api.openai.embedded import EmbeddedBackend
 from app.api.schemas import ErrorOut
 from app.api.security import require_admin, require_edit, require_read
 from app.services import Services, build_services
 from app.settings import Settings
+from app.vllm.backend import VllmBackend
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,14 @@ def _optional_security(app: FastAPI, settings: Settings, routers: list[APIRouter
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def openai_backend(services: Services) -> OpenAIBackend:
+    """The engine that answers ``/v1``, chosen once: vLLM when ``MODELEDIT_VLLM_URL`` is set,
+    else this process's batch engine."""
+    if services.vllm is not None:
+        return VllmBackend(services.vllm.proxy, services.parts, services.settings)
+    return EmbeddedBackend(services)
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """The app; ``services`` may be given (already built), else the lifespan builds them."""
     settings = settings or (services.settings if services else Settings())
@@ -109,6 +120,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = app.state.services is None
         if owned:
             app.state.services = await run_in_threadpool(build_services, settings, metrics)
+        app.state.openai = openai_backend(app.state.services)
         try:
             yield
         finally:

@@ -129,6 +129,14 @@ class AdapterSync:
                     f"{version}-{digest_of(record, store.chain(version))[:12]}")
             return self._names[version]
 
+    def version_of(self, name: str) -> str | None:
+        """The version an adapter name (or the base model's name) stands for, None for a
+        name this sync never gave: how an answer vLLM names by adapter gets its version."""
+        with self._lock:
+            if name == self.base_name:
+                return self._base_id()
+            return next((v for v, n in self._names.items() if n == name), None)
+
     def state_of(self, version: str | None) -> dict[str, Any] | None:
         """``{"engine", "model", "state", "error"}`` for the API's job and version views."""
         if version is None:

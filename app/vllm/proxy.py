@@ -1,4 +1,5 @@
-"""Forward OpenAI requests to vLLM with ``model`` resolved: one URL for the user.
+"""Forward OpenAI requests to vLLM with ``model`` resolved, and its answers back with
+``model`` the version that answered: one URL for the user, one shape whatever engine speaks.
 
 The request stays a dict: fields vLLM takes beyond OpenAI's (``top_k``, ``prompt_logprobs``)
 pass through untouched, and the request/response models stay in the service's one OpenAI
@@ -7,7 +8,9 @@ itself needs is checked: ``model``, ``stream`` and the presence of ``messages``/
 
 ``model`` is resolved on every request: ``active`` to the active version's adapter, ``v0`` to
 the base model, ``vN`` to its adapter (loaded on first use if evicted). A rollback moves only
-this alias: nothing is reloaded anywhere.
+this alias: nothing is reloaded anywhere. vLLM answers with its own names (``v3-1a2b…``, the
+base model's); every answer and every streamed event is rewritten to the version (``v3``).
+Errors are raised as :class:`app.api.openai.errors.OpenAIError`, in OpenAI's shape.
 
 Prompt log-probabilities (``echo`` with ``logprobs``, or ``prompt_logprobs``) are sent one at a
 time: with ``--enable-lora``, vLLM 0.32's CPU engine dies when several run at once (issue 24:
@@ -17,45 +20,49 @@ time: with ``--enable-lora``, vLLM 0.32's CPU engine dies when several run at on
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
-from app.api.openai.protocol import ENGINE_HEADER
+from app.api.openai.errors import OpenAIError
 from app.store import NotFound, VersionStore
-from app.vllm.adapters import ENGINE, AdapterSync, NotServable
+from app.vllm.adapters import AdapterSync, NotServable
 from app.vllm.client import VllmUnavailable
 
-"""On every proxied answer, so nobody has to guess whether vLLM or the embedded engine spoke."""
 ACTIVE = "active"
-_HEADERS = {ENGINE_HEADER: ENGINE}
 log = logging.getLogger(__name__)
 
 
-def openai_error(status: int, message: str, type_: str, code: str | None = None,
-                 param: str | None = None) -> JSONResponse:
-    """An error in OpenAI's shape (what its clients parse), with the engine header."""
-    return JSONResponse(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}},
-        status_code=status, headers=_HEADERS)
-
-
-def unavailable(detail: str) -> JSONResponse:
+def unavailable(detail: str) -> OpenAIError:
     """503 + ``Retry-After``; ``detail`` (which may name vLLM's URL or the server's paths)
     goes to the log, never to the client."""
     log.warning("vLLM unavailable: %s", detail)
-    response = openai_error(
+    return OpenAIError(
         503, "vLLM, the engine that serves this model, is unavailable; edits and versions "
-        "still work and vLLM catches up when it is back. Retry shortly.",
-        "service_unavailable", "vllm_unavailable")
-    response.headers["Retry-After"] = "2"
-    return response
+        "still work and vLLM catches up when it is back. Retry shortly.", None,
+        "vllm_unavailable", {"Retry-After": "2"})
+
+
+def refused(status: int, text: str) -> OpenAIError:
+    """vLLM's own 4xx answer, in OpenAI's shape whichever of vLLM's shapes it came in
+    (``{"error": {...}}``, the older flat ``{"object": "error", ...}``, FastAPI's
+    ``{"detail": ...}``)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return OpenAIError(status, text[:500] or f"vLLM answered {status}")
+    message = error.get("message") or error.get("detail") or f"vLLM answered {status}"
+    param, code = error.get("param"), error.get("code")
+    return OpenAIError(status, str(message), param if isinstance(param, str) else None,
+                       code if isinstance(code, str) else None)
 
 
 class _Once:
@@ -99,6 +106,45 @@ def check_request(kind: str, body: Any) -> None:
         raise BadRequest(f"{field} is required", field)
 
 
+@dataclass
+class Answer:
+    """vLLM's whole answer (JSON), ``model`` already the version that answered."""
+
+    version: str
+    body: dict[str, Any]
+
+
+class Upstream:
+    """vLLM's streamed answer: its events, each with ``model`` the version, until
+    ``[DONE]``; :meth:`aclose` closes the connection and releases the serialisation lock
+    (idempotent, and needed even for a stream never read)."""
+
+    def __init__(self, response: httpx.Response, version: str,
+                 release: Callable[[], None] | None) -> None:
+        self.response = response
+        self.version = version
+        self._release = release
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        async for line in self.response.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, vLLM's own comments
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                return
+            event = json.loads(data)
+            if isinstance(event, dict) and "model" in event:
+                event["model"] = self.version
+            yield event
+
+    async def aclose(self) -> None:
+        try:
+            await self.response.aclose()
+        finally:
+            _done(self._release)
+            self._release = None
+
+
 class VllmProxy:
     """The OpenAI routes' forwarding layer when ``MODELEDIT_VLLM_URL`` is set."""
 
@@ -119,39 +165,28 @@ class VllmProxy:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def serial_busy(self) -> bool:
+        """A prompt-logprob request holds the one-at-a-time lock now."""
+        return self._serial.locked()
+
     # -- model names ------------------------------------------------------------------------
-    def resolve(self, model: str) -> str:
-        """The name vLLM knows for ``model``; NotFound for an unknown one."""
+    def resolve(self, model: str) -> tuple[str, str]:
+        """The version ``model`` means now and the name vLLM knows it by; NotFound for an
+        unknown one (vLLM's own names are taken too, and answer as their version)."""
         version = self.store.active_version() if model == ACTIVE else model
         try:
             self.store.get_version(version)
         except NotFound:
             if model in (self.sync.base_name, *self.sync.served_names()):
-                return model  # vLLM's own name, already resolved
+                return self.sync.version_of(model) or model, model
             raise
-        return self.sync.ensure(version)
-
-    async def models(self) -> Response:
-        """Every usable version (and ``active``) with the engine in ``owned_by``."""
-        if not self.sync.up:
-            return unavailable(self.sync.last_error or "not reachable yet")
-        active = self.store.active_version()
-        data = []
-        for record in self.store.list_versions():
-            if record.state != "committed":
-                continue
-            state = self.sync.state_of(record.id) or {}
-            entry = {"id": record.id, "object": "model", "owned_by": ENGINE,
-                     "created": _created(record.created_at), "root": state.get("model"),
-                     "serving": state.get("state")}
-            data.append(entry)
-            if record.id == active:
-                data.append({**entry, "id": ACTIVE, "parent": record.id})
-        return JSONResponse({"object": "list", "data": data}, headers=_HEADERS)
+        return version, self.sync.ensure(version)
 
     # -- forwarding -------------------------------------------------------------------------
-    async def forward(self, kind: str, body: Any) -> Response:
-        """Send a ``chat`` or ``completions`` request to vLLM; stream it back if asked.
+    async def forward(self, kind: str, body: Any) -> Answer | Upstream:
+        """Send a ``chat`` or ``completions`` request to vLLM; the answer whole, or its
+        stream if asked. Raises :class:`OpenAIError`.
 
         ``body``: the JSON dict, or the protocol module's parsed request (a pydantic model:
         the fields the client set are sent, extra ones included where the model allows them).
@@ -161,82 +196,78 @@ class VllmProxy:
         try:
             check_request(kind, body)
         except BadRequest as exc:
-            return openai_error(400, str(exc), "invalid_request_error", param=exc.param)
+            raise OpenAIError(400, str(exc), exc.param, "invalid_value") from exc
         try:
-            name = await run_in_threadpool(self.resolve, body["model"])
-        except NotFound:
-            return openai_error(404, f"model {body['model']!r} does not exist: use 'active', "
-                                "'v0' or a version id from GET /v1/models", "invalid_request_error",
-                                "model_not_found", "model")
+            version, name = await run_in_threadpool(self.resolve, body["model"])
+        except NotFound as exc:
+            raise OpenAIError(404, f"model {body['model']!r} does not exist: use 'active', "
+                              "'v0' or a version id from GET /v1/models", "model",
+                              "model_not_found") from exc
         except NotServable as exc:
-            return openai_error(409, str(exc), "invalid_request_error", "model_not_servable",
-                                "model")
+            raise OpenAIError(409, str(exc), "model", "model_not_servable") from exc
         except VllmUnavailable as exc:
-            return unavailable(str(exc))
+            raise unavailable(str(exc)) from exc
         path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         request = {**body, "model": name}
         if not needs_serialising(request):
-            return await self._send(path, request)
+            return await self._send(path, request, version)
         try:  # a bounded wait: a queue of these must not hold clients for minutes
             await asyncio.wait_for(self._serial.acquire(), self.serial_wait_s)
         except TimeoutError:
-            response = openai_error(
+            raise OpenAIError(
                 429, "requests for prompt log-probabilities run one at a time on vLLM and "
-                "another is running; retry shortly", "rate_limit_error", "serialised_busy")
-            response.headers["Retry-After"] = "1"
-            return response
+                "another is running; retry shortly", None, "serialised_busy",
+                {"Retry-After": "1"}) from None
         self.serialised += 1
         release = _Once(self._serial.release)
         try:  # released on every path: an error, a cancelled request, a stream never read
-            return await self._send(path, request, release=release)
+            return await self._send(path, request, version, release=release)
         except BaseException:
             release()
             raise
 
-    async def _send(self, path: str, body: dict[str, Any], release: Any = None) -> Response:
-        stream = bool(body.get("stream"))
+    async def _send(self, path: str, body: dict[str, Any], version: str,
+                    release: Callable[[], None] | None = None) -> Answer | Upstream:
         try:
             upstream = await self._http.send(self._http.build_request("POST", path, json=body),
                                              stream=True)
         except httpx.HTTPError as exc:
             _done(release)
             self.sync.kick()
-            return unavailable(type(exc).__name__)
+            raise unavailable(type(exc).__name__) from exc
         if upstream.status_code >= 500:
             text = (await upstream.aread()).decode(errors="replace")
             await upstream.aclose()
             _done(release)
             self.sync.kick()
             log.warning("vLLM answered %s: %s", upstream.status_code, text[:500])
-            return unavailable(f"it answered {upstream.status_code}")
-        headers = {**_HEADERS, "content-type": upstream.headers.get("content-type",
-                                                                    "application/json")}
-        if not stream:
+            raise unavailable(f"it answered {upstream.status_code}")
+        if body.get("stream") and upstream.status_code == 200:
+            return Upstream(upstream, version, release)
+        try:
             content = await upstream.aread()
+        finally:
             await upstream.aclose()
             _done(release)
-            return Response(content, status_code=upstream.status_code, headers=headers)
-        background = BackgroundTask(_done, release) if release is not None else None
-        return StreamingResponse(_relay(upstream, release), status_code=upstream.status_code,
-                                 headers=headers, background=background)
+        text = content.decode(errors="replace")
+        if upstream.status_code != 200:
+            raise refused(upstream.status_code, text)
+        try:
+            answer = json.loads(text)
+        except ValueError as exc:
+            raise bad_answer(text) from exc
+        if not isinstance(answer, dict):
+            raise bad_answer(text)
+        return Answer(version, {**answer, "model": version})
 
 
-async def _relay(upstream: httpx.Response, release: Any) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    finally:
-        await upstream.aclose()
-        _done(release)
+def bad_answer(detail: str) -> OpenAIError:
+    """vLLM answered something that is not OpenAI's shape (logged, not sent)."""
+    log.warning("vLLM's answer is not OpenAI's shape: %s", detail[:500])
+    return OpenAIError(502, "vLLM answered something that is not in OpenAI's shape; retry, "
+                       "and report it if it persists", None, "bad_upstream_answer")
 
 
-def _done(release: Any) -> None:
+def _done(release: Callable[[], None] | None) -> None:
     if release is not None:
         release()
-
-
-def _created(stamp: str) -> int:
-    try:
-        return int(time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")))
-    except (TypeError, ValueError):
-        return 0

@@ -138,11 +138,20 @@ def test_vllm_lists_the_version_and_the_proxy_names_the_engine(stack: Stack) -> 
     response = stack.http.get("/v1/models")
     assert response.headers["x-modeledit-engine"] == "vllm"
     models = {m["id"]: m for m in response.json()["data"]}
-    assert models["active"]["parent"] == version and models[version]["owned_by"] == "vllm"
-    chat = stack.openai.chat.completions.create(
+    assert models["active"]["root"] == version and models[version]["owned_by"] == "vllm"
+    assert stack.openai.models.retrieve(version).owned_by == "vllm"
+    assert stack.http.get(f"/v1/models/{version}").json() == models[version]
+    chat = list(stack.openai.chat.completions.create(
         model="active", messages=[{"role": "user", "content": "Say hi"}], max_tokens=4,
-        stream=True)
+        stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices)
+    assert {c.model for c in chat} == {version}  # not vLLM's adapter name
+    raw = stack.openai.completions.with_raw_response.create(model="active", prompt=PROMPT,
+                                                            max_tokens=2, temperature=0)
+    assert raw.parse().model == version == raw.headers["x-modeledit-version"]
+    cap = stack.http.post("/v1/completions", json={"model": "active", "prompt": PROMPT,
+                                                   "max_tokens": 100_000})
+    assert cap.status_code == 400 and cap.json()["error"]["param"] == "max_tokens"
 
 
 def _prompt_logprobs(stack: Stack, model: str, text: str) -> list[float]:

@@ -5,12 +5,15 @@ tiny model (whose tokenizer is given a ChatML chat template here)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from openai.types import Completion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from transformers import AutoTokenizer
 
 from tests.e2e.harness import save_tiny_model, wait_for, wait_job
@@ -191,6 +194,67 @@ def test_token_id_prompts_echo_and_logprobs_for_scoring(service: LiveServer) -> 
     many = api.completions.create(model="v0", prompt=[PROMPT, "Paris is"], max_tokens=3,
                                   temperature=0, n=2)
     assert len(many.choices) == 4 and many.choices[0].text == many.choices[1].text
+
+
+def test_answers_and_stream_chunks_validate_as_openais_types(service: LiveServer) -> None:
+    """Every chunk is OpenAI's chunk type with ``model`` the version that answered; whole
+    answers are OpenAI's types as sent (no field they do not define appears as null)."""
+    body = {"model": "active", "messages": CHAT, "max_tokens": 6, "temperature": 0}
+    version = service.services.runtime.active
+    with httpx.stream("POST", service.url + "/v1/chat/completions", timeout=60,
+                      json={**body, "stream": True,
+                            "stream_options": {"include_usage": True}}) as response:
+        assert response.headers["x-modeledit-version"] == version
+        assert response.headers["x-modeledit-engine"] == "embedded"
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate_json(e) for e in events[:-1]]
+    assert {c.model for c in chunks} == {version} and chunks[-1].usage is not None
+    whole = httpx.post(service.url + "/v1/chat/completions", json=body, timeout=60)
+    answer = ChatCompletion.model_validate(whole.json())
+    assert answer.model == version == whole.headers["x-modeledit-version"]
+    assert "system_fingerprint" not in whole.json() and whole.json()["choices"][0]["logprobs"] is None
+    completion = httpx.post(service.url + "/v1/completions", timeout=60, json={
+        "model": "v0", "prompt": PROMPT, "max_tokens": 2})
+    assert Completion.model_validate(completion.json()).model == "v0"
+    card = httpx.get(service.url + "/v1/models/v0", timeout=30).json()
+    assert openai.types.Model.model_validate(card).owned_by == "embedded"
+    assert set(card) == {"id", "object", "created", "owned_by", "root", "parent", "state",
+                         "active"}
+
+
+def until_ping(lines: Iterator[str]) -> list[str]:
+    """The lines up to and including the first keep-alive comment."""
+    seen = []
+    for line in lines:
+        if line:
+            seen.append(line)
+        if line.startswith(": ping"):
+            return seen
+    raise AssertionError(f"the stream ended without a keep-alive ping: {seen}")
+
+
+def test_a_stream_waiting_for_its_first_token_is_kept_alive(service: LiveServer) -> None:
+    """While the engine cannot answer, the stream sends keep-alive pings, then the answer."""
+    services = service.services
+    settings = services.settings
+    services.settings = settings.model_copy(update={"sse_ping_s": 0.01})
+    body = {"model": "v0", "messages": CHAT, "max_tokens": 2, "temperature": 0, "stream": True}
+    try:
+        with contextlib.ExitStack() as hold:
+            hold.enter_context(services.runtime.exclusive(services.runtime.base_id))
+            with httpx.stream("POST", service.url + "/v1/chat/completions", json=body,
+                              timeout=60) as response:
+                lines = response.iter_lines()
+                before = until_ping(lines)
+                hold.close()  # the engine may answer now
+                after = [line for line in lines if line.startswith("data: ")]
+    finally:
+        services.settings = settings
+    data = [line for line in before if line.startswith("data: ")] + after
+    assert data[-1] == "data: [DONE]"
+    chunks = [ChatCompletionChunk.model_validate_json(line[6:]) for line in data[:-1]]
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason
 
 
 def test_client_that_disconnects_stops_its_generation(service: LiveServer) -> None:

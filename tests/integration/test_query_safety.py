@@ -18,7 +18,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
-from app.api.openai import serving as sv
+from app.api.openai.serving_models import ServingModels
 from tests.e2e.harness import save_tiny_model, wait_for
 from tests.integration.service_support import LiveServer, live_service, tiny_settings
 from tests.integration.test_openai_api import CHATML
@@ -161,7 +161,7 @@ def test_request_ids_and_error_shapes_on_every_answer(service: LiveServer,
     def broken(*_: object) -> None:
         raise RuntimeError("/secret/path/to/data")
 
-    monkeypatch.setattr(sv, "model_cards", broken)
+    monkeypatch.setattr(ServingModels, "cards", broken)
     failed = httpx.get(f"{service.url}/v1/models")
     error = assert_openai_error(failed, 500)
     assert "/secret" not in failed.text and error["type"] == "server_error"

@@ -3,13 +3,13 @@ runs the real engine)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from app.api.openai.errors import OpenAIError
 from app.vllm.process import VllmConfig
-from app.vllm.proxy import BadRequest, check_request, needs_serialising, unavailable
+from app.vllm.proxy import BadRequest, check_request, needs_serialising, refused, unavailable
 
 
 @pytest.mark.parametrize("body", [
@@ -43,11 +43,25 @@ def test_extra_fields_pass_the_check() -> None:
     check_request("completions", {"model": "active", "prompt": "x", "top_k": 5, "stream": True})
 
 
-def test_unavailable_is_openai_shaped_and_names_vllm() -> None:
-    response = unavailable("ConnectError")
-    error = json.loads(response.body)["error"]
-    assert response.status_code == 503 and error["code"] == "vllm_unavailable"
-    assert "vLLM" in error["message"] and response.headers["x-modeledit-engine"] == "vllm"
+def test_unavailable_is_a_503_that_names_vllm_and_says_when_to_retry() -> None:
+    error = unavailable("ConnectError at http://127.0.0.1:9/")
+    assert error.status == 503 and error.code == "vllm_unavailable"
+    assert "vLLM" in error.message and "127.0.0.1" not in error.message
+    assert error.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("text, message, code", [
+    ('{"error": {"message": "bad n", "type": "BadRequestError", "param": "n", '
+     '"code": "invalid_value"}}', "bad n", "invalid_value"),
+    ('{"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}',
+     "too long", None),
+    ('{"detail": "Not Found"}', "Not Found", None),
+    ("not json", "not json", None),
+])
+def test_vllms_refusals_keep_its_message_in_openais_shape(text: str, message: str,
+                                                          code: str | None) -> None:
+    error = refused(400, text)
+    assert (error.status, error.message, error.code) == (400, message, code)
 
 
 def test_vllm_starts_on_loopback_with_lora_and_a_key_off_the_command_line(tmp_path: Path) -> None:
@@ -80,7 +94,8 @@ def test_a_parsed_request_is_sent_as_the_fields_the_client_set() -> None:
         max_tokens: int = 16
 
     proxy = VllmProxy.__new__(VllmProxy)
-    response = asyncio.run(proxy.forward("completions", Request(model="")))
-    assert response.status_code == 400  # model "" is refused before anything is sent
+    with pytest.raises(OpenAIError) as refused_early:  # before anything is sent
+        asyncio.run(proxy.forward("completions", Request(model="")))
+    assert refused_early.value.status == 400 and refused_early.value.param == "model"
     assert Request(model="v1", prompt="x", top_k=5).model_dump(exclude_unset=True) == {
         "model": "v1", "prompt": "x", "top_k": 5}

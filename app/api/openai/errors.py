@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.errors import ApiError, _validation_message, field_path, public
+from app.api.openai.protocol import ENGINE_HEADER
 
 PREFIX = "/v1"
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -51,7 +52,11 @@ Handler = Callable[[Request, Any], Awaitable[Response]]
 def _scoped(ours: Callable[[Request, Any], Response], theirs: Handler | None) -> Handler:
     async def handle(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith(PREFIX + "/") or theirs is None:
-            return ours(request, exc)
+            response = ours(request, exc)
+            backend = getattr(request.app.state, "openai", None)
+            if backend is not None:  # errors name their engine too, as answers do
+                response.headers.setdefault(ENGINE_HEADER, backend.engine)
+            return response
         return await theirs(request, exc)
 
     return handle

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from openai import types as openai_types
+from openai.types import completion_choice as openai_completion_choice
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Stop = str | list[str] | None
@@ -185,31 +188,33 @@ class ChatRequest(_Request):
     def limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def limit_param(self) -> str:
+        """The field :meth:`limit` read, for an error that names it."""
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
 
 # -- responses -----------------------------------------------------------------------------
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
+# Answers are the ``openai`` package's own types (what its clients parse), built and validated
+# by both backends and sent as set (``exclude_unset``: no field OpenAI's clients do not expect
+# appears as a null). Where OpenAI's wire answers carry a null its types do not admit, a subclass
+# admits exactly that null and nothing else.
+USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 CARD = {"id": "v3", "object": "model", "created": 1764806400, "owned_by": "embedded",
         "root": "v3", "parent": "v2", "state": "committed", "active": True}
-USAGE = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
 
 
-class ModelCard(BaseModel):
+class ModelCard(openai_types.Model):
+    """OpenAI's model card, plus what a version is: the same schema under both backends."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [CARD]})
 
-    id: str = Field(examples=["v3"])
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "embedded"
-    """The engine that answers for this model: ``embedded`` (this process) or ``vllm``."""
+    owned_by: Literal["embedded", "vllm"] = Field(
+        description="the engine that answers for this model: `embedded` (this process) or "
+        "`vllm`")
     root: str = Field(description="the version id this name resolves to now")
-    parent: str | None = None
+    parent: str | None = Field(None, description="the version this one was edited from")
     state: str = Field(description="committed, or held (kept inactive by the quality gate)")
-    active: bool = False
+    active: bool = Field(False, description="this version is what `active` means now")
 
 
 class ModelList(BaseModel):
@@ -219,72 +224,40 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class CompletionLogprobs(BaseModel):
-    tokens: list[str]
-    token_logprobs: list[float | None]
-    top_logprobs: list[dict[str, float] | None]
-    text_offset: list[int]
+class CompletionLogprobs(openai_completion_choice.Logprobs):
+    """OpenAI's, where the first prompt token under ``echo`` has no log-prob (``null``)."""
+
+    token_logprobs: list[float | None] | None = None
+    top_logprobs: list[dict[str, float] | None] | None = None
 
 
-class CompletionChoice(BaseModel):
-    index: int
-    text: str
-    finish_reason: Literal["stop", "length"] | None
+class CompletionChoice(openai_types.CompletionChoice):
+    """OpenAI's, where a streamed chunk has ``finish_reason: null`` until the choice ends."""
+
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
     logprobs: CompletionLogprobs | None = None
 
 
-class CompletionResponse(BaseModel):
+class CompletionResponse(openai_types.Completion):
+    """``POST /v1/completions``'s answer, and each chunk of its stream."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "id": "cmpl-1", "object": "text_completion", "created": 1764806400, "model": "v3",
         "choices": [{"index": 0, "text": " English.", "finish_reason": "stop",
                      "logprobs": None}], "usage": USAGE}]})
 
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
     model: str = Field(description="the version that answered (`active` resolved)")
     choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
-class TopLogprob(BaseModel):
-    token: str
-    logprob: float
-    bytes: list[int] | None = None
+class ChatResponse(ChatCompletion):
+    """``POST /v1/chat/completions``'s answer (OpenAI's type; ``model`` is the version)."""
 
-
-class TokenLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob] = []
-
-
-class ChoiceLogprobs(BaseModel):
-    content: list[TokenLogprob] | None = None
-
-
-class ChatMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = None
-
-
-class ChatChoice(BaseModel):
-    index: int
-    message: ChatMessage
-    finish_reason: Literal["stop", "length"] | None
-    logprobs: ChoiceLogprobs | None = None
-
-
-class ChatResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1764806400, "model": "v3",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "English."},
                      "finish_reason": "stop", "logprobs": None}], "usage": USAGE}]})
 
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str = Field(description="the version that answered (`active` resolved)")
-    choices: list[ChatChoice]
-    usage: Usage
 
 
 class ErrorDetail(BaseModel):

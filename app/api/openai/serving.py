@@ -1,85 +1,42 @@
-"""OpenAI requests to engine requests and back: tokens in, choices, chunks and usage out.
+"""What the embedded engine's serving objects share (vLLM's ``serving_engine.py``): OpenAI
+requests to engine requests and back, tokens in, updates, finish reasons and usage out.
 
 Each prompt × ``n`` becomes one :class:`models.generate.Request`; all of a call's requests
-are submitted together on one version (``active`` resolved once, here), and answers are
-gathered from the engine thread through an asyncio queue, so waiting costs no thread.
+are submitted together on one version (``active`` resolved once, by
+:class:`app.api.openai.serving_models.ServingModels`), and answers are gathered from the
+engine thread through an asyncio queue, so waiting costs no thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request as HttpRequest
 from jinja2 import TemplateError
 
+from app.api.openai.backend import StreamError
 from app.api.openai.errors import OpenAIError
-from app.api.openai.protocol import ChatRequest, CompletionRequest, ModelCard
+from app.api.openai.protocol import ChatRequest, CompletionRequest
 from app.api.waiting import watch
-from app.services import Services
 from app.serving.delta_source import UnusableDelta
 from app.serving.engine import EngineStopped, QueueFull, ServingEngine, TooLarge
+from app.serving.parts import ModelParts
 from app.serving.queries import ClientGone, DeadlineExceeded, settle
-from app.store import NotFound
 from editing import prompt_ids
 from models.generate import BadMessages, NoChatTemplate, Request, SamplingParams, render_chat
 
-VERSION_HEADER = "X-Modeledit-Version"
 ENGINE = "embedded"
 
 
-# -- models ----------------------------------------------------------------------------------
-def _created(stamp: str) -> int:
-    try:
-        from datetime import datetime
-
-        return int(datetime.fromisoformat(stamp).timestamp())
-    except (TypeError, ValueError):
-        return 0
-
-
-def model_cards(services: Services) -> list[ModelCard]:
-    """Every committed version (held ones too), then ``active`` and the base model's name."""
-    runtime, active = services.runtime, services.runtime.active
-    cards = []
-    for v in services.store.list_versions():
-        if v.state != "committed":
-            continue
-        cards.append(ModelCard(id=v.id, created=_created(v.created_at), root=v.id,
-                               parent=v.parent, state=v.shown_state, active=v.id == active))
-    by_id = {c.id: c for c in cards}
-    for alias, target in (("active", active), (services.parts.lm.name, runtime.base_id)):
-        if target in by_id and alias not in by_id:
-            cards.append(by_id[target].model_copy(update={"id": alias}))
-    return cards
-
-
-def resolve_model(services: Services, engine: ServingEngine, name: str) -> str:
-    """The committed version ``name`` means now; 404 in OpenAI's terms otherwise."""
-    version = engine.resolve(name)
-    if name == services.parts.lm.name:
-        version = services.runtime.base_id
-    try:
-        record = services.store.get_version(version)
-    except NotFound as exc:
-        raise OpenAIError(404, f"The model '{name}' does not exist; GET /v1/models lists the "
-                          "versions", "model", "model_not_found") from exc
-    if record.state != "committed":
-        raise OpenAIError(404, f"The model '{name}' is a {record.state} version, which cannot "
-                          "answer; ask a committed one", "model", "model_not_found")
-    return version
-
-
 # -- requests -------------------------------------------------------------------------------
-def _prompts(services: Services, body: CompletionRequest) -> list[list[int]]:
+def prompts_of(parts: ModelParts, body: CompletionRequest) -> list[list[int]]:
     """Each prompt's token ids; one that yields no token is a 400 (before anything is
     submitted: the engine cannot continue nothing)."""
-    tokenizer = services.parts.lm.tokenizer
+    tokenizer = parts.lm.tokenizer
     prompt = body.prompt
     if isinstance(prompt, str):
         prompts = [prompt_ids(tokenizer, prompt)]
@@ -95,19 +52,19 @@ def _prompts(services: Services, body: CompletionRequest) -> list[list[int]]:
     return prompts
 
 
-def _check_ids(services: Services, ids: list[int], param: str) -> None:
-    vocab = services.parts.lm.model.get_input_embeddings().weight.shape[0]
+def check_ids(parts: ModelParts, ids: list[int], param: str) -> None:
+    vocab = parts.lm.model.get_input_embeddings().weight.shape[0]
     bad = [t for t in ids if not 0 <= t < vocab]
     if bad:
         raise OpenAIError(400, f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})",
                           param, "invalid_value")
 
 
-def _budget(services: Services, prompts: list[list[int]], asked: int | None, param: str,
-            prompt_param: str) -> int:
-    """``max_tokens`` to use: the request's, within the cap and the model's context."""
-    cap = services.settings.max_tokens_cap
-    context = int(getattr(services.parts.lm.model.config, "max_position_embeddings", 0) or 0)
+def budget(parts: ModelParts, cap: int, prompts: list[list[int]], asked: int | None,
+           param: str, prompt_param: str) -> int:
+    """``max_tokens`` to use: the request's, within the cap (over it: a 400 naming ``param``)
+    and the model's context; both backends apply it."""
+    context = int(getattr(parts.lm.model.config, "max_position_embeddings", 0) or 0)
     longest = max(len(p) for p in prompts)
     if asked is not None and asked > cap:
         raise OpenAIError(400, f"{param} is {asked}; this server's cap is {cap}", param,
@@ -121,7 +78,7 @@ def _budget(services: Services, prompts: list[list[int]], asked: int | None, par
     return want
 
 
-def _params(body: CompletionRequest | ChatRequest, max_tokens: int, logprobs: int | None,
+def params(body: CompletionRequest | ChatRequest, max_tokens: int, logprobs: int | None,
             echo: bool, index: int) -> SamplingParams:
     seed = None if body.seed is None else (body.seed + index) % 2**63
     return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
@@ -214,59 +171,69 @@ def usage(call: Call, prompts: list[list[int]]) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion}
 
 
-def _error_event(message: str, code: str) -> str:
-    error = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return f"data: {json.dumps(error)}\n\n"
+@dataclass(frozen=True)
+class Delta:
+    """Text choice ``index`` added since its previous delta; ``finish_reason`` on its last."""
+
+    index: int
+    text: str
+    finish_reason: str | None
 
 
-async def stream_events(call: Call, chunk: Callable[[int, str, str | None], dict[str, Any]],
-                        final_usage: Callable[[], dict[str, Any] | None], timeout_s: float,
-                        first: list[dict[str, Any]] | None = None) -> AsyncIterator[str]:
-    """Server-sent events: text deltas per choice as tokens arrive, then ``[DONE]``.
-    Leaving early (the client went away) or passing the deadline cancels the generation."""
+async def deltas(call: Call, timeout_s: float) -> AsyncIterator[Delta | StreamError]:
+    """Each choice's new text as tokens arrive; an error (the deadline, a failed generation)
+    ends it. The caller cancels ``call`` when it stops reading (the stream's ``close``)."""
     sent = [""] * len(call.requests)
     left = len(call.requests)
     deadline = time.monotonic() + timeout_s
-    try:
-        for event in first or []:
-            yield f"data: {json.dumps(event)}\n\n"
-        while left:
-            try:
-                i, text, reason = await asyncio.wait_for(call.updates.get(),
-                                                         max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                yield _error_event(f"no answer within {timeout_s:g} s (the server's deadline "
-                                   "for one query)", "timeout")
-                return
-            if reason == "error":
-                yield _error_event(call.requests[i].error or "generation failed", "engine_error")
-                return
-            delta = text[len(sent[i]):] if text.startswith(sent[i]) else ""
-            if delta or reason is not None:
-                sent[i] = text if text.startswith(sent[i]) else sent[i]
-                yield f"data: {json.dumps(chunk(i, delta, finish(reason)))}\n\n"
-            if reason is not None:
-                left -= 1
-        extra = final_usage()
-        if extra is not None:
-            yield f"data: {json.dumps(extra)}\n\n"
-        yield "data: [DONE]\n\n"
-    finally:
-        call.cancel()
+    while left:
+        try:
+            i, text, reason = await asyncio.wait_for(call.updates.get(),
+                                                     max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            yield StreamError(f"no answer within {timeout_s:g} s (the server's deadline for "
+                              "one query)", "timeout")
+            return
+        if reason == "error":
+            yield StreamError(call.requests[i].error or "generation failed", "engine_error")
+            return
+        delta = text[len(sent[i]):] if text.startswith(sent[i]) else ""
+        if delta or reason is not None:
+            sent[i] = text if text.startswith(sent[i]) else sent[i]
+            yield Delta(i, delta, finish(reason))
+        if reason is not None:
+            left -= 1
 
 
 def now() -> int:
     return int(time.time())
 
 
-def chat_prompt(services: Services, body: ChatRequest) -> list[int]:
+def refuse_extra(body: CompletionRequest | ChatRequest) -> None:
+    """Fields beyond OpenAI's are kept for vLLM (``top_k``, ...), which takes them; the
+    embedded engine does not, so it names the first and refuses."""
+    for name in body.model_extra or {}:
+        raise OpenAIError(400, f"{name}: Extra inputs are not permitted (this field is not "
+                          "OpenAI's and the embedded engine does not implement it; remove it)",
+                          name, "unrecognized_field")
+
+
+def engine_of(parts: ModelParts) -> ServingEngine:
+    """The batch engine; 503 in a process that has none."""
+    if parts.engine is None:
+        raise OpenAIError(503, "this process has no generation engine", None, "no_engine",
+                          {"Retry-After": "5"})
+    return parts.engine
+
+
+def chat_prompt(parts: ModelParts, body: ChatRequest) -> list[int]:
     """The conversation's token ids under the model's chat template; a template that fails
     on these messages (its own ``raise_exception``, a role order it refuses) is a 400, and
     a rendering with no token too."""
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(),
                  **({"name": m.name} if m.name is not None else {})} for m in body.messages]
     try:
-        ids = render_chat(services.parts.lm.tokenizer, messages)
+        ids = render_chat(parts.lm.tokenizer, messages)
     except NoChatTemplate as exc:
         raise OpenAIError(400, f"{exc}", "model", "no_chat_template") from exc
     except BadMessages as exc:
