@@ -102,9 +102,9 @@ class Settings(BaseSettings):
                                    "/score, /generate, /next-tokens): past it the query is "
                                    "cancelled and answered 504")
     max_tokens_cap: int = Field(512, ge=1, description="largest max_tokens a query may ask")
-    sse_ping_s: float = Field(15.0, gt=0, le=600, description="a /v1 stream that has sent "
-                              "nothing for this long sends a keep-alive comment (`: ping`), "
-                              "so proxies keep the connection open")
+    sse_ping_s: float = Field(15.0, gt=0, le=600, description="a /v1 stream sends a "
+                              "keep-alive comment (`: ping`) this often, so proxies keep a "
+                              "quiet connection open")
     max_queries_per_caller: int = Field(96, ge=0, description="queries one caller (its read "
                                         "token, or its address when reads are open) may have "
                                         "in flight in one API process before 429 (0: no limit)")

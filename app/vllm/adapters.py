@@ -79,6 +79,8 @@ class AdapterSync:
         """vLLM has answered a completion since it came up: what /ready waits for (its model
         list answers some seconds before it can generate)."""
         self.base_name: str | None = None
+        self.context: int | None = None
+        """vLLM's context length for the base model (its ``max_model_len``), once listed."""
         self.last_error: str | None = None
         self._base: str | None = None
         self._names: dict[str, str] = {}
@@ -172,7 +174,9 @@ class AdapterSync:
                     if serving.state == "refused":
                         serving.state, serving.error = "pending", None
             self.up, self.last_error = True, None
-            self.base_name = next((m.id for m in served if m.parent is None), self.base_name)
+            base = next((m for m in served if m.parent is None), None)
+            if base is not None:
+                self.base_name, self.context = base.id, base.max_model_len or self.context
             self._loaded = {m.id for m in served if m.parent is not None}
             wanted = self._wanted()
             keep = set(wanted.values())

@@ -13,9 +13,11 @@ layer's disconnect handling.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+import httpx
 from fastapi import Request as HttpRequest
 from openai.types.chat import ChatCompletionChunk
 from pydantic import BaseModel, ValidationError
@@ -39,6 +41,8 @@ from app.serving.queries import ClientGone, DeadlineExceeded
 from app.settings import Settings
 from app.vllm.adapters import ENGINE
 from app.vllm.proxy import Answer, Upstream, VllmProxy, bad_answer, unavailable
+
+log = logging.getLogger(__name__)
 
 
 class VllmBackend:
@@ -69,7 +73,7 @@ class VllmBackend:
         self._refuse_if_stopping()
         prompts = sv.prompts_of(self.parts, body)
         request = body.model_dump(exclude_unset=True)
-        request["max_tokens"] = sv.budget(self.parts, self.cap, prompts, body.max_tokens,
+        request["max_tokens"] = sv.budget(self._context(), self.cap, prompts, body.max_tokens,
                                           "max_tokens", "prompt")
         answer = await self._forward(http, self.proxy.forward("completions", request))
         return self._answer(answer, CompletionResponse)
@@ -80,10 +84,15 @@ class VllmBackend:
         prompt = sv.chat_prompt(self.parts, body)
         param = body.limit_param()
         request = body.model_dump(exclude_unset=True)
-        request[param] = sv.budget(self.parts, self.cap, [prompt], body.limit(), param,
+        request[param] = sv.budget(self._context(), self.cap, [prompt], body.limit(), param,
                                    "messages")
         answer = await self._forward(http, self.proxy.forward("chat", request))
         return self._answer(answer, ChatResponse, ChatCompletionChunk)
+
+    def _context(self) -> int:
+        """vLLM's context (``--max-model-len``, often shorter than the model's), else the
+        model's own until vLLM has listed it."""
+        return self.proxy.sync.context or sv.model_context(self.parts)
 
     def _refuse_if_stopping(self) -> None:
         engine = self.parts.engine
@@ -104,27 +113,35 @@ class VllmBackend:
     def _answer(self, answer: Answer | Upstream, whole: type[BaseModel],
                 chunk: type[BaseModel] | None = None) -> Any:
         if isinstance(answer, Upstream):
-            return Stream(answer.version, _chunks(answer, chunk or whole), answer.aclose)
+            return Stream(answer.version, self._chunks(answer, chunk or whole), answer.aclose)
         try:
             return whole.model_validate(answer.body)
         except ValidationError as exc:
             raise bad_answer(f"{exc}") from exc
 
-
-async def _chunks(upstream: Upstream, kind: type[BaseModel]) -> AsyncIterator[Chunk | StreamError]:
-    """vLLM's events as validated chunks; an error event ends the stream as one."""
-    async for event in upstream.events():
-        error = event.get("error")
-        if error is not None:
-            message = error.get("message") if isinstance(error, dict) else str(error)
-            code = error.get("code") if isinstance(error, dict) else None
-            yield StreamError(str(message or "vLLM failed"),
-                              code if isinstance(code, str) else "engine_error")
-            return
+    async def _chunks(self, upstream: Upstream,
+                      kind: type[BaseModel]) -> AsyncIterator[Chunk | StreamError]:
+        """vLLM's events as validated chunks; an error event, an event not in OpenAI's shape
+        or a connection that breaks mid-stream (vLLM died) ends the stream with one error
+        event, so the client is told rather than cut off."""
         try:
-            yield kind.model_validate(event)  # type: ignore[misc]
-        except ValidationError as exc:
-            bad_answer(f"{exc}")
-            yield StreamError("vLLM sent an event that is not in OpenAI's shape",
-                              "bad_upstream_answer")
-            return
+            async for event in upstream.events():
+                error = event.get("error")
+                if error is not None:
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    code = error.get("code") if isinstance(error, dict) else None
+                    yield StreamError(str(message or "vLLM failed"),
+                                      code if isinstance(code, str) else "engine_error")
+                    return
+                try:
+                    yield kind.model_validate(event)  # type: ignore[misc]
+                except ValidationError as exc:
+                    bad_answer(f"{exc}")  # logs what vLLM sent
+                    yield StreamError("vLLM sent an event that is not in OpenAI's shape",
+                                      "bad_upstream_answer")
+                    return
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: an event that is not JSON
+            log.warning("vLLM's stream broke: %s", type(exc).__name__)
+            self.proxy.sync.kick()
+            yield StreamError("vLLM, the engine that serves this model, stopped answering; "
+                              "retry shortly", "vllm_unavailable")

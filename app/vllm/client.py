@@ -29,6 +29,9 @@ class ServedModel:
     id: str
     parent: str | None
     root: str | None
+    max_model_len: int | None = None
+    """The context vLLM serves it with (``--max-model-len``), which may be shorter than the
+    model's own: what the budget of a request without ``max_tokens`` must fit."""
 
 
 class VllmClient:
@@ -75,7 +78,7 @@ class VllmClient:
         response = self._call("GET", "/v1/models")
         if response.status_code != 200:
             raise VllmRefused(f"GET /v1/models: {response.status_code} {response.text[:300]}")
-        return [ServedModel(m["id"], m.get("parent"), m.get("root"))
+        return [ServedModel(m["id"], m.get("parent"), m.get("root"), _length(m))
                 for m in response.json().get("data", [])]
 
     def load_adapter(self, name: str, path: str) -> None:
@@ -88,3 +91,8 @@ class VllmClient:
         response = self._call("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
         if response.status_code not in (200, 404) and "not found" not in response.text.lower():
             raise VllmRefused(f"vLLM refused to unload {name}: {response.text[:500]}")
+
+
+def _length(card: dict[str, Any]) -> int | None:
+    value = card.get("max_model_len")
+    return value if isinstance(value, int) and value > 0 else None

@@ -29,8 +29,9 @@ from typing import Any
 import httpx
 from fastapi.concurrency import run_in_threadpool
 
+from app.api.openai.cards import answering_version
 from app.api.openai.errors import OpenAIError
-from app.store import NotFound, VersionStore
+from app.store import VersionStore
 from app.vllm.adapters import AdapterSync, NotServable
 from app.vllm.client import VllmUnavailable
 
@@ -172,15 +173,13 @@ class VllmProxy:
 
     # -- model names ------------------------------------------------------------------------
     def resolve(self, model: str) -> tuple[str, str]:
-        """The version ``model`` means now and the name vLLM knows it by; NotFound for an
-        unknown one (vLLM's own names are taken too, and answer as their version)."""
+        """The committed version ``model`` means now and the name vLLM knows it by; a 404
+        as the embedded engine gives otherwise. vLLM's own names for our versions (the base
+        model's, an adapter's) are taken too, and answer as their version."""
         version = self.store.active_version() if model == ACTIVE else model
-        try:
-            self.store.get_version(version)
-        except NotFound:
-            if model in (self.sync.base_name, *self.sync.served_names()):
-                return self.sync.version_of(model) or model, model
-            raise
+        if model in (self.sync.base_name, *self.sync.served_names()):
+            version = self.sync.version_of(model) or version  # a name this sync never gave: 404
+        answering_version(self.store, model, version)
         return version, self.sync.ensure(version)
 
     # -- forwarding -------------------------------------------------------------------------
@@ -188,21 +187,15 @@ class VllmProxy:
         """Send a ``chat`` or ``completions`` request to vLLM; the answer whole, or its
         stream if asked. Raises :class:`OpenAIError`.
 
-        ``body``: the JSON dict, or the protocol module's parsed request (a pydantic model:
-        the fields the client set are sent, extra ones included where the model allows them).
+        ``body``: the request as a dict, validated by the protocol module (the fields the
+        client set, extra ones included where the model allows them).
         """
-        if hasattr(body, "model_dump"):
-            body = body.model_dump(exclude_unset=True)
         try:
             check_request(kind, body)
         except BadRequest as exc:
             raise OpenAIError(400, str(exc), exc.param, "invalid_value") from exc
         try:
             version, name = await run_in_threadpool(self.resolve, body["model"])
-        except NotFound as exc:
-            raise OpenAIError(404, f"model {body['model']!r} does not exist: use 'active', "
-                              "'v0' or a version id from GET /v1/models", "model",
-                              "model_not_found") from exc
         except NotServable as exc:
             raise OpenAIError(409, str(exc), "model", "model_not_servable") from exc
         except VllmUnavailable as exc:
@@ -246,6 +239,9 @@ class VllmProxy:
             return Upstream(upstream, version, release)
         try:
             content = await upstream.aread()
+        except httpx.HTTPError as exc:  # the connection broke mid-answer: vLLM died
+            self.sync.kick()
+            raise unavailable(type(exc).__name__) from exc
         finally:
             await upstream.aclose()
             _done(release)

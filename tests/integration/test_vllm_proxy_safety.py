@@ -32,6 +32,9 @@ from tests.integration.service_support import LiveServer, live_service, tiny_set
 from tests.integration.test_openai_api import CHATML, until_ping
 
 ECHO = {"model": "v0", "prompt": "x", "max_tokens": 0, "echo": True, "logprobs": 0}
+CONTEXT = 64
+"""The stand-in serves the base with this context, shorter than the tiny model's own (256),
+as ``--max-model-len`` does."""
 
 
 class FakeVllm:
@@ -54,7 +57,8 @@ class FakeVllm:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     async def models(self, _: Request) -> JSONResponse:
-        return JSONResponse({"data": [{"id": "base", "parent": None, "root": "base"}]})
+        return JSONResponse({"data": [{"id": "base", "parent": None, "root": "base",
+                                       "max_model_len": CONTEXT}]})
 
     async def complete(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -71,7 +75,8 @@ class FakeVllm:
 
     async def chat(self, request: Request) -> JSONResponse | StreamingResponse:
         """A whole answer, or a stream of three chunks (held after the first while the
-        request has ``hold``, an extra field the service passes to vLLM)."""
+        request has ``hold``, an extra field the service passes to vLLM; broken off after the
+        first, as when vLLM dies, with ``break``)."""
         body = await request.json()
         self.bodies.append(body)
         head = {"id": "chatcmpl-f", "created": 1, "model": body["model"]}
@@ -88,6 +93,8 @@ class FakeVllm:
 
         async def events() -> AsyncIterator[str]:
             yield event({"role": "assistant", "content": ""})
+            if body.get("break"):
+                raise RuntimeError("the stand-in dies mid-stream")
             if body.get("hold"):
                 await anyio.to_thread.run_sync(self.release_stream.wait)
             yield event({"content": "hi"})
@@ -241,6 +248,27 @@ def test_the_token_cap_holds_under_vllm(stack: tuple[LiveServer, FakeVllm]) -> N
         "model": "v0", "messages": [{"role": "user", "content": "hi"}]})
     assert unbounded.status_code == 200
     assert 0 < fake.bodies[-1]["max_tokens"] <= cap  # vLLM's default (the context) is capped
+    # ...and fits vLLM's own context (its max_model_len), not the model's longer one
+    assert fake.bodies[-1]["max_tokens"] < CONTEXT
+
+
+def test_a_stream_vllm_breaks_off_ends_with_an_error_event(
+        stack: tuple[LiveServer, FakeVllm]) -> None:
+    server, fake = stack
+    fake.can_generate.set()
+    body = {"model": "v0", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 4, "break": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body,
+                      timeout=60) as response:
+        assert response.status_code == 200
+        events = data_lines(response)
+    assert len(events) == 2 and "[DONE]" not in events
+    ChatCompletionChunk.model_validate_json(events[0])
+    error = json.loads(events[1])["error"]
+    assert error["code"] == "vllm_unavailable" and fake.url not in error["message"]
+    after = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+        "model": "v0", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert after.status_code == 200  # nothing was left held
 
 
 def test_a_quiet_stream_is_kept_alive_with_pings(stack: tuple[LiveServer, FakeVllm]) -> None:

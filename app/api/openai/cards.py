@@ -1,5 +1,6 @@
 """The one model-card schema of ``/v1/models``, whichever backend lists it: every committed
-version (held ones too), then ``active`` and the base model's name as aliases."""
+version (held ones too), then ``active`` and the base model's name as aliases; and which
+version a requested model name answers as, with the same refusals under both backends."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 from app.api.openai.errors import OpenAIError
 from app.api.openai.protocol import ModelCard
 from app.serving.parts import ModelParts
+from app.store import NotFound, VersionStore
 
 
 def created_at(stamp: str) -> int:
@@ -38,3 +40,17 @@ def find_card(cards: list[ModelCard], model_id: str) -> ModelCard:
         if card.id == model_id:
             return card
     raise OpenAIError(404, f"The model '{model_id}' does not exist", "model", "model_not_found")
+
+
+def answering_version(store: VersionStore, name: str, version: str) -> str:
+    """``version`` (what the requested ``name`` means now) if it is committed and so can
+    answer; otherwise a 404 in OpenAI's terms, the same under both backends."""
+    try:
+        record = store.get_version(version)
+    except NotFound as exc:
+        raise OpenAIError(404, f"The model '{name}' does not exist; GET /v1/models lists "
+                          "the versions", "model", "model_not_found") from exc
+    if record.state != "committed":
+        raise OpenAIError(404, f"The model '{name}' is a {record.state} version, which "
+                          "cannot answer; ask a committed one", "model", "model_not_found")
+    return version

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Path, Response
 from fastapi import Request as HttpRequest
 
+from app.api.errors import public
 from app.api.openai import errors
 from app.api.openai.backend import VERSION_HEADER, OpenAIBackend, Stream
 from app.api.openai.protocol import (
@@ -46,13 +47,18 @@ def backend(http: HttpRequest) -> OpenAIBackend:
     return http.app.state.openai
 
 
-def _answer(http: HttpRequest, response: Response, answer: Any) -> Any:
+async def _answer(http: HttpRequest, response: Response, answer: Any) -> Any:
     """A whole answer (FastAPI validates it against the route's model), or the stream."""
     engine = backend(http).engine
     if isinstance(answer, Stream):
         settings = http.app.state.services.settings
-        return event_stream(answer, {ENGINE_HEADER: engine, VERSION_HEADER: answer.version},
-                            settings.sse_ping_s, settings.drain_grace_s)
+        try:
+            return event_stream(answer, {ENGINE_HEADER: engine, VERSION_HEADER: answer.version},
+                                settings.sse_ping_s, settings.drain_grace_s,
+                                lambda text: public(http, text))
+        except BaseException:  # the generation is running: it must not outlive a failed reply
+            await answer.close()
+            raise
     response.headers[ENGINE_HEADER] = engine
     response.headers[VERSION_HEADER] = answer.model
     return answer
@@ -79,14 +85,15 @@ async def get_model(http: HttpRequest, response: Response,
              summary="Continue a prompt (text or token ids) on any version")
 async def completions(body: CompletionRequest, http: HttpRequest, response: Response,
                       _who: str = Depends(require_read)) -> Any:
-    return _answer(http, response, await backend(http).create_completion(body, http))
+    return await _answer(http, response, await backend(http).create_completion(body, http))
 
 
 @router.post("/chat/completions", response_model=ChatResponse, **ANSWERS,
              summary="Answer a conversation (the model's own chat template) on any version")
 async def chat_completions(body: ChatRequest, http: HttpRequest, response: Response,
                            _who: str = Depends(require_read)) -> Any:
-    return _answer(http, response, await backend(http).create_chat_completion(body, http))
+    return await _answer(http, response,
+                         await backend(http).create_chat_completion(body, http))
 
 
 def install(app: FastAPI) -> None:

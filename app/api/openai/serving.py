@@ -60,11 +60,16 @@ def check_ids(parts: ModelParts, ids: list[int], param: str) -> None:
                           param, "invalid_value")
 
 
-def budget(parts: ModelParts, cap: int, prompts: list[list[int]], asked: int | None,
+def model_context(parts: ModelParts) -> int:
+    """The loaded model's own context length (0: unknown); what the embedded engine serves."""
+    return int(getattr(parts.lm.model.config, "max_position_embeddings", 0) or 0)
+
+
+def budget(context: int, cap: int, prompts: list[list[int]], asked: int | None,
            param: str, prompt_param: str) -> int:
     """``max_tokens`` to use: the request's, within the cap (over it: a 400 naming ``param``)
-    and the model's context; both backends apply it."""
-    context = int(getattr(parts.lm.model.config, "max_position_embeddings", 0) or 0)
+    and ``context``, the engine's context length (0: unknown); both backends apply it, each
+    with its engine's context (vLLM may serve a shorter one than the model's)."""
     longest = max(len(p) for p in prompts)
     if asked is not None and asked > cap:
         raise OpenAIError(400, f"{param} is {asked}; this server's cap is {cap}", param,
@@ -99,6 +104,13 @@ class Call:
     def cancel(self) -> None:
         for r in self.requests:
             r.cancel()
+
+    async def finished(self) -> None:
+        """Return once every request has finished. Counting final updates instead would count
+        twice a request that finished before this started (its update still queued); a
+        request's reason is set before its final update is queued, so none is missed."""
+        while not all(r.finished for r in self.requests):
+            await self.updates.get()
 
 
 def submit(engine: ServingEngine, version: str, prompts: list[list[int]], n: int,
@@ -137,15 +149,8 @@ async def wait_all(call: Call, http: HttpRequest) -> None:
     """Until every request finished; the deadline (504) or a client that disconnects
     cancels them."""
 
-    async def drain() -> None:
-        left = sum(1 for r in call.requests if not r.finished)
-        while left:
-            _, _, reason = await call.updates.get()
-            if reason is not None:
-                left -= 1
-
     try:
-        await settle(drain(), call.requests, watch(http))
+        await settle(call.finished(), call.requests, watch(http))
     except DeadlineExceeded as exc:
         raise OpenAIError(504, str(exc), None, "timeout") from exc
     except ClientGone:

@@ -28,8 +28,9 @@ class ServingChat:
         engine = sv.engine_of(services.parts)
         sv.refuse_extra(body)
         prompt = sv.chat_prompt(services.parts, body)
-        max_tokens = sv.budget(services.parts, services.settings.max_tokens_cap, [prompt],
-                               body.limit(), body.limit_param(), "messages")
+        max_tokens = sv.budget(sv.model_context(services.parts),
+                               services.settings.max_tokens_cap, [prompt], body.limit(),
+                               body.limit_param(), "messages")
         version = self.models.resolve(body.model)
         top = (body.top_logprobs or 0) if body.logprobs else None
         call = sv.submit(engine, version, [prompt], body.n,

@@ -33,8 +33,9 @@ class ServingCompletion:
         prompts = sv.prompts_of(services.parts, body)
         for p in prompts:
             sv.check_ids(services.parts, p, "prompt")
-        max_tokens = sv.budget(services.parts, services.settings.max_tokens_cap, prompts,
-                               body.max_tokens, "max_tokens", "prompt")
+        max_tokens = sv.budget(sv.model_context(services.parts),
+                               services.settings.max_tokens_cap, prompts, body.max_tokens,
+                               "max_tokens", "prompt")
         version = self.models.resolve(body.model)
         call = sv.submit(engine, version, prompts, body.n,
                          lambda j: sv.params(body, max_tokens, body.logprobs, body.echo, j))

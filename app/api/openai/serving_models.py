@@ -4,12 +4,10 @@ committed version that answers for it."""
 
 from __future__ import annotations
 
-from app.api.openai.cards import find_card, version_cards
-from app.api.openai.errors import OpenAIError
+from app.api.openai.cards import answering_version, find_card, version_cards
 from app.api.openai.protocol import ModelCard, ModelList
 from app.api.openai.serving import ENGINE, engine_of
 from app.services import Services
-from app.store import NotFound
 
 
 class ServingModels:
@@ -33,12 +31,4 @@ class ServingModels:
         version = engine_of(services.parts).resolve(name)
         if name == services.parts.lm.name:
             version = services.runtime.base_id
-        try:
-            record = services.store.get_version(version)
-        except NotFound as exc:
-            raise OpenAIError(404, f"The model '{name}' does not exist; GET /v1/models lists "
-                              "the versions", "model", "model_not_found") from exc
-        if record.state != "committed":
-            raise OpenAIError(404, f"The model '{name}' is a {record.state} version, which "
-                              "cannot answer; ask a committed one", "model", "model_not_found")
-        return version
+        return answering_version(services.store, name, version)

@@ -11,7 +11,7 @@ an error after the start is one ``data: {"error": ...}`` event and no ``[DONE]``
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
@@ -21,17 +21,17 @@ from app.api.openai.backend import Stream, StreamError
 DONE = "[DONE]"
 
 
-def _error(error: StreamError) -> str:
-    return json.dumps({"error": {"message": error.message, "type": "server_error",
+def _error(error: StreamError, scrub: Callable[[str], str]) -> str:
+    return json.dumps({"error": {"message": scrub(error.message), "type": "server_error",
                                  "param": None, "code": error.code}})
 
 
-async def _events(stream: Stream) -> AsyncIterator[str]:
+async def _events(stream: Stream, scrub: Callable[[str], str]) -> AsyncIterator[str]:
     """Each event's data (the library writes ``data: ...`` and the blank line)."""
     try:
         async for chunk in stream.chunks:
             if isinstance(chunk, StreamError):
-                yield _error(chunk)
+                yield _error(chunk, scrub)
                 return
             yield chunk.model_dump_json(exclude_unset=True)
         yield DONE
@@ -39,9 +39,11 @@ async def _events(stream: Stream) -> AsyncIterator[str]:
         await stream.close()
 
 
-def event_stream(stream: Stream, headers: dict[str, str], ping_s: float,
-                 grace_s: float) -> EventSourceResponse:
-    """The response that sends ``stream``; ``close`` also runs after a stream never read."""
-    return EventSourceResponse(_events(stream), headers=headers, ping=ping_s, sep="\n",
+def event_stream(stream: Stream, headers: dict[str, str], ping_s: float, grace_s: float,
+                 scrub: Callable[[str], str]) -> EventSourceResponse:
+    """The response that sends ``stream``; ``close`` also runs after a stream never read.
+    ``scrub`` takes the server's locations out of an error event's message (as whole
+    answers' errors are scrubbed)."""
+    return EventSourceResponse(_events(stream, scrub), headers=headers, ping=ping_s, sep="\n",
                                background=BackgroundTask(stream.close),
                                shutdown_grace_period=grace_s)
