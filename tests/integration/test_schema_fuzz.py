@@ -39,7 +39,7 @@ from tests.e2e.harness import save_tiny_model
 from tests.integration.service_support import LiveServer, live_service, tiny_settings
 
 EXAMPLES = int(os.environ.get("MODELEDIT_FUZZ_EXAMPLES", "12"))
-"""Hypothesis examples per operation and generation mode (17 operations x 2 modes)."""
+"""Hypothesis examples per operation and generation mode (21 operations x 2 modes)."""
 
 CHECKS = [
     not_a_server_error,
@@ -61,14 +61,17 @@ OPERATIONS = [
     ("POST", "/score"), ("POST", "/generate"), ("POST", "/next-tokens"),
     ("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"),
     ("GET", "/facts"), ("GET", "/whoami"),
+    ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}"), ("POST", "/v1/completions"),
+    ("POST", "/v1/chat/completions"),
 ]
 """Listed (not discovered) so that collection needs no server, and so that an endpoint that
 disappears from the schema fails the test instead of silently being skipped."""
 
 NO_INPUT = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("GET", "/versions"),
-            ("GET", "/whoami")}
-"""Operations without any input (with no token configured, not even Authorization): there is
-no invalid request to generate for them."""
+            ("GET", "/whoami"), ("GET", "/v1/models"), ("GET", "/v1/models/{model_id}")}
+"""Operations without any input that can be invalid (with no token configured, not even
+Authorization; a model id is any string, an unknown one a documented 404): there is no
+invalid request to generate for them."""
 NOT_READY_OK = {("GET", "/ready")}
 """``/ready`` answers a documented 503 (``ReadyOut``): this server runs no worker."""
 
