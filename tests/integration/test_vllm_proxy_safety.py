@@ -57,8 +57,9 @@ class FakeVllm:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     async def models(self, _: Request) -> JSONResponse:
-        return JSONResponse({"data": [{"id": "base", "parent": None, "root": "base",
-                                       "max_model_len": CONTEXT}]})
+        return JSONResponse({"data": [
+            {"id": "base", "parent": None, "root": "base", "max_model_len": CONTEXT},
+            {"id": "loaded-by-someone-else", "parent": "base", "root": "/elsewhere"}]})
 
     async def complete(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -95,6 +96,9 @@ class FakeVllm:
             yield event({"role": "assistant", "content": ""})
             if body.get("break"):
                 raise RuntimeError("the stand-in dies mid-stream")
+            if body.get("fail"):  # vLLM's error event, naming where it runs
+                yield f"data: {json.dumps({'error': {'message': f'engine at {self.url} failed', 'code': 500}})}\n\n"
+                return
             if body.get("hold"):
                 await anyio.to_thread.run_sync(self.release_stream.wait)
             yield event({"content": "hi"})
@@ -292,3 +296,31 @@ def test_a_quiet_stream_is_kept_alive_with_pings(stack: tuple[LiveServer, FakeVl
         fake.release_stream.set()
     data = [line for line in before if line.startswith("data: ")] + after
     assert data[-1] == "data: [DONE]" and len(data) == 4
+
+
+def test_a_streamed_error_event_names_no_internal_url(stack: tuple[LiveServer, FakeVllm]) -> None:
+    server, fake = stack
+    fake.can_generate.set()
+    body = {"model": "v0", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 4, "fail": True}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body,
+                      timeout=60) as response:
+        events = data_lines(response)
+    error = json.loads(events[-1])["error"]
+    assert error["message"] == "engine at <vllm> failed" and fake.url not in "".join(events)
+
+
+def test_a_name_vllm_serves_for_someone_else_is_not_a_model(
+        stack: tuple[LiveServer, FakeVllm]) -> None:
+    """vLLM may list adapters this service never loaded: they answer as no version (404)."""
+    server, fake = stack
+    fake.can_generate.set()
+    proxy = server.services.vllm.proxy
+    wait_for(lambda: "loaded-by-someone-else" in proxy.sync.served_names(),
+             what="the sync to see the foreign adapter")
+    sent = len(fake.bodies)
+    foreign = httpx.post(f"{server.url}/v1/chat/completions", timeout=60, json={
+        "model": "loaded-by-someone-else", "max_tokens": 2,
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert foreign.status_code == 404 and foreign.json()["error"]["code"] == "model_not_found"
+    assert len(fake.bodies) == sent
