@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from fastapi import APIRouter, Depends
 from fastapi import Request as HttpRequest
+from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import get_parts
 from app.api.errors import ApiError
@@ -64,10 +65,11 @@ def _check_version(parts: ModelParts, version: str | None) -> None:
                        field="version")
 
 
-def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
+async def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
     """A prompt with no token, or longer than the model's context, would fail inside the
-    engine: say so here."""
-    n = len(prompt_ids(parts.lm.tokenizer, prompt))
+    engine: say so here. Tokenised in a worker thread: a prompt near the body limit takes a
+    third of a second, which on the event loop would hold every request, /health included."""
+    n = len(await run_in_threadpool(prompt_ids, parts.lm.tokenizer, prompt))
     if n == 0:
         raise ApiError(422, "prompt yields no tokens; give some text", field="prompt")
     limit = getattr(parts.lm.model.config, "max_position_embeddings", None)
@@ -114,7 +116,7 @@ async def score(
 ) -> ScoreOut:
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
-    _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
+    await _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
     version, results = await _engine_call(parts, body.version, http, lambda e, v, w: queries.score(
         e, v, body.prompt, body.candidates, w))
     return ScoreOut(version=version, scores=[
@@ -128,7 +130,7 @@ async def generate(
     body: GenerateIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> GenerateOut:
-    _check_length(parts, body.prompt, body.max_new_tokens)
+    await _check_length(parts, body.prompt, body.max_new_tokens)
     version, text = await _engine_call(parts, body.version, http, lambda e, v, w: queries.generate(
         e, v, body.prompt, body.max_new_tokens, w))
     return GenerateOut(version=version, text=text)
@@ -140,7 +142,7 @@ async def next_tokens(
     body: NextTokensIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
-    _check_length(parts, body.prompt)
+    await _check_length(parts, body.prompt)
     version, top = await _engine_call(parts, body.version, http, lambda e, v, w: (
         queries.next_tokens(e, v, body.prompt, body.k, w)))
     return NextTokensOut(

@@ -71,7 +71,7 @@ class VllmBackend:
     async def create_completion(self, body: CompletionRequest,
                                 http: HttpRequest) -> CompletionResponse | Stream:
         self._refuse_if_stopping()
-        prompts = sv.prompts_of(self.parts, body)
+        prompts = await sv.prompts_of(self.parts, body)
         request = body.model_dump(exclude_unset=True)
         request["max_tokens"] = sv.budget(self._context(), self.cap, prompts, body.max_tokens,
                                           "max_tokens", "prompt")
@@ -81,7 +81,7 @@ class VllmBackend:
     async def create_chat_completion(self, body: ChatRequest,
                                      http: HttpRequest) -> ChatResponse | Stream:
         self._refuse_if_stopping()
-        prompt = sv.chat_prompt(self.parts, body)
+        prompt = await sv.chat_prompt(self.parts, body)
         param = body.limit_param()
         request = body.model_dump(exclude_unset=True)
         request[param] = sv.budget(self._context(), self.cap, [prompt], body.limit(), param,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -359,3 +361,40 @@ def test_evaluation_chat_answer_equals_the_chat_endpoint(service: LiveServer,
             max_tokens=NEW_TOKENS, temperature=0)
         assert served.model == version.id
         assert ours["chat_answer"] == served.choices[0].message.content, version.id
+
+
+BLOCK = "hold-the-tokenizer"
+
+
+@pytest.mark.parametrize("where", ["chat", "native"])
+def test_tokenising_a_prompt_does_not_hold_health(service: LiveServer, where: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long prompt takes a while to tokenise; meanwhile /health must answer. The tokenizer
+    is held on an event until /health has answered: on the event loop, it never would."""
+    tokenizer = service.services.parts.lm.tokenizer
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(original):  # noqa: ANN001, ANN202
+        def held(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if BLOCK in str(args[-1] if args else kwargs):
+                entered.set()
+                release.wait(60)
+            return original(*args, **kwargs)
+        return held
+
+    if where == "chat":
+        monkeypatch.setattr(tokenizer, "apply_chat_template", hold(tokenizer.apply_chat_template))
+        path, body = "/v1/chat/completions", {"model": "active", "max_tokens": 2, "messages": [
+            {"role": "user", "content": BLOCK}]}
+    else:
+        call = type(tokenizer).__call__
+        monkeypatch.setattr(type(tokenizer), "__call__", hold(call))
+        path, body = "/generate", {"prompt": BLOCK, "max_new_tokens": 2}
+    with ThreadPoolExecutor(1) as pool:
+        asked = pool.submit(httpx.post, service.url + path, json=body, timeout=120)
+        assert entered.wait(60), "the request never reached the tokenizer"
+        try:
+            assert httpx.get(f"{service.url}/health", timeout=20).status_code == 200
+        finally:
+            release.set()
+        assert asked.result().status_code == 200

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import Request as HttpRequest
+from fastapi.concurrency import run_in_threadpool
 from jinja2 import TemplateError
 
 from app.api.openai.backend import StreamError
@@ -33,9 +34,15 @@ ENGINE = "embedded"
 
 
 # -- requests -------------------------------------------------------------------------------
-def prompts_of(parts: ModelParts, body: CompletionRequest) -> list[list[int]]:
+# Tokenising runs in a worker thread: a prompt near the body limit takes a third of a second,
+# which on the event loop would hold every other request, /health included.
+async def prompts_of(parts: ModelParts, body: CompletionRequest) -> list[list[int]]:
     """Each prompt's token ids; one that yields no token is a 400 (before anything is
     submitted: the engine cannot continue nothing)."""
+    return await run_in_threadpool(_prompts_of, parts, body)
+
+
+def _prompts_of(parts: ModelParts, body: CompletionRequest) -> list[list[int]]:
     tokenizer = parts.lm.tokenizer
     prompt = body.prompt
     if isinstance(prompt, str):
@@ -231,10 +238,14 @@ def engine_of(parts: ModelParts) -> ServingEngine:
     return parts.engine
 
 
-def chat_prompt(parts: ModelParts, body: ChatRequest) -> list[int]:
+async def chat_prompt(parts: ModelParts, body: ChatRequest) -> list[int]:
     """The conversation's token ids under the model's chat template; a template that fails
     on these messages (its own ``raise_exception``, a role order it refuses) is a 400, and
     a rendering with no token too."""
+    return await run_in_threadpool(_chat_prompt, parts, body)
+
+
+def _chat_prompt(parts: ModelParts, body: ChatRequest) -> list[int]:
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text(),
                  **({"name": m.name} if m.name is not None else {})} for m in body.messages]
     try:

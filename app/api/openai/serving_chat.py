@@ -27,7 +27,7 @@ class ServingChat:
         services = self.services
         engine = sv.engine_of(services.parts)
         sv.refuse_extra(body)
-        prompt = sv.chat_prompt(services.parts, body)
+        prompt = await sv.chat_prompt(services.parts, body)
         max_tokens = sv.budget(sv.model_context(services.parts),
                                services.settings.max_tokens_cap, [prompt], body.limit(),
                                body.limit_param(), "messages")

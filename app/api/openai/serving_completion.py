@@ -30,7 +30,7 @@ class ServingCompletion:
         if body.stream and body.echo:
             raise OpenAIError(400, "echo is not supported with stream: true", "echo",
                               "unsupported")
-        prompts = sv.prompts_of(services.parts, body)
+        prompts = await sv.prompts_of(services.parts, body)
         for p in prompts:
             sv.check_ids(services.parts, p, "prompt")
         max_tokens = sv.budget(sv.model_context(services.parts),
