@@ -65,17 +65,20 @@ def _check_version(parts: ModelParts, version: str | None) -> None:
                        field="version")
 
 
-async def _check_length(parts: ModelParts, prompt: str, extra: int = 0) -> None:
-    """A prompt with no token, or longer than the model's context, would fail inside the
-    engine: say so here. Tokenised in a worker thread: a prompt near the body limit takes a
-    third of a second, which on the event loop would hold every request, /health included."""
-    n = len(await run_in_threadpool(prompt_ids, parts.lm.tokenizer, prompt))
+async def _checked_ids(parts: ModelParts, prompt: str, extra: int = 0) -> list[int]:
+    """The prompt's token ids; one with no token, or longer than the model's context, would
+    fail inside the engine: say so here. Tokenised in a worker thread: a prompt near the body
+    limit takes a third of a second, which on the event loop would hold every request,
+    /health included."""
+    ids = await run_in_threadpool(prompt_ids, parts.lm.tokenizer, prompt)
+    n = len(ids)
     if n == 0:
         raise ApiError(422, "prompt yields no tokens; give some text", field="prompt")
     limit = getattr(parts.lm.model.config, "max_position_embeddings", None)
     if limit is not None and n + extra > limit:
         raise ApiError(422, f"prompt is {n} tokens (+{extra} to generate); the model takes at "
                        f"most {limit}", field="prompt")
+    return ids
 
 
 async def _engine_call(parts: ModelParts, version: str | None, http: HttpRequest,
@@ -116,7 +119,7 @@ async def score(
 ) -> ScoreOut:
     """Sum of the token log-probs of `" " + candidate` after `prompt` (the edits' leading-space
     rule). Compare candidates to see which answer the model prefers."""
-    await _check_length(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
+    await _checked_ids(parts, prompt=body.prompt + " " + max(body.candidates, key=len))
     version, results = await _engine_call(parts, body.version, http, lambda e, v, w: queries.score(
         e, v, body.prompt, body.candidates, w))
     return ScoreOut(version=version, scores=[
@@ -130,9 +133,9 @@ async def generate(
     body: GenerateIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> GenerateOut:
-    await _check_length(parts, body.prompt, body.max_new_tokens)
+    ids = await _checked_ids(parts, body.prompt, body.max_new_tokens)
     version, text = await _engine_call(parts, body.version, http, lambda e, v, w: queries.generate(
-        e, v, body.prompt, body.max_new_tokens, w))
+        e, v, ids, body.max_new_tokens, w))
     return GenerateOut(version=version, text=text)
 
 
@@ -142,9 +145,9 @@ async def next_tokens(
     body: NextTokensIn, http: HttpRequest, parts: ModelParts = Depends(get_parts),
     _who: str = Depends(require_read),
 ) -> NextTokensOut:
-    await _check_length(parts, body.prompt)
+    ids = await _checked_ids(parts, body.prompt)
     version, top = await _engine_call(parts, body.version, http, lambda e, v, w: (
-        queries.next_tokens(e, v, body.prompt, body.k, w)))
+        queries.next_tokens(e, v, ids, body.k, w)))
     return NextTokensOut(
         version=version,
         tokens=[TokenProb(token=t, id=i, logprob=lp, prob=math.exp(lp)) for t, i, lp in top],

@@ -122,19 +122,18 @@ async def score(engine: ServingEngine, version: str, prompt: str, candidates: li
     return out
 
 
-async def generate(engine: ServingEngine, version: str, prompt: str, max_new_tokens: int,
+async def generate(engine: ServingEngine, version: str, ids: list[int], max_new_tokens: int,
                    watch: Watch) -> str:
-    """Greedy continuation (deterministic)."""
-    ids = prompt_ids(engine.batch.tokenizer, prompt)
+    """Greedy continuation (deterministic) of the prompt's token ids."""
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
     return (await run(engine, version, [Request(ids, params)], watch))[0].text
 
 
-async def next_tokens(engine: ServingEngine, version: str, prompt: str, k: int,
+async def next_tokens(engine: ServingEngine, version: str, ids: list[int], k: int,
                       watch: Watch) -> list[tuple[str, int, float]]:
-    """The ``k`` likeliest next tokens: (decoded text, id, log-prob)."""
+    """The ``k`` likeliest next tokens after the prompt's token ids: (decoded text, id,
+    log-prob)."""
     tokenizer = engine.batch.tokenizer
-    ids = prompt_ids(tokenizer, prompt)
     params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k, ignore_eos=True)
     request = (await run(engine, version, [Request(ids, params)], watch))[0]
     return [(tokenizer.decode([t]), t, lp) for t, lp in request.top_logprobs[0]]
